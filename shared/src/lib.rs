@@ -1,0 +1,11 @@
+//! gemini-hooks core: everything the receiver, consumer, reconciler and the local CLI share.
+//!
+//! Layout follows `DESIGN.md` §2: pure domain rules (verification, event model, results
+//! parsing) sit beside narrow ports (`store`) and their adapters; the use cases (`receive`,
+//! `consume`) only talk to ports, so the Lambda functions and `gemini-hooks dev` run the
+//! same code against DynamoDB/SQS or SQLite.
+
+pub mod clock;
+pub mod gemini;
+pub mod results;
+pub mod verify;

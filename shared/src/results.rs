@@ -1,0 +1,1 @@
+//! Batch results JSONL model and streaming parser.

@@ -1,0 +1,1 @@
+//! RS256 JWT verification against a JWKS (dynamic webhooks).
