@@ -6,6 +6,14 @@
 //! same code against DynamoDB/SQS or SQLite.
 
 pub mod clock;
+pub mod config;
+pub mod envelope;
+pub mod event;
 pub mod gemini;
+pub mod http;
+pub mod receive;
 pub mod results;
+pub mod store;
+pub mod telemetry;
 pub mod verify;
+pub mod wiring;

@@ -1,1 +1,18 @@
-fn main() {}
+//! Receiver Lambda (function URL): wiring only. The rules live in `gemini_hooks`.
+
+mod http_handler;
+
+use gemini_hooks::config::{Env, ReceiverConfig};
+use gemini_hooks::telemetry::{LogFormat, init_logging};
+use gemini_hooks::wiring;
+use lambda_http::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_logging(LogFormat::from_lambda_env());
+    // Configuration errors stop the cold start with a message naming the variable.
+    let config = ReceiverConfig::from_env(&Env::process()).inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let aws = wiring::aws_sdk_config().await;
+    let receiver = wiring::aws_receiver(&config, &aws, wiring::http_client()?);
+    lambda_http::run(service_fn(|request| http_handler::function_handler(&receiver, request))).await
+}

@@ -89,3 +89,171 @@ impl VerifyError {
         }
     }
 }
+
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+use crate::envelope::SignatureMode;
+use jwks::{Claims, JwksVerifier, looks_like_jwt};
+use standard::StandardVerifier;
+
+/// Longest `webhook-id` accepted; ids are opaque but short in every known sender.
+pub const MAX_ID_LEN: usize = 256;
+
+/// JWT claim names that, if a sender includes one, bind the token to the body bytes. Gemini does
+/// not document one (gemini-facts §2), so this is checked only when present.
+const BODY_DIGEST_CLAIMS: [&str; 3] = ["body_sha256", "payload_sha256", "body_hash"];
+
+/// A delivery whose signature checked out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedDelivery {
+    /// Idempotency key: the `webhook-id` header, or for dynamic deliveries without one the JWT
+    /// `jti`, or else `sha256:<hex of body>`.
+    pub webhook_id: String,
+    /// Attempt time in epoch seconds.
+    pub timestamp: i64,
+    pub mode: SignatureMode,
+    /// Verified JWT claims of a dynamic delivery.
+    pub claims: Option<Claims>,
+}
+
+/// Verifies any Gemini delivery: static (HMAC) or dynamic (JWT), chosen by the shape of the
+/// `webhook-signature` header.
+pub struct WebhookVerifier {
+    standard: Option<StandardVerifier>,
+    jwt: Option<JwksVerifier>,
+}
+
+impl std::fmt::Debug for WebhookVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookVerifier")
+            .field("static_secrets", &self.standard.as_ref().map(StandardVerifier::secret_count))
+            .field("dynamic", &self.jwt.is_some())
+            .finish()
+    }
+}
+
+impl WebhookVerifier {
+    pub fn new(standard: Option<StandardVerifier>, jwt: Option<JwksVerifier>) -> Self {
+        Self { standard, jwt }
+    }
+
+    /// Builds both verifiers from configuration. No network access happens here.
+    pub fn from_config(config: &crate::config::VerifierConfig, http: reqwest::Client) -> Self {
+        let standard = config
+            .secrets
+            .clone()
+            .map(|secrets| StandardVerifier::new(secrets, config.tolerance_secs));
+        Self::new(standard, Some(JwksVerifier::new(config.jwt.clone(), http)))
+    }
+
+    /// Verifies headers and raw body bytes at `now_secs`.
+    pub async fn verify(&self, headers: &HeaderMap, body: &[u8], now_secs: i64) -> Result<VerifiedDelivery, VerifyError> {
+        let signature = single_header(headers, HEADER_SIGNATURE)?.ok_or(VerifyError::MissingHeader(HEADER_SIGNATURE))?;
+        if looks_like_jwt(signature) {
+            return self.verify_dynamic(headers, signature, body, now_secs).await;
+        }
+        let id = single_header(headers, HEADER_ID)?.ok_or(VerifyError::MissingHeader(HEADER_ID))?;
+        validate_id(id)?;
+        let timestamp =
+            single_header(headers, HEADER_TIMESTAMP)?.ok_or(VerifyError::MissingHeader(HEADER_TIMESTAMP))?;
+        let standard = self.standard.as_ref().ok_or(VerifyError::StaticNotConfigured)?;
+        let timestamp = standard.verify(id, timestamp, signature, body, now_secs)?;
+        Ok(VerifiedDelivery {
+            webhook_id: id.to_owned(),
+            timestamp,
+            mode: SignatureMode::Static,
+            claims: None,
+        })
+    }
+
+    async fn verify_dynamic(
+        &self,
+        headers: &HeaderMap,
+        token: &str,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<VerifiedDelivery, VerifyError> {
+        let jwt = self.jwt.as_ref().ok_or(VerifyError::DynamicNotConfigured)?;
+        let claims = jwt.verify(token, now_secs).await?;
+        if let Some(expected) = BODY_DIGEST_CLAIMS
+            .iter()
+            .find_map(|name| claims.get(*name).and_then(serde_json::Value::as_str))
+        {
+            if !constant_time_eq(expected.to_ascii_lowercase().as_bytes(), sha256_hex(body).as_bytes()) {
+                return Err(VerifyError::JwtClaimMismatch("body digest"));
+            }
+        }
+        // Gemini does not document whether dynamic deliveries carry webhook-id/-timestamp: use
+        // them when present and well-formed, otherwise derive them from the verified token.
+        let webhook_id = match single_header(headers, HEADER_ID)? {
+            Some(id) => {
+                validate_id(id)?;
+                id.to_owned()
+            }
+            None => match claims.get("jti").and_then(serde_json::Value::as_str) {
+                Some(jti) if !jti.is_empty() && jti.len() <= MAX_ID_LEN => format!("jti:{jti}"),
+                _ => format!("sha256:{}", sha256_hex(body)),
+            },
+        };
+        let timestamp = single_header(headers, HEADER_TIMESTAMP)?
+            .and_then(|t| t.parse::<i64>().ok())
+            .or_else(|| claims.get("iat").and_then(serde_json::Value::as_i64))
+            .unwrap_or(now_secs);
+        Ok(VerifiedDelivery {
+            webhook_id,
+            timestamp,
+            mode: SignatureMode::Dynamic,
+            claims: Some(claims),
+        })
+    }
+}
+
+/// The value of a header that must appear at most once. Header names are case-insensitive
+/// (`HeaderMap` lowercases them). A repeated header is ambiguous, so it is malformed.
+pub fn single_header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, VerifyError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(VerifyError::MalformedHeader {
+            header: name,
+            reason: "header appears more than once".into(),
+        });
+    }
+    let text = first.to_str().map_err(|_| VerifyError::MalformedHeader {
+        header: name,
+        reason: "header is not visible ASCII".into(),
+    })?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(VerifyError::MalformedHeader {
+            header: name,
+            reason: "header is empty".into(),
+        });
+    }
+    Ok(Some(text))
+}
+
+fn validate_id(id: &str) -> Result<(), VerifyError> {
+    let reason = if id.len() > MAX_ID_LEN {
+        format!("longer than {MAX_ID_LEN} bytes")
+    } else if id.contains(',') {
+        "contains a comma (a repeated header joined by a proxy?)".to_owned()
+    } else if id.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        "contains whitespace or control characters".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(VerifyError::MalformedHeader { header: HEADER_ID, reason })
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,168 @@
+//! The JSON envelope the receiver (and the reconciler) put on the queue for the consumer.
+//!
+//! It carries the normalised event *and* the original event JSON, so the consumer never has to
+//! re-derive anything and nothing the sender said is lost. The body of the delivery itself is
+//! not kept: the event is the JSON it contained.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::{Event, EventType, JobKind};
+use crate::store::OutgoingMessage;
+
+/// Version of the envelope layout; bump on incompatible changes.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// SQS message attribute with the canonical event type.
+pub const ATTR_EVENT_TYPE: &str = "event_type";
+/// SQS message attribute with `user_metadata.job_group` (absent when there is none).
+pub const ATTR_JOB_GROUP: &str = "job_group";
+/// SQS message attribute with the kind of message (`webhook`, `continuation`, …).
+pub const ATTR_MESSAGE_KIND: &str = "message_kind";
+
+/// How a delivery was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureMode {
+    /// Standard Webhooks HMAC with a project signing secret.
+    Static,
+    /// RS256 JWT verified against the JWKS.
+    Dynamic,
+    /// Made by the reconciler for a batch no webhook reported.
+    Synthetic,
+}
+
+/// The normalised part of an event, without the `data` payload (that stays in `raw_event`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventSummary {
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub received_type: String,
+    pub kind: JobKind,
+    pub version: Option<String>,
+    pub timestamp: Option<String>,
+    pub job_id: Option<String>,
+}
+
+impl From<&Event> for EventSummary {
+    fn from(e: &Event) -> Self {
+        Self {
+            event_type: e.event_type.clone(),
+            received_type: e.received_type.clone(),
+            kind: e.event_type.kind(),
+            version: e.version.clone(),
+            timestamp: e.timestamp.clone(),
+            job_id: e.job_id.clone(),
+        }
+    }
+}
+
+/// A verified webhook delivery, as queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEnvelope {
+    pub webhook_id: String,
+    /// Epoch ms at which the receiver accepted the delivery (for ingest-lag metrics).
+    pub received_at_ms: i64,
+    pub signature_mode: SignatureMode,
+    pub event: EventSummary,
+    /// The event JSON exactly as the sender's body (or JWT claims) held it.
+    pub raw_event: Value,
+    pub user_metadata: Option<Value>,
+}
+
+impl WebhookEnvelope {
+    /// The full event, rebuilt from the raw JSON (so `data` has one source of truth).
+    pub fn event(&self) -> Event {
+        Event::from_value(&self.raw_event, None).unwrap_or_else(|_| Event {
+            event_type: self.event.event_type.clone(),
+            received_type: self.event.received_type.clone(),
+            version: self.event.version.clone(),
+            timestamp: self.event.timestamp.clone(),
+            job_id: self.event.job_id.clone(),
+            data: self.raw_event.get("data").cloned().unwrap_or(Value::Null),
+            user_metadata: self.user_metadata.clone(),
+        })
+    }
+}
+
+/// Everything the consumer can find on the queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum QueueEnvelope {
+    Webhook(WebhookEnvelope),
+}
+
+impl QueueEnvelope {
+    /// Short name of the message kind (message attribute, logs).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Webhook(_) => "webhook",
+        }
+    }
+
+    /// Serialises the envelope with its message attributes.
+    pub fn to_message(&self) -> Result<OutgoingMessage, serde_json::Error> {
+        let mut body = serde_json::to_value(self)?;
+        if let Value::Object(map) = &mut body {
+            map.insert("envelope_version".into(), Value::from(ENVELOPE_VERSION));
+        }
+        let mut attributes = vec![(ATTR_MESSAGE_KIND.to_owned(), self.kind_name().to_owned())];
+        match self {
+            Self::Webhook(w) => {
+                attributes.push((ATTR_EVENT_TYPE.to_owned(), w.event.event_type.as_str().to_owned()));
+                if let Some(group) = w
+                    .user_metadata
+                    .as_ref()
+                    .and_then(|m| m.get("job_group"))
+                    .and_then(Value::as_str)
+                    .filter(|g| !g.is_empty())
+                {
+                    attributes.push((ATTR_JOB_GROUP.to_owned(), group.to_owned()));
+                }
+            }
+        }
+        Ok(OutgoingMessage {
+            body: serde_json::to_string(&body)?,
+            attributes,
+        })
+    }
+
+    /// Parses a queue message body.
+    pub fn from_body(body: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn when_webhook_envelope_serialised_should_round_trip_with_attributes() {
+        let raw = json!({"type":"batch.completed","data":{"id":"x","user_metadata":{"job_group":"exp"}}});
+        let event = Event::from_value(&raw, None).unwrap();
+        let env = QueueEnvelope::Webhook(WebhookEnvelope {
+            webhook_id: "msg_1".into(),
+            received_at_ms: 1_700_000_000_000,
+            signature_mode: SignatureMode::Static,
+            event: EventSummary::from(&event),
+            raw_event: raw.clone(),
+            user_metadata: event.user_metadata.clone(),
+        });
+        let msg = env.to_message().unwrap();
+        let back = QueueEnvelope::from_body(&msg.body).unwrap();
+        assert_eq!(back, env);
+        let v: Value = serde_json::from_str(&msg.body).unwrap();
+        assert_eq!(v["kind"], "webhook");
+        assert_eq!(v["event"]["type"], "batch.succeeded");
+        assert_eq!(v["event"]["received_type"], "batch.completed");
+        assert_eq!(v["event"]["job_id"], "batches/x");
+        assert_eq!(v["envelope_version"], 1);
+        assert!(msg.attributes.contains(&("event_type".into(), "batch.succeeded".into())));
+        assert!(msg.attributes.contains(&("job_group".into(), "exp".into())));
+        let QueueEnvelope::Webhook(w) = back;
+        assert_eq!(w.event().data["id"], "x");
+    }
+}
