@@ -17,3 +17,4 @@ pub mod store;
 pub mod telemetry;
 pub mod verify;
 pub mod wiring;
+pub mod jobs;
