@@ -77,7 +77,11 @@ impl<'a> Env<'a> {
     }
 
     /// An optional number with a default.
-    pub fn number<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    pub fn number<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError>
     where
         T::Err: std::fmt::Display,
     {
@@ -92,7 +96,10 @@ impl<'a> Env<'a> {
 
     /// An optional absolute http(s) URL with a default.
     pub fn url(&self, name: &'static str, default: &str) -> Result<String, ConfigError> {
-        validate_url(name, self.optional(name).unwrap_or_else(|| default.to_owned()))
+        validate_url(
+            name,
+            self.optional(name).unwrap_or_else(|| default.to_owned()),
+        )
     }
 
     /// A required absolute http(s) URL.
@@ -103,7 +110,9 @@ impl<'a> Env<'a> {
 
 fn validate_url(name: &'static str, value: String) -> Result<String, ConfigError> {
     match reqwest::Url::parse(&value) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(value.trim_end_matches('/').to_owned()),
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {
+            Ok(value.trim_end_matches('/').to_owned())
+        }
         Ok(_) => Err(ConfigError::Invalid {
             name,
             reason: "expected an http(s) URL".into(),
@@ -145,7 +154,8 @@ impl VerifierConfig {
         jwt.issuer = env.optional(env::WEBHOOK_JWT_ISSUER);
         Ok(Self {
             secrets,
-            tolerance_secs: env.number(env::WEBHOOK_TOLERANCE_SECONDS, defaults::TOLERANCE_SECONDS)?,
+            tolerance_secs: env
+                .number(env::WEBHOOK_TOLERANCE_SECONDS, defaults::TOLERANCE_SECONDS)?,
             jwt,
         })
     }
@@ -167,7 +177,10 @@ impl ReceiveLimits {
                 reason: "must be greater than 0".into(),
             });
         }
-        let retention_hours = env.number(env::DEDUPE_RETENTION_HOURS, defaults::DEDUPE_RETENTION_HOURS)?;
+        let retention_hours = env.number(
+            env::DEDUPE_RETENTION_HOURS,
+            defaults::DEDUPE_RETENTION_HOURS,
+        )?;
         if retention_hours == 0 {
             return Err(ConfigError::Invalid {
                 name: env::DEDUPE_RETENTION_HOURS,
@@ -219,7 +232,10 @@ mod tests {
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
     fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn receiver(pairs: &[(&str, &str)]) -> Result<ReceiverConfig, ConfigError> {
@@ -247,7 +263,11 @@ mod tests {
     #[test]
     fn when_required_variable_missing_should_name_it() {
         for missing in ["WEBHOOK_SIGNING_SECRETS", "DEDUPE_TABLE", "QUEUE_URL"] {
-            let pairs: Vec<_> = BASE.iter().copied().filter(|(k, _)| *k != missing).collect();
+            let pairs: Vec<_> = BASE
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
             let err = receiver(&pairs).unwrap_err();
             assert!(err.to_string().contains(missing), "{err}");
         }
@@ -296,9 +316,19 @@ mod tests {
     fn when_url_invalid_should_name_variable() {
         let mut pairs = BASE.to_vec();
         pairs.push(("WEBHOOK_JWKS_URL", "ftp://x"));
-        assert!(receiver(&pairs).unwrap_err().to_string().contains("WEBHOOK_JWKS_URL"));
+        assert!(
+            receiver(&pairs)
+                .unwrap_err()
+                .to_string()
+                .contains("WEBHOOK_JWKS_URL")
+        );
         let mut pairs = BASE.to_vec();
         pairs[2] = ("QUEUE_URL", "not a url");
-        assert!(receiver(&pairs).unwrap_err().to_string().contains("QUEUE_URL"));
+        assert!(
+            receiver(&pairs)
+                .unwrap_err()
+                .to_string()
+                .contains("QUEUE_URL")
+        );
     }
 }

@@ -109,7 +109,10 @@ impl QueueEnvelope {
         let mut attributes = vec![(ATTR_MESSAGE_KIND.to_owned(), self.kind_name().to_owned())];
         match self {
             Self::Webhook(w) => {
-                attributes.push((ATTR_EVENT_TYPE.to_owned(), w.event.event_type.as_str().to_owned()));
+                attributes.push((
+                    ATTR_EVENT_TYPE.to_owned(),
+                    w.event.event_type.as_str().to_owned(),
+                ));
                 if let Some(group) = w
                     .user_metadata
                     .as_ref()
@@ -141,7 +144,8 @@ mod tests {
 
     #[test]
     fn when_webhook_envelope_serialised_should_round_trip_with_attributes() {
-        let raw = json!({"type":"batch.completed","data":{"id":"x","user_metadata":{"job_group":"exp"}}});
+        let raw =
+            json!({"type":"batch.completed","data":{"id":"x","user_metadata":{"job_group":"exp"}}});
         let event = Event::from_value(&raw, None).unwrap();
         let env = QueueEnvelope::Webhook(WebhookEnvelope {
             webhook_id: "msg_1".into(),
@@ -160,7 +164,10 @@ mod tests {
         assert_eq!(v["event"]["received_type"], "batch.completed");
         assert_eq!(v["event"]["job_id"], "batches/x");
         assert_eq!(v["envelope_version"], 1);
-        assert!(msg.attributes.contains(&("event_type".into(), "batch.succeeded".into())));
+        assert!(
+            msg.attributes
+                .contains(&("event_type".into(), "batch.succeeded".into()))
+        );
         assert!(msg.attributes.contains(&("job_group".into(), "exp".into())));
         let QueueEnvelope::Webhook(w) = back;
         assert_eq!(w.event().data["id"], "x");

@@ -59,9 +59,10 @@ impl EventType {
     /// Which family of job the event is about.
     pub fn kind(&self) -> JobKind {
         match self {
-            Self::BatchSucceeded | Self::BatchFailed | Self::BatchCancelled | Self::BatchExpired => {
-                JobKind::Batch
-            }
+            Self::BatchSucceeded
+            | Self::BatchFailed
+            | Self::BatchCancelled
+            | Self::BatchExpired => JobKind::Batch,
             Self::InteractionRequiresAction
             | Self::InteractionCompleted
             | Self::InteractionFailed
@@ -134,7 +135,10 @@ impl Event {
     /// dynamic delivery: if they carry the event (`type` present) they are the source, and they
     /// are also searched for `user_metadata` (gemini-facts §2: its location is undocumented).
     /// Returns the event and the JSON it was read from.
-    pub fn parse(body: &[u8], claims: Option<&Map<String, Value>>) -> Result<(Self, Value), EventError> {
+    pub fn parse(
+        body: &[u8],
+        claims: Option<&Map<String, Value>>,
+    ) -> Result<(Self, Value), EventError> {
         // Verified claims are authenticated; a dynamic body is not bound to the token unless the
         // claims say so, so when the claims carry the event they win.
         let raw: Value = match claims.filter(|c| c.get("type").is_some_and(Value::is_string)) {
@@ -146,7 +150,10 @@ impl Event {
     }
 
     /// Builds the normalised event from a JSON envelope.
-    pub fn from_value(raw: &Value, claims: Option<&Map<String, Value>>) -> Result<Self, EventError> {
+    pub fn from_value(
+        raw: &Value,
+        claims: Option<&Map<String, Value>>,
+    ) -> Result<Self, EventError> {
         let obj = raw.as_object().ok_or(EventError::NotObject)?;
         let received_type = obj
             .get("type")
@@ -192,7 +199,10 @@ impl Event {
     }
 }
 
-fn optional_string(obj: &Map<String, Value>, field: &'static str) -> Result<Option<String>, EventError> {
+fn optional_string(
+    obj: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, EventError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -262,8 +272,14 @@ mod tests {
 
     #[test]
     fn when_batch_id_has_or_lacks_prefix_should_normalise() {
-        assert_eq!(normalize_job_id(JobKind::Batch, "batch_123"), "batches/batch_123");
-        assert_eq!(normalize_job_id(JobKind::Batch, "batches/abc"), "batches/abc");
+        assert_eq!(
+            normalize_job_id(JobKind::Batch, "batch_123"),
+            "batches/batch_123"
+        );
+        assert_eq!(
+            normalize_job_id(JobKind::Batch, "batches/abc"),
+            "batches/abc"
+        );
         assert_eq!(
             normalize_job_id(
                 JobKind::Batch,
@@ -271,30 +287,49 @@ mod tests {
             ),
             "batches/abc"
         );
-        assert_eq!(normalize_job_id(JobKind::Interaction, "i-1"), "interactions/i-1");
-        assert_eq!(normalize_job_id(JobKind::Video, "models/veo/operations/x"), "models/veo/operations/x");
+        assert_eq!(
+            normalize_job_id(JobKind::Interaction, "i-1"),
+            "interactions/i-1"
+        );
+        assert_eq!(
+            normalize_job_id(JobKind::Video, "models/veo/operations/x"),
+            "models/veo/operations/x"
+        );
     }
 
     #[test]
     fn when_user_metadata_in_data_top_or_claims_should_find_it() {
-        let in_data = json!({"type":"batch.succeeded","data":{"id":"a","user_metadata":{"job_group":"exp"}}});
+        let in_data =
+            json!({"type":"batch.succeeded","data":{"id":"a","user_metadata":{"job_group":"exp"}}});
         let e = Event::from_value(&in_data, None).unwrap();
         assert_eq!(e.job_group(), Some("exp"));
 
-        let top = json!({"type":"batch.succeeded","data":{"id":"a"},"user_metadata":{"job_group":"top"}});
-        assert_eq!(Event::from_value(&top, None).unwrap().job_group(), Some("top"));
+        let top =
+            json!({"type":"batch.succeeded","data":{"id":"a"},"user_metadata":{"job_group":"top"}});
+        assert_eq!(
+            Event::from_value(&top, None).unwrap().job_group(),
+            Some("top")
+        );
 
         let mut claims = Map::new();
         claims.insert("user_metadata".into(), json!({"job_group":"jwt"}));
         let plain = json!({"type":"batch.succeeded","data":{"id":"a"}});
-        assert_eq!(Event::from_value(&plain, Some(&claims)).unwrap().job_group(), Some("jwt"));
+        assert_eq!(
+            Event::from_value(&plain, Some(&claims))
+                .unwrap()
+                .job_group(),
+            Some("jwt")
+        );
     }
 
     #[test]
     fn when_event_only_in_jwt_claims_and_body_empty_should_use_claims() {
         let mut claims = Map::new();
         claims.insert("type".into(), json!("batch.failed"));
-        claims.insert("data".into(), json!({"id":"z","error_code":3,"error_message":"bad"}));
+        claims.insert(
+            "data".into(),
+            json!({"id":"z","error_code":3,"error_message":"bad"}),
+        );
         let (e, raw) = Event::parse(b"", Some(&claims)).unwrap();
         assert_eq!(e.event_type, EventType::BatchFailed);
         assert_eq!(e.job_id.as_deref(), Some("batches/z"));
@@ -303,10 +338,22 @@ mod tests {
 
     #[test]
     fn when_body_is_not_an_event_should_say_why() {
-        assert!(matches!(Event::parse(b"not json", None), Err(EventError::NotJson(_))));
-        assert_eq!(Event::parse(b"[1,2]", None).unwrap_err(), EventError::NotObject);
-        assert_eq!(Event::parse(b"{}", None).unwrap_err(), EventError::MissingType);
-        assert_eq!(Event::parse(br#"{"type":5}"#, None).unwrap_err(), EventError::MissingType);
+        assert!(matches!(
+            Event::parse(b"not json", None),
+            Err(EventError::NotJson(_))
+        ));
+        assert_eq!(
+            Event::parse(b"[1,2]", None).unwrap_err(),
+            EventError::NotObject
+        );
+        assert_eq!(
+            Event::parse(b"{}", None).unwrap_err(),
+            EventError::MissingType
+        );
+        assert_eq!(
+            Event::parse(br#"{"type":5}"#, None).unwrap_err(),
+            EventError::MissingType
+        );
         assert_eq!(
             Event::parse(br#"{"type":"batch.failed","data":"x"}"#, None).unwrap_err(),
             EventError::WrongFieldType("data")
@@ -315,6 +362,9 @@ mod tests {
             Event::parse(br#"{"type":"batch.failed","version":1}"#, None).unwrap_err(),
             EventError::WrongFieldType("version")
         );
-        assert!(matches!(Event::parse(b"", None), Err(EventError::NotJson(_))));
+        assert!(matches!(
+            Event::parse(b"", None),
+            Err(EventError::NotJson(_))
+        ));
     }
 }

@@ -64,13 +64,15 @@ pub fn reply(result: &Result<Receipt, ReceiveError>) -> HttpReply {
         Ok(Receipt::Accepted { webhook_id, .. }) => {
             HttpReply::json(200, json!({"status": "accepted", "webhook_id": webhook_id}))
         }
-        Ok(Receipt::Duplicate { webhook_id }) => {
-            HttpReply::json(200, json!({"status": "duplicate", "webhook_id": webhook_id}))
-        }
+        Ok(Receipt::Duplicate { webhook_id }) => HttpReply::json(
+            200,
+            json!({"status": "duplicate", "webhook_id": webhook_id}),
+        ),
         Err(err) => {
             let code = err.code();
             let status = match err {
-                ReceiveError::TooLarge { .. } | ReceiveError::Queue(QueueError::TooLarge { .. }) => 413,
+                ReceiveError::TooLarge { .. }
+                | ReceiveError::Queue(QueueError::TooLarge { .. }) => 413,
                 ReceiveError::Verify(v) => match v.class() {
                     FailureClass::BadRequest => 400,
                     FailureClass::Unauthorized => 401,
@@ -89,10 +91,12 @@ pub fn reply(result: &Result<Receipt, ReceiveError>) -> HttpReply {
             };
             let reply = HttpReply::json(status, json!({"error": code, "message": message}));
             match err {
-                ReceiveError::InFlight { retry_after_secs, .. } => {
-                    reply.with_header("retry-after", retry_after_secs.to_string())
+                ReceiveError::InFlight {
+                    retry_after_secs, ..
+                } => reply.with_header("retry-after", retry_after_secs.to_string()),
+                _ if status == 503 => {
+                    reply.with_header("retry-after", UNAVAILABLE_RETRY_AFTER_SECS.to_string())
                 }
-                _ if status == 503 => reply.with_header("retry-after", UNAVAILABLE_RETRY_AFTER_SECS.to_string()),
                 _ => reply,
             }
         }
@@ -108,7 +112,11 @@ pub async fn handle(
     deadline_ms: Option<i64>,
 ) -> HttpReply {
     if method != Method::POST {
-        tracing::info!(status = 405, outcome = "method_not_allowed", "delivery rejected");
+        tracing::info!(
+            status = 405,
+            outcome = "method_not_allowed",
+            "delivery rejected"
+        );
         return HttpReply::method_not_allowed();
     }
     let span = tracing::info_span!(

@@ -11,7 +11,9 @@ use crate::clock::SharedClock;
 use crate::config::ReceiveLimits;
 use crate::envelope::{EventSummary, QueueEnvelope, WebhookEnvelope};
 use crate::event::{Event, EventError};
-use crate::store::{ClaimOutcome, ClaimRequest, DedupeStatus, DedupeStore, EventQueue, QueueError, StoreError};
+use crate::store::{
+    ClaimOutcome, ClaimRequest, DedupeStatus, DedupeStore, EventQueue, QueueError, StoreError,
+};
 use crate::verify::{VerifyError, WebhookVerifier, sha256_hex};
 
 /// Lease of a claim when the caller has no invocation deadline (local mode).
@@ -34,7 +36,10 @@ pub struct Delivery<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Receipt {
     /// First delivery of this id; it is on the queue now.
-    Accepted { webhook_id: String, message_id: String },
+    Accepted {
+        webhook_id: String,
+        message_id: String,
+    },
     /// This id was already enqueued; nothing was done.
     Duplicate { webhook_id: String },
 }
@@ -49,7 +54,10 @@ pub enum ReceiveError {
     #[error("verified body is not a Gemini event: {0}")]
     NotAnEvent(#[from] EventError),
     #[error("delivery {webhook_id} is being handled by another request")]
-    InFlight { webhook_id: String, retry_after_secs: u64 },
+    InFlight {
+        webhook_id: String,
+        retry_after_secs: u64,
+    },
     #[error("webhook id {webhook_id} was already used with a different body")]
     BodyMismatch { webhook_id: String },
     #[error("dedupe store failed: {0}")]
@@ -138,7 +146,11 @@ impl Receiver {
         let received_at_ms = self.clock.now_ms();
         let verified = self
             .verifier
-            .verify(delivery.headers, delivery.body, received_at_ms.div_euclid(1000))
+            .verify(
+                delivery.headers,
+                delivery.body,
+                received_at_ms.div_euclid(1000),
+            )
             .await?;
         let span = tracing::Span::current();
         span.record("webhook_id", verified.webhook_id.as_str());
@@ -150,11 +162,14 @@ impl Receiver {
 
         let body_sha256 = sha256_hex(delivery.body);
         let owner = uuid::Uuid::new_v4().to_string();
-        let retention_secs = i64::try_from(self.limits.retention_hours.saturating_mul(3600)).unwrap_or(i64::MAX);
+        let retention_secs =
+            i64::try_from(self.limits.retention_hours.saturating_mul(3600)).unwrap_or(i64::MAX);
         for _ in 0..CLAIM_ATTEMPTS {
             let now_ms = self.clock.now_ms();
             let lease_until_ms = match delivery.deadline_ms {
-                Some(deadline) => deadline.max(now_ms).saturating_add(DEADLINE_LEASE_MARGIN_MS),
+                Some(deadline) => deadline
+                    .max(now_ms)
+                    .saturating_add(DEADLINE_LEASE_MARGIN_MS),
                 None => now_ms.saturating_add(self.lease_ms),
             };
             let request = ClaimRequest {
@@ -165,7 +180,12 @@ impl Receiver {
                 lease_until_ms,
                 expires_at: now_ms.div_euclid(1000).saturating_add(retention_secs),
             };
-            match self.dedupe.claim(&request).await.map_err(ReceiveError::Store)? {
+            match self
+                .dedupe
+                .claim(&request)
+                .await
+                .map_err(ReceiveError::Store)?
+            {
                 ClaimOutcome::Claimed => {
                     let envelope = QueueEnvelope::Webhook(WebhookEnvelope {
                         webhook_id: verified.webhook_id.clone(),
@@ -195,9 +215,10 @@ impl Receiver {
                         }
                         DedupeStatus::Pending if record.lease_until_ms >= now_ms => {
                             let wait_ms = record.lease_until_ms.saturating_sub(now_ms);
-                            let retry_after_secs = u64::try_from(wait_ms.saturating_add(999) / 1000)
-                                .unwrap_or(1)
-                                .max(1);
+                            let retry_after_secs =
+                                u64::try_from(wait_ms.saturating_add(999) / 1000)
+                                    .unwrap_or(1)
+                                    .max(1);
                             return Err(ReceiveError::InFlight {
                                 webhook_id: verified.webhook_id,
                                 retry_after_secs,
@@ -214,7 +235,11 @@ impl Receiver {
         )))
     }
 
-    async fn enqueue_claimed(&self, claim: &ClaimRequest, envelope: &QueueEnvelope) -> Result<Receipt, ReceiveError> {
+    async fn enqueue_claimed(
+        &self,
+        claim: &ClaimRequest,
+        envelope: &QueueEnvelope,
+    ) -> Result<Receipt, ReceiveError> {
         let message = match envelope.to_message() {
             Ok(m) => m,
             Err(e) => {
@@ -226,7 +251,11 @@ impl Receiver {
             Ok(message_id) => {
                 // Committed. A failed completion only leaves the record PENDING until its lease
                 // ends; a later retry may then enqueue again, which the consumer absorbs.
-                if let Err(e) = self.dedupe.complete(&claim.webhook_id, &claim.owner, &message_id).await {
+                if let Err(e) = self
+                    .dedupe
+                    .complete(&claim.webhook_id, &claim.owner, &message_id)
+                    .await
+                {
                     tracing::warn!(error = %e, "enqueued, but marking the dedupe record ENQUEUED failed");
                 }
                 Ok(Receipt::Accepted {

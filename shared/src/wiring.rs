@@ -13,7 +13,9 @@ use crate::verify::WebhookVerifier;
 
 /// Loads the AWS SDK configuration from the environment (honours `AWS_ENDPOINT_URL`).
 pub async fn aws_sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
 }
 
 /// The HTTP client for outbound calls (JWKS, Gemini API): rustls, bounded connect time.
@@ -25,14 +27,21 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 }
 
 /// The receiver use case on DynamoDB and SQS.
-pub fn aws_receiver(config: &ReceiverConfig, aws: &aws_config::SdkConfig, http: reqwest::Client) -> Receiver {
+pub fn aws_receiver(
+    config: &ReceiverConfig,
+    aws: &aws_config::SdkConfig,
+    http: reqwest::Client,
+) -> Receiver {
     Receiver::new(
         Arc::new(WebhookVerifier::from_config(&config.verifier, http)),
         Arc::new(DynamoDbDedupeStore::new(
             aws_sdk_dynamodb::Client::new(aws),
             config.dedupe_table.clone(),
         )),
-        Arc::new(SqsEventQueue::new(aws_sdk_sqs::Client::new(aws), config.queue_url.clone())),
+        Arc::new(SqsEventQueue::new(
+            aws_sdk_sqs::Client::new(aws),
+            config.queue_url.clone(),
+        )),
         Arc::new(SystemClock),
         config.limits,
     )

@@ -74,7 +74,14 @@ impl Harness {
     }
 
     async fn post(&self, headers: &[(String, String)], body: &[u8]) -> HttpReply {
-        handle(&self.receiver, &Method::POST, &header_map(headers), body, None).await
+        handle(
+            &self.receiver,
+            &Method::POST,
+            &header_map(headers),
+            body,
+            None,
+        )
+        .await
     }
 
     async fn post_signed(&self, id: &str, body: &[u8]) -> HttpReply {
@@ -86,11 +93,17 @@ impl Harness {
         moto::drain(&self.sqs, &self.queue_url).await
     }
 
-    async fn dedupe_item(&self, id: &str) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    async fn dedupe_item(
+        &self,
+        id: &str,
+    ) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
         self.ddb
             .get_item()
             .table_name(&self.table)
-            .key("webhook_id", aws_sdk_dynamodb::types::AttributeValue::S(id.into()))
+            .key(
+                "webhook_id",
+                aws_sdk_dynamodb::types::AttributeValue::S(id.into()),
+            )
             .consistent_read(true)
             .send()
             .await
@@ -100,11 +113,16 @@ impl Harness {
 }
 
 fn body_json(reply: &HttpReply) -> Value {
-    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("reply body is not JSON ({e}): {}", reply.body))
+    serde_json::from_str(&reply.body)
+        .unwrap_or_else(|e| panic!("reply body is not JSON ({e}): {}", reply.body))
 }
 
 fn header<'a>(reply: &'a HttpReply, name: &str) -> Option<&'a str> {
-    reply.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    reply
+        .headers
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 #[tokio::test]
@@ -117,7 +135,10 @@ async fn first_delivery_is_enqueued_exactly_once_with_envelope_and_attributes() 
     .to_string();
     let reply = h.post_signed("msg_first", body.as_bytes()).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(body_json(&reply), json!({"status": "accepted", "webhook_id": "msg_first"}));
+    assert_eq!(
+        body_json(&reply),
+        json!({"status": "accepted", "webhook_id": "msg_first"})
+    );
 
     let messages = h.messages().await;
     assert_eq!(messages.len(), 1);
@@ -129,14 +150,28 @@ async fn first_delivery_is_enqueued_exactly_once_with_envelope_and_attributes() 
     assert_eq!(envelope["signature_mode"], "static");
     assert_eq!(envelope["event"]["type"], "batch.succeeded");
     assert_eq!(envelope["event"]["job_id"], "batches/abc123");
-    assert_eq!(envelope["raw_event"], serde_json::from_str::<Value>(&body).unwrap_or_default());
+    assert_eq!(
+        envelope["raw_event"],
+        serde_json::from_str::<Value>(&body).unwrap_or_default()
+    );
     assert_eq!(envelope["user_metadata"], json!({"job_group": "nightly"}));
     let attrs = m.message_attributes().cloned().unwrap_or_default();
-    assert_eq!(attrs.get("event_type").and_then(|a| a.string_value()), Some("batch.succeeded"));
-    assert_eq!(attrs.get("job_group").and_then(|a| a.string_value()), Some("nightly"));
+    assert_eq!(
+        attrs.get("event_type").and_then(|a| a.string_value()),
+        Some("batch.succeeded")
+    );
+    assert_eq!(
+        attrs.get("job_group").and_then(|a| a.string_value()),
+        Some("nightly")
+    );
 
     let item = h.dedupe_item("msg_first").await.unwrap_or_default();
-    assert_eq!(item.get("status").and_then(|v| v.as_s().ok()).map(String::as_str), Some("ENQUEUED"));
+    assert_eq!(
+        item.get("status")
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str),
+        Some("ENQUEUED")
+    );
     let expires: i64 = item
         .get("expires_at")
         .and_then(|v| v.as_n().ok())
@@ -172,13 +207,24 @@ async fn concurrent_identical_deliveries_enqueue_exactly_one_message() {
     let mut statuses = Vec::new();
     for t in tasks {
         let reply = t.await.unwrap_or_else(|e| panic!("task: {e}"));
-        statuses.push((reply.status, body_json(&reply)["status"].as_str().unwrap_or("").to_owned()));
+        statuses.push((
+            reply.status,
+            body_json(&reply)["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        ));
     }
-    let accepted = statuses.iter().filter(|(s, st)| *s == 200 && st == "accepted").count();
+    let accepted = statuses
+        .iter()
+        .filter(|(s, st)| *s == 200 && st == "accepted")
+        .count();
     assert_eq!(accepted, 1, "{statuses:?}");
     // The others either saw the completed record (duplicate) or the live lease (409).
     assert!(
-        statuses.iter().all(|(s, st)| (*s == 200 && (st == "accepted" || st == "duplicate")) || *s == 409),
+        statuses
+            .iter()
+            .all(|(s, st)| (*s == 200 && (st == "accepted" || st == "duplicate")) || *s == 409),
         "{statuses:?}"
     );
     assert_eq!(h.messages().await.len(), 1);
@@ -198,7 +244,10 @@ async fn queue_failure_answers_503_releases_the_claim_and_a_later_retry_is_accep
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(body_json(&reply)["error"], "queue_unavailable");
     assert!(header(&reply, "retry-after").is_some());
-    assert!(h.dedupe_item("msg_qdown").await.is_none(), "claim must be released");
+    assert!(
+        h.dedupe_item("msg_qdown").await.is_none(),
+        "claim must be released"
+    );
 
     // The queue comes back (same name → same URL); Gemini's retry succeeds.
     let q = moto::create_queue(&h.sqs, &h.queue_name, 5, 30).await;
@@ -219,7 +268,9 @@ async fn missing_table_answers_503_and_nothing_is_enqueued() {
         .send()
         .await
         .unwrap_or_else(|e| panic!("delete_table: {e:?}"));
-    let reply = h.post_signed("msg_notable", &batch_succeeded_body("x")).await;
+    let reply = h
+        .post_signed("msg_notable", &batch_succeeded_body("x"))
+        .await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(body_json(&reply)["error"], "store_unavailable");
     assert!(!reply.body.contains(&h.table), "no internals in the answer");
@@ -236,7 +287,10 @@ async fn expired_record_is_treated_as_absent() {
     let body = batch_succeeded_body("exp");
     assert_eq!(h.post_signed("msg_exp", &body).await.status, 200);
     h.clock.advance_ms(3_600_000); // exactly at expiry: still remembered
-    assert_eq!(body_json(&h.post_signed("msg_exp", &body).await)["status"], "duplicate");
+    assert_eq!(
+        body_json(&h.post_signed("msg_exp", &body).await)["status"],
+        "duplicate"
+    );
     h.clock.advance_ms(1_000); // past expiry, TTL has not deleted it yet (moto never does)
     assert!(h.dedupe_item("msg_exp").await.is_some());
     let reply = h.post_signed("msg_exp", &body).await;
@@ -247,8 +301,15 @@ async fn expired_record_is_treated_as_absent() {
 #[tokio::test]
 async fn reused_id_with_another_body_is_rejected_with_422() {
     let h = Harness::new().await;
-    assert_eq!(h.post_signed("msg_reuse", &batch_succeeded_body("one")).await.status, 200);
-    let reply = h.post_signed("msg_reuse", &batch_succeeded_body("two")).await;
+    assert_eq!(
+        h.post_signed("msg_reuse", &batch_succeeded_body("one"))
+            .await
+            .status,
+        200
+    );
+    let reply = h
+        .post_signed("msg_reuse", &batch_succeeded_body("two"))
+        .await;
     assert_eq!(reply.status, 422, "{}", reply.body);
     assert_eq!(body_json(&reply)["error"], "webhook_id_reused");
     assert_eq!(h.messages().await.len(), 1);
@@ -291,28 +352,109 @@ async fn bad_input_rows_of_the_contract() {
     let h = Harness::new().await;
     let body = batch_succeeded_body("bad");
     let good = signed_headers(&test_secret(), "msg_bad", T0, &body);
-    let without = |name: &str| -> Vec<(String, String)> { good.iter().filter(|(k, _)| k != name).cloned().collect() };
+    let without = |name: &str| -> Vec<(String, String)> {
+        good.iter().filter(|(k, _)| k != name).cloned().collect()
+    };
     let with = |name: &str, value: &str| -> Vec<(String, String)> {
         good.iter()
-            .map(|(k, v)| if k == name { (k.clone(), value.to_owned()) } else { (k.clone(), v.clone()) })
+            .map(|(k, v)| {
+                if k == name {
+                    (k.clone(), value.to_owned())
+                } else {
+                    (k.clone(), v.clone())
+                }
+            })
             .collect()
     };
-    let other_secret = SigningSecret::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap_or_else(|e| panic!("{e}"));
+    let other_secret = SigningSecret::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+        .unwrap_or_else(|e| panic!("{e}"));
     let not_json = b"definitely not json".to_vec();
     let not_event = br#"{"kind":"batch.succeeded"}"#.to_vec();
     let cases: Vec<(&str, Vec<(String, String)>, Vec<u8>, u16, &str)> = vec![
-        ("missing webhook-id", without("webhook-id"), body.clone(), 400, "missing_header"),
-        ("missing webhook-timestamp", without("webhook-timestamp"), body.clone(), 400, "missing_header"),
-        ("missing webhook-signature", without("webhook-signature"), body.clone(), 400, "missing_header"),
-        ("timestamp not a number", with("webhook-timestamp", "hello"), body.clone(), 400, "malformed_header"),
-        ("comma-joined duplicate id", with("webhook-id", "msg_bad,msg_bad"), body.clone(), 400, "malformed_header"),
-        ("signed by another secret", signed_headers(&other_secret, "msg_bad", T0, &body), body.clone(), 401, "signature_mismatch"),
-        ("body changed after signing", good.clone(), batch_succeeded_body("evil"), 401, "signature_mismatch"),
-        ("stale timestamp", signed_headers(&test_secret(), "msg_bad", T0 - 301, &body), body.clone(), 401, "timestamp_too_old"),
-        ("future timestamp", signed_headers(&test_secret(), "msg_bad", T0 + 301, &body), body.clone(), 401, "timestamp_too_new"),
-        ("only unknown signature versions", with("webhook-signature", "v2,abc v1a,def"), body.clone(), 401, "no_supported_signature"),
-        ("signed body is not JSON", signed_headers(&test_secret(), "msg_bad", T0, &not_json), not_json.clone(), 400, "invalid_event"),
-        ("signed JSON is not an event", signed_headers(&test_secret(), "msg_bad", T0, &not_event), not_event.clone(), 400, "invalid_event"),
+        (
+            "missing webhook-id",
+            without("webhook-id"),
+            body.clone(),
+            400,
+            "missing_header",
+        ),
+        (
+            "missing webhook-timestamp",
+            without("webhook-timestamp"),
+            body.clone(),
+            400,
+            "missing_header",
+        ),
+        (
+            "missing webhook-signature",
+            without("webhook-signature"),
+            body.clone(),
+            400,
+            "missing_header",
+        ),
+        (
+            "timestamp not a number",
+            with("webhook-timestamp", "hello"),
+            body.clone(),
+            400,
+            "malformed_header",
+        ),
+        (
+            "comma-joined duplicate id",
+            with("webhook-id", "msg_bad,msg_bad"),
+            body.clone(),
+            400,
+            "malformed_header",
+        ),
+        (
+            "signed by another secret",
+            signed_headers(&other_secret, "msg_bad", T0, &body),
+            body.clone(),
+            401,
+            "signature_mismatch",
+        ),
+        (
+            "body changed after signing",
+            good.clone(),
+            batch_succeeded_body("evil"),
+            401,
+            "signature_mismatch",
+        ),
+        (
+            "stale timestamp",
+            signed_headers(&test_secret(), "msg_bad", T0 - 301, &body),
+            body.clone(),
+            401,
+            "timestamp_too_old",
+        ),
+        (
+            "future timestamp",
+            signed_headers(&test_secret(), "msg_bad", T0 + 301, &body),
+            body.clone(),
+            401,
+            "timestamp_too_new",
+        ),
+        (
+            "only unknown signature versions",
+            with("webhook-signature", "v2,abc v1a,def"),
+            body.clone(),
+            401,
+            "no_supported_signature",
+        ),
+        (
+            "signed body is not JSON",
+            signed_headers(&test_secret(), "msg_bad", T0, &not_json),
+            not_json.clone(),
+            400,
+            "invalid_event",
+        ),
+        (
+            "signed JSON is not an event",
+            signed_headers(&test_secret(), "msg_bad", T0, &not_event),
+            not_event.clone(),
+            400,
+            "invalid_event",
+        ),
     ];
     for (name, headers, body, status, code) in cases {
         let reply = h.post(&headers, &body).await;
@@ -328,7 +470,9 @@ async fn bad_input_rows_of_the_contract() {
     })
     .await;
     let big = batch_succeeded_body("this-body-is-longer-than-sixty-four-bytes");
-    let reply = small.post(&signed_headers(&test_secret(), "msg_big", T0, &big), &big).await;
+    let reply = small
+        .post(&signed_headers(&test_secret(), "msg_big", T0, &big), &big)
+        .await;
     assert_eq!(reply.status, 413, "{}", reply.body);
 
     // 405: anything but POST.
@@ -354,18 +498,30 @@ async fn unknown_event_type_is_accepted_and_batch_completed_is_an_alias() {
         .messages()
         .await
         .iter()
-        .filter_map(|m| m.message_attributes()?.get("event_type")?.string_value().map(str::to_owned))
+        .filter_map(|m| {
+            m.message_attributes()?
+                .get("event_type")?
+                .string_value()
+                .map(str::to_owned)
+        })
         .collect();
     types.sort();
-    assert_eq!(types, vec!["batch.succeeded".to_owned(), "webhook.ping".to_owned()]);
+    assert_eq!(
+        types,
+        vec!["batch.succeeded".to_owned(), "webhook.ping".to_owned()]
+    );
 }
 
 #[tokio::test]
 async fn rotation_with_two_secrets_accepts_either() {
     let h = Harness::new().await;
     let old = test_secret();
-    let new = SigningSecret::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap_or_else(|e| panic!("{e}"));
-    let verifier = WebhookVerifier::new(Some(StandardVerifier::new(vec![old, new.clone()], 300)), None);
+    let new = SigningSecret::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let verifier = WebhookVerifier::new(
+        Some(StandardVerifier::new(vec![old, new.clone()], 300)),
+        None,
+    );
     let receiver = Receiver::new(
         Arc::new(verifier),
         Arc::new(DynamoDbDedupeStore::new(h.ddb.clone(), h.table.clone())),
@@ -381,7 +537,12 @@ async fn rotation_with_two_secrets_accepts_either() {
         sign(&new, "msg_rot", T0, &body)
     );
     let mut headers = signed_headers(&new, "msg_rot", T0, &body);
-    assert_eq!(handle(&receiver, &Method::POST, &header_map(&headers), &body, None).await.status, 200);
+    assert_eq!(
+        handle(&receiver, &Method::POST, &header_map(&headers), &body, None)
+            .await
+            .status,
+        200
+    );
     headers[2].1 = both;
     let second = handle(&receiver, &Method::POST, &header_map(&headers), &body, None).await;
     assert_eq!(body_json(&second)["status"], "duplicate");
@@ -406,7 +567,9 @@ fn jwt_claims(extra: Value) -> Value {
 #[tokio::test]
 async fn dynamic_delivery_with_headers_is_accepted_and_deduped() {
     let h = Harness::new().await;
-    let body = json!({"type":"batch.succeeded","data":{"id":"dyn1","user_metadata":{"job_group":"exp"}}}).to_string();
+    let body =
+        json!({"type":"batch.succeeded","data":{"id":"dyn1","user_metadata":{"job_group":"exp"}}})
+            .to_string();
     let token = h.signer.sign(&jwt_claims(json!({})));
     let headers = vec![
         ("webhook-id".to_owned(), "msg_dyn".to_owned()),
@@ -420,7 +583,8 @@ async fn dynamic_delivery_with_headers_is_accepted_and_deduped() {
     assert_eq!(body_json(&reply)["status"], "duplicate");
     let messages = h.messages().await;
     assert_eq!(messages.len(), 1);
-    let env: Value = serde_json::from_str(messages[0].body().unwrap_or_default()).unwrap_or_default();
+    let env: Value =
+        serde_json::from_str(messages[0].body().unwrap_or_default()).unwrap_or_default();
     assert_eq!(env["signature_mode"], "dynamic");
     assert_eq!(env["event"]["job_id"], "batches/dyn1");
     assert_eq!(h.jwks.hits(), 1, "JWKS fetched once and cached");
@@ -430,13 +594,16 @@ async fn dynamic_delivery_with_headers_is_accepted_and_deduped() {
 async fn dynamic_delivery_without_id_headers_uses_jti_and_claims() {
     let h = Harness::new().await;
     let body = br#"{"type":"batch.failed","data":{"id":"dyn2","error_code":13,"error_message":"internal"}}"#;
-    let token = h.signer.sign(&jwt_claims(json!({"jti": "abc-jti", "user_metadata": {"job_group": "jwt-group"}})));
+    let token = h.signer.sign(&jwt_claims(
+        json!({"jti": "abc-jti", "user_metadata": {"job_group": "jwt-group"}}),
+    ));
     let headers = vec![("webhook-signature".to_owned(), token)];
     let reply = h.post(&headers, body).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(body_json(&reply)["webhook_id"], "jti:abc-jti");
     let messages = h.messages().await;
-    let env: Value = serde_json::from_str(messages[0].body().unwrap_or_default()).unwrap_or_default();
+    let env: Value =
+        serde_json::from_str(messages[0].body().unwrap_or_default()).unwrap_or_default();
     assert_eq!(env["user_metadata"]["job_group"], "jwt-group");
 }
 
@@ -446,19 +613,40 @@ async fn dynamic_delivery_rejections() {
     let body = batch_succeeded_body("dynbad");
     let foreign = TestSigner::new("kid-1", KEY_2_PEM);
     let cases = vec![
-        ("expired", h.signer.sign(&jwt_claims(json!({"iat": T0 - 900, "exp": T0 - 600}))), "jwt_expired"),
-        ("wrong audience", h.signer.sign(&jwt_claims(json!({"aud": "https://evil.example"}))), "jwt_claim_mismatch"),
-        ("foreign key, same kid", foreign.sign(&jwt_claims(json!({}))), "invalid_jwt"),
+        (
+            "expired",
+            h.signer
+                .sign(&jwt_claims(json!({"iat": T0 - 900, "exp": T0 - 600}))),
+            "jwt_expired",
+        ),
+        (
+            "wrong audience",
+            h.signer
+                .sign(&jwt_claims(json!({"aud": "https://evil.example"}))),
+            "jwt_claim_mismatch",
+        ),
+        (
+            "foreign key, same kid",
+            foreign.sign(&jwt_claims(json!({}))),
+            "invalid_jwt",
+        ),
         (
             "unknown kid",
             TestSigner::new("kid-unknown", KEY_2_PEM).sign(&jwt_claims(json!({}))),
             "jwt_unknown_kid",
         ),
-        ("alg none", none_token(&jwt_claims(json!({}))), "jwt_algorithm"),
+        (
+            "alg none",
+            none_token(&jwt_claims(json!({}))),
+            "jwt_algorithm",
+        ),
     ];
     for (name, token, code) in cases {
         let headers = vec![
-            ("webhook-id".to_owned(), format!("msg_{}", name.replace(' ', "_"))),
+            (
+                "webhook-id".to_owned(),
+                format!("msg_{}", name.replace(' ', "_")),
+            ),
             ("webhook-signature".to_owned(), token),
         ];
         let reply = h.post(&headers, &body).await;
@@ -484,7 +672,10 @@ async fn jwks_unreachable_answers_503_so_gemini_retries() {
     let h = Harness::new().await;
     let verifier = WebhookVerifier::new(
         None,
-        Some(JwksVerifier::new(JwtSettings::new("http://127.0.0.1:9/jwks.json"), reqwest::Client::new())),
+        Some(JwksVerifier::new(
+            JwtSettings::new("http://127.0.0.1:9/jwks.json"),
+            reqwest::Client::new(),
+        )),
     );
     let receiver = Receiver::new(
         Arc::new(verifier),

@@ -8,7 +8,10 @@ use lambda_http::{Body, Request, RequestExt, Response};
 
 /// Answers one delivery. `lambda_http` has already base64-decoded the body when the function
 /// URL marked it `isBase64Encoded`, so `body()` holds the raw bytes that were signed.
-pub(crate) async fn function_handler(receiver: &Receiver, request: Request) -> Result<Response<Body>, Infallible> {
+pub(crate) async fn function_handler(
+    receiver: &Receiver,
+    request: Request,
+) -> Result<Response<Body>, Infallible> {
     let deadline_ms = request
         .lambda_context_ref()
         .and_then(|c| i64::try_from(c.deadline).ok());

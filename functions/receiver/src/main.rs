@@ -11,8 +11,12 @@ use lambda_http::{Error, service_fn};
 async fn main() -> Result<(), Error> {
     init_logging(LogFormat::from_lambda_env());
     // Configuration errors stop the cold start with a message naming the variable.
-    let config = ReceiverConfig::from_env(&Env::process()).inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let config = ReceiverConfig::from_env(&Env::process())
+        .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let aws = wiring::aws_sdk_config().await;
     let receiver = wiring::aws_receiver(&config, &aws, wiring::http_client()?);
-    lambda_http::run(service_fn(|request| http_handler::function_handler(&receiver, request))).await
+    lambda_http::run(service_fn(|request| {
+        http_handler::function_handler(&receiver, request)
+    }))
+    .await
 }

@@ -22,7 +22,8 @@ pub mod attr {
 
 /// Claim condition: absent, expired (TTL deletion lags by up to days, so expiry is checked here,
 /// not left to DynamoDB), or PENDING with a dead lease.
-const CLAIM_CONDITION: &str = "attribute_not_exists(#id) OR #exp < :now_s OR (#st = :pending AND #lease < :now_ms)";
+const CLAIM_CONDITION: &str =
+    "attribute_not_exists(#id) OR #exp < :now_s OR (#st = :pending AND #lease < :now_ms)";
 
 /// [`DedupeStore`] on a DynamoDB table keyed by `webhook_id`.
 #[derive(Debug, Clone)]
@@ -129,7 +130,12 @@ impl DedupeStore for DynamoDbDedupeStore {
         }
     }
 
-    async fn complete(&self, webhook_id: &str, owner: &str, message_id: &str) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        webhook_id: &str,
+        owner: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()

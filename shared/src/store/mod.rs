@@ -117,7 +117,12 @@ pub trait DedupeStore: Send + Sync {
     async fn claim(&self, request: &ClaimRequest) -> Result<ClaimOutcome, StoreError>;
 
     /// PENDING → ENQUEUED, only if `owner` still holds the record.
-    async fn complete(&self, webhook_id: &str, owner: &str, message_id: &str) -> Result<(), StoreError>;
+    async fn complete(
+        &self,
+        webhook_id: &str,
+        owner: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError>;
 
     /// Deletes a PENDING record, only if `owner` still holds it, so a retry can claim again.
     async fn release(&self, webhook_id: &str, owner: &str) -> Result<(), StoreError>;
@@ -177,14 +182,26 @@ mod tests {
     #[test]
     fn when_lease_alive_should_not_take_over() {
         let c = claim(1_700_000_000_000);
-        assert!(!c.may_take_over(&record(DedupeStatus::Pending, 1_700_000_000_001, 1_800_000_000)));
+        assert!(!c.may_take_over(&record(
+            DedupeStatus::Pending,
+            1_700_000_000_001,
+            1_800_000_000
+        )));
     }
 
     #[test]
     fn when_lease_dead_should_take_over_pending_but_not_enqueued() {
         let c = claim(1_700_000_000_000);
-        assert!(c.may_take_over(&record(DedupeStatus::Pending, 1_699_999_999_999, 1_800_000_000)));
-        assert!(!c.may_take_over(&record(DedupeStatus::Enqueued, 1_699_999_999_999, 1_800_000_000)));
+        assert!(c.may_take_over(&record(
+            DedupeStatus::Pending,
+            1_699_999_999_999,
+            1_800_000_000
+        )));
+        assert!(!c.may_take_over(&record(
+            DedupeStatus::Enqueued,
+            1_699_999_999_999,
+            1_800_000_000
+        )));
     }
 
     #[test]

@@ -23,7 +23,8 @@ use tokio::sync::{Mutex, RwLock};
 use super::{HEADER_SIGNATURE, VerifyError};
 
 /// Where Gemini's documented samples fetch the signing keys from.
-pub const DEFAULT_JWKS_URL: &str = "https://generativelanguage.googleapis.com/.well-known/jwks.json";
+pub const DEFAULT_JWKS_URL: &str =
+    "https://generativelanguage.googleapis.com/.well-known/jwks.json";
 
 /// Longest token we are willing to parse; real ones are well under 2 KiB, and the bound keeps
 /// base64/JSON work on hostile input small.
@@ -297,8 +298,7 @@ impl JwksVerifier {
 
     /// Fetches the JWKS and replaces the cached keys on success. Callers hold `fetch_lock`.
     async fn refresh(&self, now: i64) -> Result<(), VerifyError> {
-        let outcome = match tokio::time::timeout(self.settings.fetch_timeout, self.fetch()).await
-        {
+        let outcome = match tokio::time::timeout(self.settings.fetch_timeout, self.fetch()).await {
             Ok(outcome) => outcome,
             Err(_) => Err(format!(
                 "timed out after {} ms",
@@ -309,11 +309,9 @@ impl JwksVerifier {
         cache.last_attempt = Some(now);
         match outcome {
             Ok(fetched) => {
-                let ttl = fetched
-                    .max_age
-                    .map_or(self.settings.cache_ttl_secs, |age| {
-                        age.min(self.settings.cache_ttl_secs)
-                    });
+                let ttl = fetched.max_age.map_or(self.settings.cache_ttl_secs, |age| {
+                    age.min(self.settings.cache_ttl_secs)
+                });
                 tracing::info!(
                     jwks_url = %self.settings.jwks_url,
                     keys = fetched.keys.len(),

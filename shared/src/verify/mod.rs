@@ -29,7 +29,10 @@ pub enum VerifyError {
     #[error("missing header `{0}`")]
     MissingHeader(&'static str),
     #[error("header `{header}` is malformed: {reason}")]
-    MalformedHeader { header: &'static str, reason: String },
+    MalformedHeader {
+        header: &'static str,
+        reason: String,
+    },
     #[error("timestamp is {seconds} s older than the {tolerance} s replay window allows")]
     TimestampTooOld { seconds: u64, tolerance: u64 },
     #[error("timestamp is {seconds} s further in the future than the {tolerance} s window allows")]
@@ -127,7 +130,10 @@ pub struct WebhookVerifier {
 impl std::fmt::Debug for WebhookVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookVerifier")
-            .field("static_secrets", &self.standard.as_ref().map(StandardVerifier::secret_count))
+            .field(
+                "static_secrets",
+                &self.standard.as_ref().map(StandardVerifier::secret_count),
+            )
             .field("dynamic", &self.jwt.is_some())
             .finish()
     }
@@ -148,16 +154,27 @@ impl WebhookVerifier {
     }
 
     /// Verifies headers and raw body bytes at `now_secs`.
-    pub async fn verify(&self, headers: &HeaderMap, body: &[u8], now_secs: i64) -> Result<VerifiedDelivery, VerifyError> {
-        let signature = single_header(headers, HEADER_SIGNATURE)?.ok_or(VerifyError::MissingHeader(HEADER_SIGNATURE))?;
+    pub async fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<VerifiedDelivery, VerifyError> {
+        let signature = single_header(headers, HEADER_SIGNATURE)?
+            .ok_or(VerifyError::MissingHeader(HEADER_SIGNATURE))?;
         if looks_like_jwt(signature) {
-            return self.verify_dynamic(headers, signature, body, now_secs).await;
+            return self
+                .verify_dynamic(headers, signature, body, now_secs)
+                .await;
         }
         let id = single_header(headers, HEADER_ID)?.ok_or(VerifyError::MissingHeader(HEADER_ID))?;
         validate_id(id)?;
-        let timestamp =
-            single_header(headers, HEADER_TIMESTAMP)?.ok_or(VerifyError::MissingHeader(HEADER_TIMESTAMP))?;
-        let standard = self.standard.as_ref().ok_or(VerifyError::StaticNotConfigured)?;
+        let timestamp = single_header(headers, HEADER_TIMESTAMP)?
+            .ok_or(VerifyError::MissingHeader(HEADER_TIMESTAMP))?;
+        let standard = self
+            .standard
+            .as_ref()
+            .ok_or(VerifyError::StaticNotConfigured)?;
         let timestamp = standard.verify(id, timestamp, signature, body, now_secs)?;
         Ok(VerifiedDelivery {
             webhook_id: id.to_owned(),
@@ -180,7 +197,10 @@ impl WebhookVerifier {
             .iter()
             .find_map(|name| claims.get(*name).and_then(serde_json::Value::as_str))
         {
-            if !constant_time_eq(expected.to_ascii_lowercase().as_bytes(), sha256_hex(body).as_bytes()) {
+            if !constant_time_eq(
+                expected.to_ascii_lowercase().as_bytes(),
+                sha256_hex(body).as_bytes(),
+            ) {
                 return Err(VerifyError::JwtClaimMismatch("body digest"));
             }
         }
@@ -211,7 +231,10 @@ impl WebhookVerifier {
 
 /// The value of a header that must appear at most once. Header names are case-insensitive
 /// (`HeaderMap` lowercases them). A repeated header is ambiguous, so it is malformed.
-pub fn single_header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, VerifyError> {
+pub fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &'static str,
+) -> Result<Option<&'a str>, VerifyError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
@@ -241,12 +264,18 @@ fn validate_id(id: &str) -> Result<(), VerifyError> {
         format!("longer than {MAX_ID_LEN} bytes")
     } else if id.contains(',') {
         "contains a comma (a repeated header joined by a proxy?)".to_owned()
-    } else if id.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+    } else if id
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
         "contains whitespace or control characters".to_owned()
     } else {
         return Ok(());
     };
-    Err(VerifyError::MalformedHeader { header: HEADER_ID, reason })
+    Err(VerifyError::MalformedHeader {
+        header: HEADER_ID,
+        reason,
+    })
 }
 
 /// Lowercase hex SHA-256 of `bytes`.
