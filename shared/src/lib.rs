@@ -18,3 +18,4 @@ pub mod store;
 pub mod telemetry;
 pub mod verify;
 pub mod wiring;
+pub mod consume;
