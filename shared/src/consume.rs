@@ -15,7 +15,9 @@ use crate::clock::SharedClock;
 use crate::config::ConfigError;
 use crate::envelope::{Continuation, QueueEnvelope, WebhookEnvelope};
 use crate::event::{EventType, JobKind};
-use crate::gemini::{BatchOperation, BatchOutput, BatchState, GeminiClient, GeminiError, RpcStatus};
+use crate::gemini::{
+    BatchOperation, BatchOutput, BatchState, GeminiClient, GeminiError, RpcStatus,
+};
 use crate::jobs::{Checkpoint, JobErrorInfo, JobRecord, JobState, ResultRow, RowStatus};
 use crate::results::{LineSplitter, Outcome, ResultRecord, from_inline, record_from_line};
 use crate::store::{EventQueue, QueueError, ResultsStore, StoreError};
@@ -133,13 +135,17 @@ impl Routes {
             name: crate::config::env::ROUTES,
             reason,
         };
-        let map: HashMap<String, Value> =
-            serde_json::from_str(text).map_err(|e| invalid(format!("expected a JSON object of group → table ({e})")))?;
+        let map: HashMap<String, Value> = serde_json::from_str(text)
+            .map_err(|e| invalid(format!("expected a JSON object of group → table ({e})")))?;
         for (group, table) in map {
             let table = table
                 .as_str()
                 .filter(|t| !t.trim().is_empty())
-                .ok_or_else(|| invalid(format!("the table of group `{group}` must be a non-empty string")))?;
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "the table of group `{group}` must be a non-empty string"
+                    ))
+                })?;
             routes.groups.insert(group, make(table.trim()));
         }
         Ok(routes)
@@ -147,7 +153,9 @@ impl Routes {
 
     /// The store for a job group.
     pub fn for_group(&self, group: Option<&str>) -> &Arc<dyn ResultsStore> {
-        group.and_then(|g| self.groups.get(g)).unwrap_or(&self.default)
+        group
+            .and_then(|g| self.groups.get(g))
+            .unwrap_or(&self.default)
     }
 }
 
@@ -169,7 +177,9 @@ pub struct Consumer {
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Consumer")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -199,7 +209,11 @@ impl Consumer {
 
     /// Handles a batch of messages concurrently (bounded) and returns the ids of those that
     /// must be redelivered. A panic while handling one message fails only that message.
-    pub async fn handle_batch(self: &Arc<Self>, messages: Vec<InboundMessage>, deadline_ms: Option<i64>) -> Vec<String> {
+    pub async fn handle_batch(
+        self: &Arc<Self>,
+        messages: Vec<InboundMessage>,
+        deadline_ms: Option<i64>,
+    ) -> Vec<String> {
         let results = futures::stream::iter(messages)
             .map(|message| {
                 let this = Arc::clone(self);
@@ -230,8 +244,13 @@ impl Consumer {
     }
 
     /// Handles one queue message body. `Ok` means the message may be deleted.
-    pub async fn handle_message(&self, body: &str, deadline_ms: Option<i64>) -> Result<Handled, ConsumeError> {
-        let envelope = QueueEnvelope::from_body(body).map_err(|e| ConsumeError::Poison(format!("not an envelope: {e}")))?;
+    pub async fn handle_message(
+        &self,
+        body: &str,
+        deadline_ms: Option<i64>,
+    ) -> Result<Handled, ConsumeError> {
+        let envelope = QueueEnvelope::from_body(body)
+            .map_err(|e| ConsumeError::Poison(format!("not an envelope: {e}")))?;
         let handled = match envelope {
             QueueEnvelope::Webhook(w) => {
                 let span = tracing::info_span!(
@@ -244,14 +263,19 @@ impl Consumer {
             }
             QueueEnvelope::Continuation(c) => {
                 let span = tracing::info_span!("message", job_id = %c.job_id, part = c.part);
-                tracing::Instrument::instrument(self.handle_continuation(c, deadline_ms), span).await?
+                tracing::Instrument::instrument(self.handle_continuation(c, deadline_ms), span)
+                    .await?
             }
         };
         tracing::info!(outcome = ?handled, "message handled");
         Ok(handled)
     }
 
-    async fn handle_webhook(&self, w: WebhookEnvelope, deadline_ms: Option<i64>) -> Result<Handled, ConsumeError> {
+    async fn handle_webhook(
+        &self,
+        w: WebhookEnvelope,
+        deadline_ms: Option<i64>,
+    ) -> Result<Handled, ConsumeError> {
         let event = w.event();
         let event_type = event.event_type.clone();
         if let EventType::Unknown(t) = &event_type {
@@ -260,10 +284,9 @@ impl Consumer {
                 reason: format!("unhandled event type {t}"),
             });
         }
-        let job_id = event
-            .job_id
-            .clone()
-            .ok_or_else(|| ConsumeError::Poison(format!("{} event without data.id", event_type.as_str())))?;
+        let job_id = event.job_id.clone().ok_or_else(|| {
+            ConsumeError::Poison(format!("{} event without data.id", event_type.as_str()))
+        })?;
         let group = event.job_group().map(str::to_owned);
         let store = Arc::clone(self.routes.for_group(group.as_deref()));
         let now = self.clock.now_ms();
@@ -284,8 +307,14 @@ impl Consumer {
 
         let data = &event.data;
         let event_error = || {
-            let message = data.get("error_message").and_then(Value::as_str).map(str::to_owned);
-            let code = data.get("error_code").filter(|c| !c.is_null()).map(value_text);
+            let message = data
+                .get("error_message")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let code = data
+                .get("error_code")
+                .filter(|c| !c.is_null())
+                .map(value_text);
             (message.is_some() || code.is_some()).then(|| JobErrorInfo {
                 code,
                 message: message.unwrap_or_default(),
@@ -293,7 +322,10 @@ impl Consumer {
             })
         };
         match event_type {
-            EventType::BatchSucceeded => self.ingest_batch(store, job, w.webhook_id, deadline_ms).await,
+            EventType::BatchSucceeded => {
+                self.ingest_batch(store, job, w.webhook_id, deadline_ms)
+                    .await
+            }
             EventType::BatchFailed | EventType::BatchExpired | EventType::BatchCancelled => {
                 let state = match event_type {
                     EventType::BatchFailed => JobState::Failed,
@@ -309,11 +341,16 @@ impl Consumer {
                             job.error = Some(rpc_error(status, "operation"));
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "could not fetch the batch for details; recording the event alone"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not fetch the batch for details; recording the event alone")
+                    }
                 }
                 self.record(store.as_ref(), job, state).await
             }
-            EventType::InteractionRequiresAction => self.record(store.as_ref(), job, JobState::RequiresAction).await,
+            EventType::InteractionRequiresAction => {
+                self.record(store.as_ref(), job, JobState::RequiresAction)
+                    .await
+            }
             EventType::InteractionCompleted => {
                 job.output = Some(data.clone());
                 self.record(store.as_ref(), job, JobState::Succeeded).await
@@ -322,7 +359,9 @@ impl Consumer {
                 job.error = event_error();
                 self.record(store.as_ref(), job, JobState::Failed).await
             }
-            EventType::InteractionCancelled => self.record(store.as_ref(), job, JobState::Cancelled).await,
+            EventType::InteractionCancelled => {
+                self.record(store.as_ref(), job, JobState::Cancelled).await
+            }
             EventType::VideoGenerated => {
                 job.output = Some(json!({
                     "output_file_uri": data.get("output_file_uri"),
@@ -338,10 +377,19 @@ impl Consumer {
     }
 
     /// Moves a job to `state` (forward only) and stores it.
-    async fn record(&self, store: &dyn ResultsStore, mut job: JobRecord, state: JobState) -> Result<Handled, ConsumeError> {
+    async fn record(
+        &self,
+        store: &dyn ResultsStore,
+        mut job: JobRecord,
+        state: JobState,
+    ) -> Result<Handled, ConsumeError> {
         let job_id = job.job_id.clone();
         if !job.state.may_become(state) {
-            tracing::info!(current = job.state.as_str(), event_state = state.as_str(), "job is already further along; event recorded as seen only");
+            tracing::info!(
+                current = job.state.as_str(),
+                event_state = state.as_str(),
+                "job is already further along; event recorded as seen only"
+            );
             return Ok(Handled::Skipped {
                 reason: format!("job already {}", job.state.as_str()),
             });
@@ -377,7 +425,10 @@ impl Consumer {
             });
         }
         if job.state.is_terminal() {
-            tracing::warn!(state = job.state.as_str(), "success reported for a job recorded as not successful; keeping the recorded state");
+            tracing::warn!(
+                state = job.state.as_str(),
+                "success reported for a job recorded as not successful; keeping the recorded state"
+            );
             return Ok(Handled::Skipped {
                 reason: format!("job already {}", job.state.as_str()),
             });
@@ -404,10 +455,16 @@ impl Consumer {
             }
         }
         match op.output {
-            None => Err(ConsumeError::NotReady("the batch succeeded but its results are not visible yet".into())),
+            None => Err(ConsumeError::NotReady(
+                "the batch succeeded but its results are not visible yet".into(),
+            )),
             Some(BatchOutput::Inline(responses)) => {
                 job.output = Some(json!({"inlined_responses": responses.len()}));
-                let records: Vec<ResultRecord> = responses.iter().enumerate().map(|(i, r)| from_inline(i, r)).collect();
+                let records: Vec<ResultRecord> = responses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| from_inline(i, r))
+                    .collect();
                 job.counts.rows_ingested = 0;
                 job.counts.error_rows = 0;
                 job.counts.malformed_rows = 0;
@@ -443,15 +500,23 @@ impl Consumer {
                         reason: "job finished concurrently".into(),
                     });
                 }
-                self.stream_file(store, job, start, Some(webhook_id), 0, deadline_ms).await
+                self.stream_file(store, job, start, Some(webhook_id), 0, deadline_ms)
+                    .await
             }
         }
     }
 
-    async fn handle_continuation(&self, c: Continuation, deadline_ms: Option<i64>) -> Result<Handled, ConsumeError> {
+    async fn handle_continuation(
+        &self,
+        c: Continuation,
+        deadline_ms: Option<i64>,
+    ) -> Result<Handled, ConsumeError> {
         let store = Arc::clone(self.routes.for_group(c.job_group.as_deref()));
         let Some(job) = store.load_job(&c.job_id).await? else {
-            return Err(ConsumeError::Poison(format!("continuation for unknown job {}", c.job_id)));
+            return Err(ConsumeError::Poison(format!(
+                "continuation for unknown job {}",
+                c.job_id
+            )));
         };
         if job.state.is_terminal() {
             return Ok(Handled::Skipped {
@@ -459,12 +524,17 @@ impl Consumer {
             });
         }
         // The record's checkpoint is authoritative: it is saved together with the counters.
-        let start = job.checkpoint.clone().filter(|k| k.file == c.file).unwrap_or(Checkpoint {
-            file: c.file.clone(),
-            byte_offset: c.byte_offset,
-            lines: c.lines,
-        });
-        self.stream_file(store, job, start, c.webhook_id, c.part, deadline_ms).await
+        let start = job
+            .checkpoint
+            .clone()
+            .filter(|k| k.file == c.file)
+            .unwrap_or(Checkpoint {
+                file: c.file.clone(),
+                byte_offset: c.byte_offset,
+                lines: c.lines,
+            });
+        self.stream_file(store, job, start, c.webhook_id, c.part, deadline_ms)
+            .await
     }
 
     /// Streams `start.file` from `start.byte_offset`, writing rows and checkpoints, until the end
@@ -480,7 +550,8 @@ impl Consumer {
     ) -> Result<Handled, ConsumeError> {
         let file = start.file.clone();
         let mut stream = self.gemini.download(&file, start.byte_offset).await?;
-        let mut splitter = LineSplitter::new(start.byte_offset, start.lines, self.settings.max_line_bytes);
+        let mut splitter =
+            LineSplitter::new(start.byte_offset, start.lines, self.settings.max_line_bytes);
         let batch = self.settings.rows_per_write.max(1);
         let mut pending: Vec<ResultRow> = Vec::with_capacity(batch);
         let mut saved = Progress {
@@ -494,7 +565,8 @@ impl Consumer {
                 Some(Err(e)) => {
                     // Keep what we have; the redelivered message resumes from the checkpoint.
                     self.flush(store.as_ref(), &mut job, &mut pending).await?;
-                    self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved).await?;
+                    self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved)
+                        .await?;
                     return Err(e.into());
                 }
                 None => finished = true,
@@ -517,15 +589,24 @@ impl Consumer {
             if finished {
                 break;
             }
-            if splitter.line_count().saturating_sub(saved.lines) >= self.settings.checkpoint_every_lines {
+            if splitter.line_count().saturating_sub(saved.lines)
+                >= self.settings.checkpoint_every_lines
+            {
                 self.flush(store.as_ref(), &mut job, &mut pending).await?;
-                self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved).await?;
-                tracing::info!(lines = saved.lines, bytes = saved.offset, rows = job.counts.rows_ingested, "ingest progress");
+                self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved)
+                    .await?;
+                tracing::info!(
+                    lines = saved.lines,
+                    bytes = saved.offset,
+                    rows = job.counts.rows_ingested,
+                    "ingest progress"
+                );
             }
             if let Some(deadline) = deadline_ms {
                 if deadline.saturating_sub(self.clock.now_ms()) < self.settings.deadline_margin_ms {
                     self.flush(store.as_ref(), &mut job, &mut pending).await?;
-                    self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved).await?;
+                    self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved)
+                        .await?;
                     let continuation = QueueEnvelope::Continuation(Continuation {
                         job_id: job.job_id.clone(),
                         file: file.clone(),
@@ -535,11 +616,16 @@ impl Consumer {
                         job_group: job.job_group.clone(),
                         part: part + 1,
                     });
-                    let message = continuation
-                        .to_message()
-                        .map_err(|e| ConsumeError::Poison(format!("cannot serialise continuation: {e}")))?;
+                    let message = continuation.to_message().map_err(|e| {
+                        ConsumeError::Poison(format!("cannot serialise continuation: {e}"))
+                    })?;
                     self.queue.enqueue(&message).await?;
-                    tracing::info!(byte_offset = saved.offset, lines = saved.lines, part = part + 1, "deadline near: handed the rest to a continuation");
+                    tracing::info!(
+                        byte_offset = saved.offset,
+                        lines = saved.lines,
+                        part = part + 1,
+                        "deadline near: handed the rest to a continuation"
+                    );
                     return Ok(Handled::Continued {
                         job_id: job.job_id.clone(),
                         byte_offset: saved.offset,
@@ -559,7 +645,12 @@ impl Consumer {
         Ok(Handled::Ingested { job_id, rows })
     }
 
-    async fn flush(&self, store: &dyn ResultsStore, job: &mut JobRecord, pending: &mut Vec<ResultRow>) -> Result<(), ConsumeError> {
+    async fn flush(
+        &self,
+        store: &dyn ResultsStore,
+        job: &mut JobRecord,
+        pending: &mut Vec<ResultRow>,
+    ) -> Result<(), ConsumeError> {
         if pending.is_empty() {
             return Ok(());
         }
@@ -589,7 +680,11 @@ impl Consumer {
         Ok(())
     }
 
-    async fn finish(&self, store: &dyn ResultsStore, mut job: JobRecord) -> Result<(), ConsumeError> {
+    async fn finish(
+        &self,
+        store: &dyn ResultsStore,
+        mut job: JobRecord,
+    ) -> Result<(), ConsumeError> {
         let now = self.clock.now_ms();
         job.state = JobState::Succeeded;
         job.updated_at_ms = now;
@@ -623,8 +718,14 @@ fn rpc_error(status: &RpcStatus, source: &str) -> JobErrorInfo {
 
 fn apply_stats(job: &mut JobRecord, op: &BatchOperation) {
     job.counts.request_count = op.stats.request_count.or(job.counts.request_count);
-    job.counts.successful_request_count = op.stats.successful_request_count.or(job.counts.successful_request_count);
-    job.counts.failed_request_count = op.stats.failed_request_count.or(job.counts.failed_request_count);
+    job.counts.successful_request_count = op
+        .stats
+        .successful_request_count
+        .or(job.counts.successful_request_count);
+    job.counts.failed_request_count = op
+        .stats
+        .failed_request_count
+        .or(job.counts.failed_request_count);
     if job.kind == JobKind::Other {
         job.kind = JobKind::Batch;
     }

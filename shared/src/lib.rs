@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod consume;
 pub mod envelope;
 pub mod event;
 pub mod gemini;
@@ -18,4 +19,3 @@ pub mod store;
 pub mod telemetry;
 pub mod verify;
 pub mod wiring;
-pub mod consume;

@@ -35,14 +35,23 @@ pub async fn dedupe_store_contract(store: Arc<dyn DedupeStore>, prefix: &str) {
     must_claim(s, &first).await;
     match s.claim(&claim(&id, "owner-2", NOW_MS + 1)).await {
         Ok(ClaimOutcome::Existing(rec)) => {
-            assert_eq!(rec, first.record(), "existing record must be returned unchanged");
+            assert_eq!(
+                rec,
+                first.record(),
+                "existing record must be returned unchanged"
+            );
         }
         other => panic!("expected Existing, got {other:?}"),
     }
 
     // Only the owner completes; completing makes later claims see ENQUEUED.
-    assert_eq!(s.complete(&id, "owner-2", "m").await, Err(StoreError::NotOwner));
-    s.complete(&id, "owner-1", "msg-1").await.unwrap_or_else(|e| panic!("complete: {e}"));
+    assert_eq!(
+        s.complete(&id, "owner-2", "m").await,
+        Err(StoreError::NotOwner)
+    );
+    s.complete(&id, "owner-1", "msg-1")
+        .await
+        .unwrap_or_else(|e| panic!("complete: {e}"));
     match s.claim(&claim(&id, "owner-3", NOW_MS + 60_000)).await {
         Ok(ClaimOutcome::Existing(rec)) => assert_eq!(rec.status, DedupeStatus::Enqueued),
         other => panic!("expected Existing ENQUEUED, got {other:?}"),
@@ -54,10 +63,15 @@ pub async fn dedupe_store_contract(store: Arc<dyn DedupeStore>, prefix: &str) {
     let id = format!("{prefix}-release");
     must_claim(s, &claim(&id, "owner-1", NOW_MS)).await;
     assert_eq!(s.release(&id, "intruder").await, Err(StoreError::NotOwner));
-    s.release(&id, "owner-1").await.unwrap_or_else(|e| panic!("release: {e}"));
+    s.release(&id, "owner-1")
+        .await
+        .unwrap_or_else(|e| panic!("release: {e}"));
     must_claim(s, &claim(&id, "owner-2", NOW_MS + 1)).await;
     // The old owner lost the record: it can neither complete nor release it.
-    assert_eq!(s.complete(&id, "owner-1", "m").await, Err(StoreError::NotOwner));
+    assert_eq!(
+        s.complete(&id, "owner-1", "m").await,
+        Err(StoreError::NotOwner)
+    );
     assert_eq!(s.release(&id, "owner-1").await, Err(StoreError::NotOwner));
 
     // Live lease → Existing PENDING; dead lease → taken over.
@@ -69,11 +83,19 @@ pub async fn dedupe_store_contract(store: Arc<dyn DedupeStore>, prefix: &str) {
         other => panic!("lease still alive at its last ms, expected Existing, got {other:?}"),
     }
     must_claim(s, &claim(&id, "taker", holder.lease_until_ms + 1)).await;
-    assert_eq!(s.complete(&id, "holder", "m").await, Err(StoreError::NotOwner));
-    s.complete(&id, "taker", "m").await.unwrap_or_else(|e| panic!("complete after takeover: {e}"));
+    assert_eq!(
+        s.complete(&id, "holder", "m").await,
+        Err(StoreError::NotOwner)
+    );
+    s.complete(&id, "taker", "m")
+        .await
+        .unwrap_or_else(|e| panic!("complete after takeover: {e}"));
 
     // ENQUEUED with a dead lease is still a duplicate until it expires.
-    match s.claim(&claim(&id, "late", holder.lease_until_ms + 3_600_000)).await {
+    match s
+        .claim(&claim(&id, "late", holder.lease_until_ms + 3_600_000))
+        .await
+    {
         Ok(ClaimOutcome::Existing(rec)) => assert_eq!(rec.status, DedupeStatus::Enqueued),
         other => panic!("expected Existing ENQUEUED, got {other:?}"),
     }
@@ -82,14 +104,18 @@ pub async fn dedupe_store_contract(store: Arc<dyn DedupeStore>, prefix: &str) {
     let id = format!("{prefix}-expired");
     let old = claim(&id, "old", NOW_MS);
     must_claim(s, &old).await;
-    s.complete(&id, "old", "m").await.unwrap_or_else(|e| panic!("complete: {e}"));
+    s.complete(&id, "old", "m")
+        .await
+        .unwrap_or_else(|e| panic!("complete: {e}"));
     let after_expiry = (old.expires_at + 1) * 1000;
     must_claim(s, &claim(&id, "new", after_expiry)).await;
     // At exactly expires_at it is still remembered.
     let id = format!("{prefix}-expiry-edge");
     let edge = claim(&id, "a", NOW_MS);
     must_claim(s, &edge).await;
-    s.complete(&id, "a", "m").await.unwrap_or_else(|e| panic!("complete: {e}"));
+    s.complete(&id, "a", "m")
+        .await
+        .unwrap_or_else(|e| panic!("complete: {e}"));
     match s.claim(&claim(&id, "b", edge.expires_at * 1000)).await {
         Ok(ClaimOutcome::Existing(_)) => {}
         other => panic!("record at its expiry second must still count, got {other:?}"),

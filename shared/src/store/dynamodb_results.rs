@@ -62,7 +62,9 @@ pub fn to_attr(v: &Value) -> AttributeValue {
         Value::Number(n) => AttributeValue::N(n.to_string()),
         Value::String(s) => AttributeValue::S(s.clone()),
         Value::Array(a) => AttributeValue::L(a.iter().map(to_attr).collect()),
-        Value::Object(o) => AttributeValue::M(o.iter().map(|(k, v)| (k.clone(), to_attr(v))).collect()),
+        Value::Object(o) => {
+            AttributeValue::M(o.iter().map(|(k, v)| (k.clone(), to_attr(v))).collect())
+        }
     }
 }
 
@@ -75,11 +77,18 @@ pub fn from_attr(a: &AttributeValue) -> Value {
             .map(Value::from)
             .or_else(|_| n.parse::<u64>().map(Value::from))
             .ok()
-            .or_else(|| n.parse::<f64>().ok().and_then(Number::from_f64).map(Value::Number))
+            .or_else(|| {
+                n.parse::<f64>()
+                    .ok()
+                    .and_then(Number::from_f64)
+                    .map(Value::Number)
+            })
             .unwrap_or(Value::Null),
         AttributeValue::Bool(b) => Value::Bool(*b),
         AttributeValue::L(l) => Value::Array(l.iter().map(from_attr).collect()),
-        AttributeValue::M(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), from_attr(v))).collect()),
+        AttributeValue::M(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), from_attr(v))).collect())
+        }
         _ => Value::Null,
     }
 }
@@ -142,12 +151,21 @@ fn row_items(row: &ResultRow) -> Result<Vec<HashMap<String, AttributeValue>>, St
                 item.insert("response_gzip".into(), AttributeValue::B(Blob::new(packed)));
             } else {
                 let chunks: Vec<&[u8]> = packed.chunks(ITEM_BUDGET / 2).collect();
-                item.insert("response_encoding".into(), AttributeValue::S("gzip-parts".into()));
-                item.insert("response_parts".into(), AttributeValue::N(chunks.len().to_string()));
+                item.insert(
+                    "response_encoding".into(),
+                    AttributeValue::S("gzip-parts".into()),
+                );
+                item.insert(
+                    "response_parts".into(),
+                    AttributeValue::N(chunks.len().to_string()),
+                );
                 for (i, chunk) in chunks.iter().enumerate() {
                     let mut part = HashMap::new();
                     part.insert("pk".into(), AttributeValue::S(row_pk.clone()));
-                    part.insert("sk".into(), AttributeValue::S(format!("{row_sk}{PART_MARK}{:04}", i + 1)));
+                    part.insert(
+                        "sk".into(),
+                        AttributeValue::S(format!("{row_sk}{PART_MARK}{:04}", i + 1)),
+                    );
                     part.insert("chunk".into(), AttributeValue::B(Blob::new(chunk.to_vec())));
                     items.push(part);
                 }
@@ -184,7 +202,10 @@ impl ResultsStore for DynamoDbResultsStore {
             .await
             .map_err(|e| StoreError::Unavailable(sdk_message(&e)))?;
         out.item()
-            .map(|item| serde_json::from_value(value_of(item)).map_err(|e| StoreError::Corrupt(format!("job record: {e}"))))
+            .map(|item| {
+                serde_json::from_value(value_of(item))
+                    .map_err(|e| StoreError::Corrupt(format!("job record: {e}")))
+            })
             .transpose()
     }
 
@@ -193,15 +214,23 @@ impl ResultsStore for DynamoDbResultsStore {
         let mut item = item_of(&value);
         item.insert("pk".into(), AttributeValue::S(pk(&record.job_id)));
         item.insert("sk".into(), AttributeValue::S(JOB_SK.into()));
-        item.insert("state_rank".into(), AttributeValue::N(record.state.rank().to_string()));
+        item.insert(
+            "state_rank".into(),
+            AttributeValue::N(record.state.rank().to_string()),
+        );
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR state_rank < :rank OR #state = :state")
+            .condition_expression(
+                "attribute_not_exists(pk) OR state_rank < :rank OR #state = :state",
+            )
             .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":rank", AttributeValue::N(record.state.rank().to_string()))
+            .expression_attribute_values(
+                ":rank",
+                AttributeValue::N(record.state.rank().to_string()),
+            )
             .expression_attribute_values(":state", AttributeValue::S(record.state.as_str().into()))
             .send()
             .await;
@@ -253,24 +282,34 @@ impl ResultsStore for DynamoDbResultsStore {
                 .await
                 .map_err(|e| StoreError::Unavailable(sdk_message(&e)))?;
             for item in out.items() {
-                let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                let sk = item
+                    .get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default();
                 if let Some(pos) = sk.find(PART_MARK) {
                     let owner = sk[..pos].to_owned();
                     if let Some(AttributeValue::B(b)) = item.get("chunk") {
-                        parts.entry(owner).or_default().extend_from_slice(b.as_ref());
+                        parts
+                            .entry(owner)
+                            .or_default()
+                            .extend_from_slice(b.as_ref());
                     }
                     continue;
                 }
                 let mut value = value_of(item);
-                let encoding = item.get("response_encoding").and_then(|v| v.as_s().ok()).cloned();
+                let encoding = item
+                    .get("response_encoding")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned();
                 if let Value::Object(map) = &mut value {
                     map.remove("response_encoding");
                     map.remove("response_gzip");
                     map.remove("response_parts");
                     map.remove("text_in_response");
                 }
-                let mut row: ResultRow =
-                    serde_json::from_value(value).map_err(|e| StoreError::Corrupt(format!("result row: {e}")))?;
+                let mut row: ResultRow = serde_json::from_value(value)
+                    .map_err(|e| StoreError::Corrupt(format!("result row: {e}")))?;
                 match encoding.as_deref() {
                     Some("gzip") => {
                         if let Some(AttributeValue::B(b)) = item.get("response_gzip") {
@@ -296,11 +335,19 @@ impl ResultsStore for DynamoDbResultsStore {
             }
         }
         for row in &mut rows {
-            if row.text.is_none() && row.response_json.is_some() && row.status == crate::jobs::RowStatus::Ok {
+            if row.text.is_none()
+                && row.response_json.is_some()
+                && row.status == crate::jobs::RowStatus::Ok
+            {
                 row.text = row
                     .response_json
                     .as_deref()
-                    .map(|r| crate::results::parse_line(format!("{{\"key\":\"k\",\"response\":{r}}}").as_bytes(), 0))
+                    .map(|r| {
+                        crate::results::parse_line(
+                            format!("{{\"key\":\"k\",\"response\":{r}}}").as_bytes(),
+                            0,
+                        )
+                    })
                     .and_then(|rec| match rec.outcome {
                         crate::results::Outcome::Success(s) => Some(s.text),
                         _ => None,
@@ -417,7 +464,9 @@ mod tests {
         let items = row_items(&row(big.clone())).unwrap();
         assert_eq!(items.len(), 1);
         assert_eq!(items[0]["response_encoding"].as_s().unwrap(), "gzip");
-        let AttributeValue::B(b) = &items[0]["response_gzip"] else { panic!() };
+        let AttributeValue::B(b) = &items[0]["response_gzip"] else {
+            panic!()
+        };
         assert_eq!(gunzip(b.as_ref()).unwrap(), big);
     }
 
@@ -438,7 +487,10 @@ mod tests {
         assert!(items.len() >= 2, "{}", items.len());
         assert_eq!(items[0]["response_encoding"].as_s().unwrap(), "gzip-parts");
         for (i, part) in items.iter().skip(1).enumerate() {
-            assert_eq!(part["sk"].as_s().unwrap(), &format!("RESULT#k1#PART#{:04}", i + 1));
+            assert_eq!(
+                part["sk"].as_s().unwrap(),
+                &format!("RESULT#k1#PART#{:04}", i + 1)
+            );
             let size: usize = part.iter().map(|(k, v)| k.len() + attr_size(v)).sum();
             assert!(size < 400 * 1024);
         }
