@@ -90,6 +90,23 @@ impl WebhookEnvelope {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum QueueEnvelope {
     Webhook(WebhookEnvelope),
+    /// The rest of a results file, handed over when an invocation ran out of time.
+    Continuation(Continuation),
+}
+
+/// Resume ingesting `file` for `job_id` from `byte_offset` (an HTTP `Range` request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Continuation {
+    pub job_id: String,
+    pub file: String,
+    pub byte_offset: u64,
+    pub lines: u64,
+    /// The delivery that started the ingest (logs).
+    pub webhook_id: Option<String>,
+    /// Routing group, so the rest lands in the same table.
+    pub job_group: Option<String>,
+    /// 1 for the first hand-over, then 2, 3, …
+    pub part: u32,
 }
 
 impl QueueEnvelope {
@@ -97,6 +114,7 @@ impl QueueEnvelope {
     pub fn kind_name(&self) -> &'static str {
         match self {
             Self::Webhook(_) => "webhook",
+            Self::Continuation(_) => "continuation",
         }
     }
 
@@ -120,6 +138,12 @@ impl QueueEnvelope {
                     .and_then(Value::as_str)
                     .filter(|g| !g.is_empty())
                 {
+                    attributes.push((ATTR_JOB_GROUP.to_owned(), group.to_owned()));
+                }
+            }
+            Self::Continuation(c) => {
+                attributes.push((ATTR_EVENT_TYPE.to_owned(), "batch.succeeded".to_owned()));
+                if let Some(group) = c.job_group.as_deref().filter(|g| !g.is_empty()) {
                     attributes.push((ATTR_JOB_GROUP.to_owned(), group.to_owned()));
                 }
             }
@@ -169,7 +193,9 @@ mod tests {
                 .contains(&("event_type".into(), "batch.succeeded".into()))
         );
         assert!(msg.attributes.contains(&("job_group".into(), "exp".into())));
-        let QueueEnvelope::Webhook(w) = back;
+        let QueueEnvelope::Webhook(w) = back else {
+            panic!("expected a webhook envelope");
+        };
         assert_eq!(w.event().data["id"], "x");
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod consume;
 pub mod envelope;
 pub mod event;
 pub mod gemini;

@@ -30,11 +30,19 @@ pub fn batch_succeeded_body(batch_id: &str) -> Vec<u8> {
 }
 
 /// Standard Webhooks headers for `body`, signed with `secret`.
-pub fn signed_headers(secret: &SigningSecret, id: &str, timestamp: i64, body: &[u8]) -> Vec<(String, String)> {
+pub fn signed_headers(
+    secret: &SigningSecret,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Vec<(String, String)> {
     vec![
         ("webhook-id".to_owned(), id.to_owned()),
         ("webhook-timestamp".to_owned(), timestamp.to_string()),
-        ("webhook-signature".to_owned(), sign(secret, id, timestamp, body)),
+        (
+            "webhook-signature".to_owned(),
+            sign(secret, id, timestamp, body),
+        ),
         ("content-type".to_owned(), "application/json".to_owned()),
     ]
 }
@@ -43,7 +51,10 @@ pub fn signed_headers(secret: &SigningSecret, id: &str, timestamp: i64, body: &[
 pub fn header_map(pairs: &[(String, String)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (k, v) in pairs {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             map.append(name, value);
         }
     }
@@ -52,12 +63,20 @@ pub fn header_map(pairs: &[(String, String)]) -> HeaderMap {
 
 /// A Lambda function URL request event (payload format 2.0) carrying `body`, base64-encoded
 /// when `base64` is set (as AWS does for non-text content types).
-pub fn function_url_event(method: &str, headers: &[(String, String)], body: &[u8], base64: bool) -> Value {
+pub fn function_url_event(
+    method: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    base64: bool,
+) -> Value {
     let mut header_obj = serde_json::Map::new();
     for (k, v) in headers {
         header_obj.insert(k.to_ascii_lowercase(), Value::String(v.clone()));
     }
-    header_obj.insert("host".into(), Value::String("abc.lambda-url.us-east-1.on.aws".into()));
+    header_obj.insert(
+        "host".into(),
+        Value::String("abc.lambda-url.us-east-1.on.aws".into()),
+    );
     let body_text = if base64 {
         base64::engine::general_purpose::STANDARD.encode(body)
     } else {

@@ -460,7 +460,11 @@ async fn bad_input_rows_of_the_contract() {
         let reply = h.post(&headers, &body).await;
         assert_eq!(reply.status, status, "{name}: {}", reply.body);
         assert_eq!(body_json(&reply)["error"], code, "{name}");
-        assert!(!reply.body.contains("v1,"), "{name}: signature echoed");
+        for (k, v) in &headers {
+            if k == "webhook-signature" && v.len() > 12 {
+                assert!(!reply.body.contains(v.as_str()), "{name}: signature echoed");
+            }
+        }
     }
 
     // 413: body over the limit, even when correctly signed.

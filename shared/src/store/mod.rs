@@ -4,6 +4,7 @@
 //! local `gemini-hooks dev` process (SQLite) run exactly the same rules.
 
 pub mod dynamodb;
+pub mod dynamodb_results;
 pub mod sqlite;
 pub mod sqs;
 

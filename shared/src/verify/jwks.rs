@@ -536,3 +536,855 @@ fn printable(text: &str) -> String {
         .map(|c| if c.is_ascii_graphic() { c } else { '?' })
         .collect()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use rsa::RsaPrivateKey;
+    use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
+    use rsa::pkcs8::{EncodePublicKey, LineEnding};
+    use rsa::traits::PublicKeyParts;
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const NOW: i64 = 1_800_000_000;
+
+    // ---- keys and tokens -------------------------------------------------------------------
+
+    struct TestKey {
+        private_pem: String,
+        public_pem: String,
+        public_der: Vec<u8>,
+        n: String,
+        e: String,
+    }
+
+    fn generate() -> TestKey {
+        let private = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let public = private.to_public_key();
+        TestKey {
+            private_pem: private.to_pkcs1_pem(LineEnding::LF).unwrap().to_string(),
+            public_pem: public.to_public_key_pem(LineEnding::LF).unwrap(),
+            public_der: public.to_pkcs1_der().unwrap().as_bytes().to_vec(),
+            n: URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
+            e: URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+        }
+    }
+
+    /// Key generation is slow in debug builds: two keys per test process, shared.
+    fn key_a() -> &'static TestKey {
+        static KEY: OnceLock<TestKey> = OnceLock::new();
+        KEY.get_or_init(generate)
+    }
+
+    fn key_b() -> &'static TestKey {
+        static KEY: OnceLock<TestKey> = OnceLock::new();
+        KEY.get_or_init(generate)
+    }
+
+    fn jwk(key: &TestKey, kid: &str) -> Value {
+        json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": key.n, "e": key.e})
+    }
+
+    fn jwks(keys: &[Value]) -> String {
+        json!({ "keys": keys }).to_string()
+    }
+
+    fn claims() -> Value {
+        json!({"exp": NOW + 3600, "iat": NOW, "type": "batch.succeeded", "data": {"id": "batches/1"}})
+    }
+
+    fn sign(key: &TestKey, kid: Option<&str>, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = kid.map(str::to_owned);
+        let encoding = EncodingKey::from_rsa_pem(key.private_pem.as_bytes()).unwrap();
+        encode(&header, claims, &encoding).unwrap()
+    }
+
+    fn b64(value: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(value.to_string())
+    }
+
+    fn hand_token(header: &Value, claims: &Value, signature: &str) -> String {
+        format!("{}.{}.{signature}", b64(header), b64(claims))
+    }
+
+    // ---- a tiny JWKS server ----------------------------------------------------------------
+
+    #[derive(Clone)]
+    enum Reply {
+        Jwks(String),
+        /// Body with no `content-length`, ended by closing the connection.
+        Unsized(String),
+        Status(u16),
+        Hang,
+    }
+
+    struct ServerState {
+        reply: Reply,
+        delay: Duration,
+        cache_control: Option<String>,
+    }
+
+    struct FakeJwks {
+        url: String,
+        hits: Arc<AtomicUsize>,
+        state: Arc<std::sync::Mutex<ServerState>>,
+    }
+
+    impl FakeJwks {
+        async fn start(body: String) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!(
+                "http://{}/.well-known/jwks.json",
+                listener.local_addr().unwrap()
+            );
+            let hits = Arc::new(AtomicUsize::new(0));
+            let state = Arc::new(std::sync::Mutex::new(ServerState {
+                reply: Reply::Jwks(body),
+                delay: Duration::ZERO,
+                cache_control: None,
+            }));
+            let (task_hits, task_state) = (Arc::clone(&hits), Arc::clone(&state));
+            tokio::spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    tokio::spawn(answer(
+                        socket,
+                        Arc::clone(&task_hits),
+                        Arc::clone(&task_state),
+                    ));
+                }
+            });
+            Self { url, hits, state }
+        }
+
+        fn serve(&self, reply: Reply) {
+            self.state.lock().unwrap().reply = reply;
+        }
+
+        fn set_delay(&self, delay: Duration) {
+            self.state.lock().unwrap().delay = delay;
+        }
+
+        fn set_cache_control(&self, value: &str) {
+            self.state.lock().unwrap().cache_control = Some(value.to_owned());
+        }
+
+        fn hits(&self) -> usize {
+            self.hits.load(Ordering::SeqCst)
+        }
+
+        fn settings(&self) -> JwtSettings {
+            let mut settings = JwtSettings::new(self.url.clone());
+            settings.fetch_timeout = Duration::from_secs(3);
+            settings
+        }
+
+        fn verifier(&self) -> JwksVerifier {
+            verifier(self.settings())
+        }
+    }
+
+    fn verifier(settings: JwtSettings) -> JwksVerifier {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        JwksVerifier::new(settings, http)
+    }
+
+    async fn answer(
+        mut socket: TcpStream,
+        hits: Arc<AtomicUsize>,
+        state: Arc<std::sync::Mutex<ServerState>>,
+    ) {
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        hits.fetch_add(1, Ordering::SeqCst);
+        let (reply, delay, cache_control) = {
+            let state = state.lock().unwrap();
+            (
+                state.reply.clone(),
+                state.delay,
+                state.cache_control.clone(),
+            )
+        };
+        tokio::time::sleep(delay).await;
+        let cache_control = cache_control
+            .map(|value| format!("cache-control: {value}\r\n"))
+            .unwrap_or_default();
+        let response = match reply {
+            Reply::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+            Reply::Status(code) => {
+                format!("HTTP/1.1 {code} Oops\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            }
+            Reply::Jwks(body) => format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{cache_control}\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+            Reply::Unsized(body) => format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{body}"
+            ),
+        };
+        let _ = socket.write_all(response.as_bytes()).await;
+        let _ = socket.shutdown().await;
+    }
+
+    async fn server_with_a() -> FakeJwks {
+        FakeJwks::start(jwks(&[jwk(key_a(), "k1")])).await
+    }
+
+    // ---- shape -----------------------------------------------------------------------------
+
+    #[test]
+    fn looks_like_jwt_accepts_compact_jws_only() {
+        assert!(looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjF9.c2ln-_"));
+        assert!(looks_like_jwt("  eyJh.eyJl.c2ln  "));
+        assert!(
+            looks_like_jwt("eyJh.eyJl."),
+            "unsigned tokens take the JWT path"
+        );
+        assert!(!looks_like_jwt(
+            "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="
+        ));
+        assert!(!looks_like_jwt("v1,a.b.c"));
+        assert!(!looks_like_jwt("v1,abc v1,def"));
+        assert!(!looks_like_jwt("a.b"));
+        assert!(!looks_like_jwt("a.b.c.d"));
+        assert!(!looks_like_jwt(".b.c"));
+        assert!(!looks_like_jwt("a..c"));
+        assert!(!looks_like_jwt("a+/.b.c"));
+        assert!(!looks_like_jwt("a=.b.c"));
+        assert!(!looks_like_jwt("a.b c.d"));
+        assert!(!looks_like_jwt(""));
+    }
+
+    #[test]
+    fn cache_control_max_age_is_read() {
+        assert_eq!(cache_control_max_age("public, max-age=19800"), Some(19800));
+        assert_eq!(
+            cache_control_max_age("Max-Age = 5 , must-revalidate"),
+            Some(5)
+        );
+        assert_eq!(cache_control_max_age("no-cache"), None);
+        assert_eq!(cache_control_max_age("max-age=soon"), None);
+    }
+
+    // ---- signature and algorithm -----------------------------------------------------------
+
+    #[tokio::test]
+    async fn valid_token_verifies_and_keys_are_cached() {
+        let server = server_with_a().await;
+        let verifier = server.verifier();
+        assert_eq!(server.hits(), 0, "no network at construction");
+
+        let token = sign(key_a(), Some("k1"), &claims());
+        let verified = verifier.verify(&token, NOW).await.unwrap();
+        assert_eq!(verified.get("type"), Some(&json!("batch.succeeded")));
+        assert_eq!(verified.get("data"), Some(&json!({"id": "batches/1"})));
+        assert_eq!(server.hits(), 1);
+
+        verifier.verify(&token, NOW + 1000).await.unwrap();
+        assert_eq!(server.hits(), 1, "second verify uses the cache");
+    }
+
+    #[tokio::test]
+    async fn foreign_key_with_the_same_kid_is_rejected() {
+        let server = server_with_a().await;
+        let token = sign(key_b(), Some("k1"), &claims());
+        let err = server.verifier().verify(&token, NOW).await.unwrap_err();
+        assert!(matches!(err, VerifyError::InvalidJwt(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn tampered_payload_is_rejected() {
+        let server = server_with_a().await;
+        let verifier = server.verifier();
+        let token = sign(key_a(), Some("k1"), &claims());
+        verifier.verify(&token, NOW).await.unwrap();
+
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut forged = claims();
+        forged["data"]["id"] = json!("batches/evil");
+        let tampered = format!("{}.{}.{}", parts[0], b64(&forged), parts[2]);
+        let err = verifier.verify(&tampered, NOW).await.unwrap_err();
+        assert_eq!(
+            err,
+            VerifyError::InvalidJwt("signature does not verify".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn alg_none_and_other_algorithms_are_rejected_before_any_fetch() {
+        let server = server_with_a().await;
+        let verifier = server.verifier();
+        let none = hand_token(&json!({"alg": "none", "kid": "k1"}), &claims(), "");
+        assert_eq!(
+            verifier.verify(&none, NOW).await.unwrap_err(),
+            VerifyError::DisallowedAlgorithm("none".into())
+        );
+        for alg in [
+            "HS256", "HS384", "HS512", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+            "ES384", "EdDSA", "rs256", "None",
+        ] {
+            let token = hand_token(&json!({"alg": alg, "kid": "k1"}), &claims(), "c2ln");
+            assert_eq!(
+                verifier.verify(&token, NOW).await.unwrap_err(),
+                VerifyError::DisallowedAlgorithm(alg.into()),
+                "{alg}"
+            );
+        }
+        assert_eq!(
+            server.hits(),
+            0,
+            "the algorithm is pinned before key lookup"
+        );
+    }
+
+    #[tokio::test]
+    async fn hs256_signed_with_the_rsa_public_key_is_rejected() {
+        // The JWKS even offers the public key bytes as an `oct` key under another kid.
+        let oct =
+            json!({"kty": "oct", "kid": "k-oct", "k": URL_SAFE_NO_PAD.encode(&key_a().public_pem)});
+        let server = FakeJwks::start(jwks(&[jwk(key_a(), "k1"), oct])).await;
+        let verifier = server.verifier();
+        verifier
+            .verify(&sign(key_a(), Some("k1"), &claims()), NOW)
+            .await
+            .unwrap();
+
+        let secrets: [&[u8]; 3] = [
+            key_a().public_pem.as_bytes(),
+            &key_a().public_der,
+            key_a().n.as_bytes(),
+        ];
+        for secret in secrets {
+            for kid in ["k1", "k-oct"] {
+                let mut header = Header::new(Algorithm::HS256);
+                header.kid = Some(kid.to_owned());
+                let token = encode(&header, &claims(), &EncodingKey::from_secret(secret)).unwrap();
+                assert_eq!(
+                    verifier.verify(&token, NOW).await.unwrap_err(),
+                    VerifyError::DisallowedAlgorithm("HS256".into())
+                );
+            }
+        }
+        // And the `oct` entry never became a key, even for an RS256 token.
+        let token = sign(key_a(), Some("k-oct"), &claims());
+        assert_eq!(
+            verifier.verify(&token, NOW).await.unwrap_err(),
+            VerifyError::UnknownKeyId("k-oct".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn jwks_entries_not_meant_for_rs256_signatures_are_never_used() {
+        let labelled = |kid: &str, field: &str, value: Value| {
+            let mut entry = jwk(key_a(), kid);
+            entry[field] = value;
+            entry
+        };
+        let mut no_labels = jwk(key_a(), "k-bare");
+        no_labels.as_object_mut().unwrap().remove("use");
+        no_labels.as_object_mut().unwrap().remove("alg");
+        let set = jwks(&[
+            jwk(key_a(), "k1"),
+            labelled("k-enc", "use", json!("enc")),
+            labelled("k-hs", "alg", json!("HS256")),
+            labelled("k-rs384", "alg", json!("RS384")),
+            labelled("k-ec", "kty", json!("EC")),
+            labelled("k-sign-only", "key_ops", json!(["sign"])),
+            labelled("k-verify", "key_ops", json!(["verify"])),
+            json!({"kty": "RSA", "kid": 7, "n": key_a().n, "e": key_a().e}),
+            json!({"kty": "RSA", "kid": "k-no-n", "e": key_a().e}),
+            no_labels,
+        ]);
+        let server = FakeJwks::start(set).await;
+        let verifier = server.verifier();
+        for kid in ["k1", "k-verify", "k-bare"] {
+            let token = sign(key_a(), Some(kid), &claims());
+            verifier.verify(&token, NOW).await.unwrap();
+        }
+        for kid in ["k-enc", "k-hs", "k-rs384", "k-ec", "k-sign-only", "k-no-n"] {
+            let token = sign(key_a(), Some(kid), &claims());
+            assert_eq!(
+                verifier.verify(&token, NOW).await.unwrap_err(),
+                VerifyError::UnknownKeyId(kid.into()),
+                "{kid}"
+            );
+        }
+        assert_eq!(server.hits(), 1);
+    }
+
+    #[tokio::test]
+    async fn missing_kid_and_crit_header_are_invalid() {
+        let server = server_with_a().await;
+        let verifier = server.verifier();
+        let token = sign(key_a(), None, &claims());
+        assert_eq!(
+            verifier.verify(&token, NOW).await.unwrap_err(),
+            VerifyError::InvalidJwt("header has no `kid`".into())
+        );
+        let empty_kid = hand_token(&json!({"alg": "RS256", "kid": ""}), &claims(), "c2ln");
+        assert!(matches!(
+            verifier.verify(&empty_kid, NOW).await.unwrap_err(),
+            VerifyError::InvalidJwt(_)
+        ));
+        let crit = hand_token(
+            &json!({"alg": "RS256", "kid": "k1", "crit": ["b64"], "b64": false}),
+            &claims(),
+            "c2ln",
+        );
+        assert!(matches!(
+            verifier.verify(&crit, NOW).await.unwrap_err(),
+            VerifyError::InvalidJwt(_)
+        ));
+        assert_eq!(server.hits(), 0);
+    }
+
+    #[tokio::test]
+    async fn garbage_tokens_are_invalid() {
+        let server = server_with_a().await;
+        let verifier = server.verifier();
+        let not_object = hand_token(&json!(["RS256"]), &claims(), "c2ln");
+        let no_alg = hand_token(&json!({"kid": "k1"}), &claims(), "c2ln");
+        let alg_number = hand_token(&json!({"alg": 256, "kid": "k1"}), &claims(), "c2ln");
+        for token in [
+            "",
+            "garbage",
+            "a.b",
+            "a.b.c.d",
+            "!!!.???.***",
+            "eyJhbGciOiJSUzI1NiJ9",
+            "bm90IGpzb24.e30.c2ln",
+            &not_object,
+            &no_alg,
+            &alg_number,
+        ] {
+            let err = verifier.verify(token, NOW).await.unwrap_err();
+            assert!(
+                matches!(err, VerifyError::InvalidJwt(_)),
+                "{token:?}: {err:?}"
+            );
+        }
+        assert_eq!(server.hits(), 0);
+
+        // Well-signed, but the payload is not a claims object.
+        let array = sign(key_a(), Some("k1"), &json!([1, 2]));
+        assert!(matches!(
+            verifier.verify(&array, NOW).await.unwrap_err(),
+            VerifyError::InvalidJwt(_)
+        ));
+        // Signature segment that is not base64url.
+        let token = sign(key_a(), Some("k1"), &claims());
+        let bad_sig = format!("{token}!");
+        assert!(matches!(
+            verifier.verify(&bad_sig, NOW).await.unwrap_err(),
+            VerifyError::InvalidJwt(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn oversized_token_is_a_malformed_header() {
+        let server = server_with_a().await;
+        let verifier = server.verifier();
+        let mut big = claims();
+        big["pad"] = json!("x".repeat(MAX_TOKEN_BYTES));
+        let token = sign(key_a(), Some("k1"), &big);
+        let err = verifier.verify(&token, NOW).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                VerifyError::MalformedHeader {
+                    header: HEADER_SIGNATURE,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(server.hits(), 0);
+    }
+
+    // ---- cache, refetch, failures ----------------------------------------------------------
+
+    #[tokio::test]
+    async fn unknown_kid_refetches_at_most_once_per_interval() {
+        let server = server_with_a().await;
+        let verifier = server.verifier();
+        let t0 = NOW;
+        verifier
+            .verify(&sign(key_a(), Some("k1"), &claims()), t0)
+            .await
+            .unwrap();
+        assert_eq!(server.hits(), 1);
+
+        let ghost = sign(key_a(), Some("ghost"), &claims());
+        assert_eq!(
+            verifier.verify(&ghost, t0 + 31).await.unwrap_err(),
+            VerifyError::UnknownKeyId("ghost".into())
+        );
+        assert_eq!(server.hits(), 2, "unknown kid refetches once");
+
+        let ghost2 = sign(key_a(), Some("ghost2"), &claims());
+        assert_eq!(
+            verifier.verify(&ghost2, t0 + 40).await.unwrap_err(),
+            VerifyError::UnknownKeyId("ghost2".into())
+        );
+        assert_eq!(server.hits(), 2, "no refetch within the interval");
+
+        assert!(verifier.verify(&ghost2, t0 + 61).await.is_err());
+        assert_eq!(server.hits(), 3, "allowed again after the interval");
+
+        // Known kids are unaffected by all this.
+        verifier
+            .verify(&sign(key_a(), Some("k1"), &claims()), t0 + 62)
+            .await
+            .unwrap();
+        assert_eq!(server.hits(), 3);
+    }
+
+    #[tokio::test]
+    async fn key_rotation_new_kid_verifies_after_refetch_and_dropped_kid_is_revoked() {
+        let server = server_with_a().await;
+        let verifier = server.verifier();
+        let old = sign(key_a(), Some("k1"), &claims());
+        let new = sign(key_b(), Some("k2"), &claims());
+        verifier.verify(&old, NOW).await.unwrap();
+
+        server.serve(Reply::Jwks(jwks(&[jwk(key_b(), "k2")])));
+        assert_eq!(
+            verifier.verify(&new, NOW + 5).await.unwrap_err(),
+            VerifyError::UnknownKeyId("k2".into()),
+            "rate limit still holds"
+        );
+        assert_eq!(server.hits(), 1);
+
+        verifier.verify(&new, NOW + 31).await.unwrap();
+        assert_eq!(server.hits(), 2);
+        assert_eq!(
+            verifier.verify(&old, NOW + 32).await.unwrap_err(),
+            VerifyError::UnknownKeyId("k1".into())
+        );
+        assert_eq!(server.hits(), 2);
+    }
+
+    #[tokio::test]
+    async fn jwks_failure_is_unavailable_but_cached_keys_keep_working() {
+        let server = server_with_a().await;
+        let mut settings = server.settings();
+        settings.cache_ttl_secs = 600;
+        let verifier = verifier(settings);
+        let known = sign(key_a(), Some("k1"), &claims());
+        let unknown = sign(key_b(), Some("k2"), &claims());
+        verifier.verify(&known, NOW).await.unwrap();
+
+        server.serve(Reply::Status(500));
+        let err = verifier.verify(&unknown, NOW + 31).await.unwrap_err();
+        assert_eq!(err, VerifyError::JwksUnavailable("HTTP status 500".into()));
+        assert_eq!(err.class(), super::super::FailureClass::Unavailable);
+        assert_eq!(server.hits(), 2);
+        verifier.verify(&known, NOW + 31).await.unwrap();
+
+        // Within the interval the failure is remembered, not retried.
+        assert!(matches!(
+            verifier.verify(&unknown, NOW + 40).await.unwrap_err(),
+            VerifyError::JwksUnavailable(_)
+        ));
+        assert_eq!(server.hits(), 2);
+
+        // Past the TTL the known key is due for a refresh; the refresh fails, the key still works.
+        verifier.verify(&known, NOW + 700).await.unwrap();
+        assert_eq!(server.hits(), 3);
+        verifier.verify(&known, NOW + 701).await.unwrap();
+        assert_eq!(server.hits(), 3, "failed refreshes are rate limited too");
+
+        // Once the endpoint recovers, the next allowed refetch picks up the new key.
+        server.serve(Reply::Jwks(jwks(&[jwk(key_a(), "k1"), jwk(key_b(), "k2")])));
+        verifier.verify(&unknown, NOW + 731).await.unwrap();
+        assert_eq!(server.hits(), 4);
+    }
+
+    #[tokio::test]
+    async fn hanging_jwks_times_out_as_unavailable() {
+        let server = server_with_a().await;
+        server.serve(Reply::Hang);
+        let mut settings = server.settings();
+        settings.fetch_timeout = Duration::from_millis(300);
+        let verifier = verifier(settings);
+        let started = std::time::Instant::now();
+        let err = verifier
+            .verify(&sign(key_a(), Some("k1"), &claims()), NOW)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, VerifyError::JwksUnavailable(_)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(server.hits(), 1);
+    }
+
+    #[tokio::test]
+    async fn bad_jwks_bodies_are_unavailable() {
+        let huge = format!(
+            "{{\"keys\": [], \"pad\": \"{}\"}}",
+            "x".repeat(MAX_JWKS_BYTES)
+        );
+        let bodies = [
+            Reply::Jwks("not json".into()),
+            Reply::Jwks(json!({"keys": "nope"}).to_string()),
+            Reply::Jwks(jwks(&[])),
+            Reply::Jwks(
+                json!({"keys": [{"kty": "oct", "kid": "k1", "k": "c2VjcmV0"}]}).to_string(),
+            ),
+            Reply::Jwks(huge.clone()),
+            Reply::Unsized(huge),
+            Reply::Status(404),
+        ];
+        let token = sign(key_a(), Some("k1"), &claims());
+        for reply in bodies {
+            let server = FakeJwks::start(String::new()).await;
+            server.serve(reply);
+            let err = server.verifier().verify(&token, NOW).await.unwrap_err();
+            assert!(matches!(err, VerifyError::JwksUnavailable(_)), "{err:?}");
+            assert_eq!(server.hits(), 1);
+        }
+        // Sanity: the unsized path does deliver a normal-sized set.
+        let server = FakeJwks::start(String::new()).await;
+        server.serve(Reply::Unsized(jwks(&[jwk(key_a(), "k1")])));
+        server.verifier().verify(&token, NOW).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn cached_set_is_refreshed_after_max_age() {
+        let server = server_with_a().await;
+        server.set_cache_control("public, max-age=100");
+        let verifier = server.verifier();
+        let token = sign(key_a(), Some("k1"), &claims());
+        verifier.verify(&token, NOW).await.unwrap();
+        verifier.verify(&token, NOW + 99).await.unwrap();
+        assert_eq!(server.hits(), 1);
+        verifier.verify(&token, NOW + 100).await.unwrap();
+        assert_eq!(server.hits(), 2, "max-age below the TTL wins");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_verifies_of_a_new_kid_fetch_once() {
+        let server = server_with_a().await;
+        server.set_delay(Duration::from_millis(200));
+        let verifier = Arc::new(server.verifier());
+
+        // Cold cache.
+        let token = sign(key_a(), Some("k1"), &claims());
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (verifier, token) = (Arc::clone(&verifier), token.clone());
+                tokio::spawn(async move { verifier.verify(&token, NOW).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(server.hits(), 1);
+
+        // New kid after the interval.
+        server.serve(Reply::Jwks(jwks(&[jwk(key_a(), "k1"), jwk(key_b(), "k2")])));
+        let token = sign(key_b(), Some("k2"), &claims());
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (verifier, token) = (Arc::clone(&verifier), token.clone());
+                tokio::spawn(async move { verifier.verify(&token, NOW + 31).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(server.hits(), 2);
+    }
+
+    // ---- claims ----------------------------------------------------------------------------
+
+    fn with(extra: Value) -> Value {
+        let mut claims = json!({"exp": NOW + 300});
+        for (name, value) in extra.as_object().unwrap() {
+            if value.is_null() {
+                claims.as_object_mut().unwrap().remove(name);
+            } else {
+                claims[name] = value.clone();
+            }
+        }
+        claims
+    }
+
+    #[tokio::test]
+    async fn time_claims_are_checked_against_the_injected_clock() {
+        let server = server_with_a().await;
+        let lenient = server.verifier(); // 60 s leeway
+        let mut strict_settings = server.settings();
+        strict_settings.leeway_secs = 0;
+        let strict = verifier(strict_settings);
+
+        let cases: [(Value, Option<VerifyError>, Option<VerifyError>); 9] = [
+            (with(json!({})), None, None),
+            (
+                with(json!({"exp": NOW - 61})),
+                Some(VerifyError::JwtExpired),
+                Some(VerifyError::JwtExpired),
+            ),
+            (
+                with(json!({"exp": NOW - 59})),
+                None,
+                Some(VerifyError::JwtExpired),
+            ),
+            (with(json!({"exp": NOW})), None, None),
+            (
+                with(json!({"nbf": NOW + 61})),
+                Some(VerifyError::JwtNotYetValid),
+                Some(VerifyError::JwtNotYetValid),
+            ),
+            (
+                with(json!({"nbf": NOW + 59})),
+                None,
+                Some(VerifyError::JwtNotYetValid),
+            ),
+            (
+                with(json!({"iat": NOW + 61})),
+                Some(VerifyError::JwtNotYetValid),
+                Some(VerifyError::JwtNotYetValid),
+            ),
+            (
+                with(json!({"iat": NOW + 1, "nbf": NOW - 10})),
+                None,
+                Some(VerifyError::JwtNotYetValid),
+            ),
+            (
+                with(json!({"exp": (NOW as f64) - 0.5})),
+                None,
+                Some(VerifyError::JwtExpired),
+            ),
+        ];
+        for (claims, lenient_err, strict_err) in cases {
+            let token = sign(key_a(), Some("k1"), &claims);
+            assert_eq!(
+                lenient.verify(&token, NOW).await.err(),
+                lenient_err,
+                "lenient {claims}"
+            );
+            assert_eq!(
+                strict.verify(&token, NOW).await.err(),
+                strict_err,
+                "strict {claims}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn exp_is_required_and_must_be_a_number() {
+        let server = server_with_a().await;
+        let verifier = server.verifier();
+        for claims in [
+            with(json!({"exp": null})),
+            with(json!({"exp": "never"})),
+            with(json!({"exp": true})),
+            with(json!({"nbf": "soon"})),
+            with(json!({"iat": [1]})),
+        ] {
+            let token = sign(key_a(), Some("k1"), &claims);
+            let err = verifier.verify(&token, NOW).await.unwrap_err();
+            assert!(
+                matches!(err, VerifyError::InvalidJwt(_)),
+                "{claims}: {err:?}"
+            );
+        }
+        // Absurdly large dates do not overflow.
+        let token = sign(key_a(), Some("k1"), &with(json!({"exp": u64::MAX})));
+        verifier.verify(&token, NOW).await.unwrap();
+        let token = sign(key_a(), Some("k1"), &with(json!({"exp": i64::MIN})));
+        assert_eq!(
+            verifier.verify(&token, NOW).await.unwrap_err(),
+            VerifyError::JwtExpired
+        );
+    }
+
+    #[tokio::test]
+    async fn audience_is_checked_only_when_configured() {
+        let server = server_with_a().await;
+        let unset = server.verifier();
+        let mut settings = server.settings();
+        settings.audience = Some("https://hooks.example/gemini".into());
+        let set = verifier(settings);
+        let mismatch = Some(VerifyError::JwtClaimMismatch("aud"));
+
+        let cases = [
+            (with(json!({"aud": "https://hooks.example/gemini"})), None),
+            (
+                with(json!({"aud": ["other", "https://hooks.example/gemini"]})),
+                None,
+            ),
+            (with(json!({"aud": "other"})), mismatch.clone()),
+            (with(json!({"aud": ["other", "more"]})), mismatch.clone()),
+            (with(json!({"aud": []})), mismatch.clone()),
+            (with(json!({"aud": 5})), mismatch.clone()),
+            (with(json!({})), mismatch),
+        ];
+        for (claims, expected) in cases {
+            let token = sign(key_a(), Some("k1"), &claims);
+            assert_eq!(set.verify(&token, NOW).await.err(), expected, "{claims}");
+            assert_eq!(unset.verify(&token, NOW).await.err(), None, "{claims}");
+        }
+    }
+
+    #[tokio::test]
+    async fn issuer_is_checked_only_when_configured() {
+        let server = server_with_a().await;
+        let unset = server.verifier();
+        let mut settings = server.settings();
+        settings.issuer = Some("https://generativelanguage.googleapis.com".into());
+        let set = verifier(settings);
+        let mismatch = Some(VerifyError::JwtClaimMismatch("iss"));
+
+        let cases = [
+            (
+                with(json!({"iss": "https://generativelanguage.googleapis.com"})),
+                None,
+            ),
+            (
+                with(json!({"iss": "https://evil.example"})),
+                mismatch.clone(),
+            ),
+            (
+                with(json!({"iss": ["https://generativelanguage.googleapis.com"]})),
+                mismatch.clone(),
+            ),
+            (with(json!({})), mismatch),
+        ];
+        for (claims, expected) in cases {
+            let token = sign(key_a(), Some("k1"), &claims);
+            assert_eq!(set.verify(&token, NOW).await.err(), expected, "{claims}");
+            assert_eq!(unset.verify(&token, NOW).await.err(), None, "{claims}");
+        }
+    }
+
+    #[test]
+    fn errors_do_not_echo_the_token() {
+        // Attacker-controlled header text is bounded and printable in messages.
+        let kid = format!("k\n{}", "x".repeat(500));
+        let rendered = printable(&kid);
+        assert_eq!(rendered.len(), 64);
+        assert!(rendered.starts_with("k?x"));
+    }
+}

@@ -1,0 +1,787 @@
+//! The consume use case: route → fetch → ingest → record (DESIGN §6).
+//!
+//! Every effect is idempotent: rows are keyed `(job, key)`, job state only moves forward, and
+//! progress through a results file is checkpointed on the job record together with the counters
+//! that describe exactly the lines before the checkpoint. A replayed or concurrent message
+//! therefore converges to the same rows and the same record.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::clock::SharedClock;
+use crate::config::ConfigError;
+use crate::envelope::{Continuation, QueueEnvelope, WebhookEnvelope};
+use crate::event::{EventType, JobKind};
+use crate::gemini::{
+    BatchOperation, BatchOutput, BatchState, GeminiClient, GeminiError, RpcStatus,
+};
+use crate::jobs::{Checkpoint, JobErrorInfo, JobRecord, JobState, ResultRow, RowStatus};
+use crate::results::{LineSplitter, Outcome, ResultRecord, from_inline, record_from_line};
+use crate::store::{EventQueue, QueueError, ResultsStore, StoreError};
+
+/// Tuning of the consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumeSettings {
+    /// Hand the rest of a file to a continuation message when less than this remains before the
+    /// invocation deadline.
+    pub deadline_margin_ms: i64,
+    /// Lines longer than this become malformed rows instead of being held in memory.
+    pub max_line_bytes: usize,
+    /// Rows per store write (DynamoDB `BatchWriteItem` takes 25).
+    pub rows_per_write: usize,
+    /// Save a checkpoint at least this often, so a crash costs little re-work.
+    pub checkpoint_every_lines: u64,
+    /// Messages of one batch handled at once.
+    pub max_concurrency: usize,
+}
+
+impl Default for ConsumeSettings {
+    fn default() -> Self {
+        Self {
+            deadline_margin_ms: 20_000,
+            max_line_bytes: 32 * 1024 * 1024,
+            rows_per_write: 25,
+            checkpoint_every_lines: 5_000,
+            max_concurrency: 4,
+        }
+    }
+}
+
+/// Why a message was not handled. Every variant leaves the message for redelivery; the
+/// non-retryable ones reach the dead-letter queue after `maxReceiveCount` receives, where an
+/// operator can look at them.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// The message cannot be understood; retrying will not help.
+    #[error("poison message: {0}")]
+    Poison(String),
+    /// The batch or its results are not visible yet (the API lags the webhook).
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("Gemini API: {0}")]
+    Gemini(#[from] GeminiError),
+    #[error("results store: {0}")]
+    Store(#[from] StoreError),
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+}
+
+impl ConsumeError {
+    /// Whether a later attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Poison(_) => false,
+            Self::NotReady(_) | Self::Store(_) | Self::Queue(_) => true,
+            Self::Gemini(e) => e.is_transient(),
+        }
+    }
+
+    /// Stable short code for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Poison(_) => "poison",
+            Self::NotReady(_) => "not_ready",
+            Self::Gemini(e) if e.is_transient() => "gemini_transient",
+            Self::Gemini(_) => "gemini_fatal",
+            Self::Store(_) => "store_unavailable",
+            Self::Queue(_) => "queue_unavailable",
+        }
+    }
+}
+
+/// What handling a message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Results ingested completely.
+    Ingested { job_id: String, rows: u64 },
+    /// Part of a file ingested; a continuation message carries the rest.
+    Continued { job_id: String, byte_offset: u64 },
+    /// The job record was updated (failed, expired, cancelled, interaction, video…).
+    Recorded { job_id: String, state: JobState },
+    /// Nothing to do: already finished, or an event type we only log.
+    Skipped { reason: String },
+}
+
+/// Results stores by `user_metadata.job_group` (`ROUTES`), with a default.
+#[derive(Clone)]
+pub struct Routes {
+    default: Arc<dyn ResultsStore>,
+    groups: HashMap<String, Arc<dyn ResultsStore>>,
+}
+
+impl Routes {
+    /// Everything goes to `store`.
+    pub fn single(store: Arc<dyn ResultsStore>) -> Self {
+        Self {
+            default: store,
+            groups: HashMap::new(),
+        }
+    }
+
+    /// Parses `ROUTES` (`{"<job_group>": "<table>", …}`), building a store per table with `make`.
+    pub fn from_config(
+        routes_json: Option<&str>,
+        default: Arc<dyn ResultsStore>,
+        make: impl Fn(&str) -> Arc<dyn ResultsStore>,
+    ) -> Result<Self, ConfigError> {
+        let mut routes = Self::single(default);
+        let Some(text) = routes_json.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(routes);
+        };
+        let invalid = |reason: String| ConfigError::Invalid {
+            name: crate::config::env::ROUTES,
+            reason,
+        };
+        let map: HashMap<String, Value> = serde_json::from_str(text)
+            .map_err(|e| invalid(format!("expected a JSON object of group → table ({e})")))?;
+        for (group, table) in map {
+            let table = table
+                .as_str()
+                .filter(|t| !t.trim().is_empty())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "the table of group `{group}` must be a non-empty string"
+                    ))
+                })?;
+            routes.groups.insert(group, make(table.trim()));
+        }
+        Ok(routes)
+    }
+
+    /// The store for a job group.
+    pub fn for_group(&self, group: Option<&str>) -> &Arc<dyn ResultsStore> {
+        group
+            .and_then(|g| self.groups.get(g))
+            .unwrap_or(&self.default)
+    }
+}
+
+/// One message of an SQS (or local) batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    pub id: String,
+    pub body: String,
+}
+
+/// The consume use case with its ports.
+pub struct Consumer {
+    gemini: GeminiClient,
+    routes: Routes,
+    queue: Arc<dyn EventQueue>,
+    clock: SharedClock,
+    settings: ConsumeSettings,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Running totals of one ingest pass; saved with the checkpoint they describe.
+struct Progress {
+    offset: u64,
+    lines: u64,
+}
+
+impl Consumer {
+    /// `queue` receives continuation messages (the same queue the receiver feeds).
+    pub fn new(
+        gemini: GeminiClient,
+        routes: Routes,
+        queue: Arc<dyn EventQueue>,
+        clock: SharedClock,
+        settings: ConsumeSettings,
+    ) -> Self {
+        Self {
+            gemini,
+            routes,
+            queue,
+            clock,
+            settings,
+        }
+    }
+
+    /// Handles a batch of messages concurrently (bounded) and returns the ids of those that
+    /// must be redelivered. A panic while handling one message fails only that message.
+    pub async fn handle_batch(
+        self: &Arc<Self>,
+        messages: Vec<InboundMessage>,
+        deadline_ms: Option<i64>,
+    ) -> Vec<String> {
+        let results = futures::stream::iter(messages)
+            .map(|message| {
+                let this = Arc::clone(self);
+                async move {
+                    let id = message.id.clone();
+                    let task = tokio::spawn(async move { this.handle_message(&message.body, deadline_ms).await });
+                    match task.await {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(e)) => {
+                            if e.is_retryable() {
+                                tracing::warn!(message_id = %id, outcome = e.code(), error = %e, "message will be retried");
+                            } else {
+                                tracing::error!(message_id = %id, outcome = e.code(), error = %e, "message cannot be handled; it will reach the DLQ");
+                            }
+                            Some(id)
+                        }
+                        Err(join) => {
+                            tracing::error!(message_id = %id, outcome = "panic", error = %join, "handler panicked");
+                            Some(id)
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(self.settings.max_concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        results.into_iter().flatten().collect()
+    }
+
+    /// Handles one queue message body. `Ok` means the message may be deleted.
+    pub async fn handle_message(
+        &self,
+        body: &str,
+        deadline_ms: Option<i64>,
+    ) -> Result<Handled, ConsumeError> {
+        let envelope = QueueEnvelope::from_body(body)
+            .map_err(|e| ConsumeError::Poison(format!("not an envelope: {e}")))?;
+        let handled = match envelope {
+            QueueEnvelope::Webhook(w) => {
+                let span = tracing::info_span!(
+                    "message",
+                    webhook_id = %w.webhook_id,
+                    event_type = %w.event.event_type.as_str(),
+                    job_id = w.event.job_id.as_deref().unwrap_or("")
+                );
+                tracing::Instrument::instrument(self.handle_webhook(w, deadline_ms), span).await?
+            }
+            QueueEnvelope::Continuation(c) => {
+                let span = tracing::info_span!("message", job_id = %c.job_id, part = c.part);
+                tracing::Instrument::instrument(self.handle_continuation(c, deadline_ms), span)
+                    .await?
+            }
+        };
+        tracing::info!(outcome = ?handled, "message handled");
+        Ok(handled)
+    }
+
+    async fn handle_webhook(
+        &self,
+        w: WebhookEnvelope,
+        deadline_ms: Option<i64>,
+    ) -> Result<Handled, ConsumeError> {
+        let event = w.event();
+        let event_type = event.event_type.clone();
+        if let EventType::Unknown(t) = &event_type {
+            tracing::info!(event_type = %t, "event type not handled; acknowledged");
+            return Ok(Handled::Skipped {
+                reason: format!("unhandled event type {t}"),
+            });
+        }
+        let job_id = event.job_id.clone().ok_or_else(|| {
+            ConsumeError::Poison(format!("{} event without data.id", event_type.as_str()))
+        })?;
+        let group = event.job_group().map(str::to_owned);
+        let store = Arc::clone(self.routes.for_group(group.as_deref()));
+        let now = self.clock.now_ms();
+        let mut job = store
+            .load_job(&job_id)
+            .await?
+            .unwrap_or_else(|| JobRecord::new(job_id.clone(), event_type.kind(), now));
+        job.last_event = Some(event_type.as_str().to_owned());
+        job.last_webhook_id = Some(w.webhook_id.clone());
+        if event.user_metadata.is_some() {
+            job.user_metadata = event.user_metadata.clone();
+        }
+        if group.is_some() {
+            job.job_group = group;
+        }
+        job.event_received_at_ms = Some(w.received_at_ms);
+        job.updated_at_ms = now;
+
+        let data = &event.data;
+        let event_error = || {
+            let message = data
+                .get("error_message")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let code = data
+                .get("error_code")
+                .filter(|c| !c.is_null())
+                .map(value_text);
+            (message.is_some() || code.is_some()).then(|| JobErrorInfo {
+                code,
+                message: message.unwrap_or_default(),
+                source: "event".to_owned(),
+            })
+        };
+        match event_type {
+            EventType::BatchSucceeded => {
+                self.ingest_batch(store, job, w.webhook_id, deadline_ms)
+                    .await
+            }
+            EventType::BatchFailed | EventType::BatchExpired | EventType::BatchCancelled => {
+                let state = match event_type {
+                    EventType::BatchFailed => JobState::Failed,
+                    EventType::BatchExpired => JobState::Expired,
+                    _ => JobState::Cancelled,
+                };
+                job.error = event_error();
+                // The operation adds counts and its own error; best effort, the event is enough.
+                match self.gemini.get_batch(&job_id).await {
+                    Ok(op) => {
+                        apply_stats(&mut job, &op);
+                        if let Some(status) = &op.error {
+                            job.error = Some(rpc_error(status, "operation"));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not fetch the batch for details; recording the event alone")
+                    }
+                }
+                self.record(store.as_ref(), job, state).await
+            }
+            EventType::InteractionRequiresAction => {
+                self.record(store.as_ref(), job, JobState::RequiresAction)
+                    .await
+            }
+            EventType::InteractionCompleted => {
+                job.output = Some(data.clone());
+                self.record(store.as_ref(), job, JobState::Succeeded).await
+            }
+            EventType::InteractionFailed => {
+                job.error = event_error();
+                self.record(store.as_ref(), job, JobState::Failed).await
+            }
+            EventType::InteractionCancelled => {
+                self.record(store.as_ref(), job, JobState::Cancelled).await
+            }
+            EventType::VideoGenerated => {
+                job.output = Some(json!({
+                    "output_file_uri": data.get("output_file_uri"),
+                    "file_name": data.get("file_name"),
+                }));
+                self.record(store.as_ref(), job, JobState::Succeeded).await
+            }
+            // Returned early above; kept so the match stays exhaustive.
+            EventType::Unknown(t) => Ok(Handled::Skipped {
+                reason: format!("unhandled event type {t}"),
+            }),
+        }
+    }
+
+    /// Moves a job to `state` (forward only) and stores it.
+    async fn record(
+        &self,
+        store: &dyn ResultsStore,
+        mut job: JobRecord,
+        state: JobState,
+    ) -> Result<Handled, ConsumeError> {
+        let job_id = job.job_id.clone();
+        if !job.state.may_become(state) {
+            tracing::info!(
+                current = job.state.as_str(),
+                event_state = state.as_str(),
+                "job is already further along; event recorded as seen only"
+            );
+            return Ok(Handled::Skipped {
+                reason: format!("job already {}", job.state.as_str()),
+            });
+        }
+        job.state = state;
+        if state.is_terminal() && job.completed_at_ms.is_none() {
+            job.completed_at_ms = Some(job.updated_at_ms);
+        }
+        if !store.save_job(&job).await? {
+            return Ok(Handled::Skipped {
+                reason: "a newer state was stored concurrently".into(),
+            });
+        }
+        match state {
+            JobState::Failed | JobState::Expired | JobState::Cancelled => {
+                tracing::warn!(state = state.as_str(), error = ?job.error, "job did not succeed");
+            }
+            _ => tracing::info!(state = state.as_str(), "job recorded"),
+        }
+        Ok(Handled::Recorded { job_id, state })
+    }
+
+    async fn ingest_batch(
+        &self,
+        store: Arc<dyn ResultsStore>,
+        mut job: JobRecord,
+        webhook_id: String,
+        deadline_ms: Option<i64>,
+    ) -> Result<Handled, ConsumeError> {
+        if job.state == JobState::Succeeded {
+            return Ok(Handled::Skipped {
+                reason: "results already ingested".into(),
+            });
+        }
+        if job.state.is_terminal() {
+            tracing::warn!(
+                state = job.state.as_str(),
+                "success reported for a job recorded as not successful; keeping the recorded state"
+            );
+            return Ok(Handled::Skipped {
+                reason: format!("job already {}", job.state.as_str()),
+            });
+        }
+        // The operation is the source of truth, not the event.
+        let op = self.gemini.get_batch(&job.job_id).await?;
+        apply_stats(&mut job, &op);
+        match &op.state {
+            BatchState::Succeeded => {}
+            BatchState::Failed | BatchState::Cancelled | BatchState::Expired => {
+                let state = match op.state {
+                    BatchState::Failed => JobState::Failed,
+                    BatchState::Cancelled => JobState::Cancelled,
+                    _ => JobState::Expired,
+                };
+                job.error = op.error.as_ref().map(|e| rpc_error(e, "operation"));
+                return self.record(store.as_ref(), job, state).await;
+            }
+            other => {
+                return Err(ConsumeError::NotReady(format!(
+                    "the webhook said succeeded but the batch reports {}",
+                    other.as_str()
+                )));
+            }
+        }
+        match op.output {
+            None => Err(ConsumeError::NotReady(
+                "the batch succeeded but its results are not visible yet".into(),
+            )),
+            Some(BatchOutput::Inline(responses)) => {
+                job.output = Some(json!({"inlined_responses": responses.len()}));
+                let records: Vec<ResultRecord> = responses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| from_inline(i, r))
+                    .collect();
+                job.counts.rows_ingested = 0;
+                job.counts.error_rows = 0;
+                job.counts.malformed_rows = 0;
+                let now = self.clock.now_ms();
+                for chunk in records.chunks(self.settings.rows_per_write.max(1)) {
+                    let rows: Vec<ResultRow> = chunk.iter().map(|r| to_row(&job, r, now)).collect();
+                    count_rows(&mut job, &rows);
+                    store.put_rows(&rows).await?;
+                }
+                let rows = job.counts.rows_ingested;
+                let job_id = job.job_id.clone();
+                self.finish(store.as_ref(), job).await?;
+                Ok(Handled::Ingested { job_id, rows })
+            }
+            Some(BatchOutput::File(file)) => {
+                job.output = Some(json!({"responses_file": file}));
+                // Resume where an earlier attempt stopped, if it was the same file.
+                let resume = job.checkpoint.clone().filter(|c| c.file == file);
+                if resume.is_none() {
+                    job.counts.rows_ingested = 0;
+                    job.counts.error_rows = 0;
+                    job.counts.malformed_rows = 0;
+                }
+                let start = resume.unwrap_or(Checkpoint {
+                    file: file.clone(),
+                    byte_offset: 0,
+                    lines: 0,
+                });
+                job.state = JobState::Ingesting;
+                job.checkpoint = Some(start.clone());
+                if !store.save_job(&job).await? {
+                    return Ok(Handled::Skipped {
+                        reason: "job finished concurrently".into(),
+                    });
+                }
+                self.stream_file(store, job, start, Some(webhook_id), 0, deadline_ms)
+                    .await
+            }
+        }
+    }
+
+    async fn handle_continuation(
+        &self,
+        c: Continuation,
+        deadline_ms: Option<i64>,
+    ) -> Result<Handled, ConsumeError> {
+        let store = Arc::clone(self.routes.for_group(c.job_group.as_deref()));
+        let Some(job) = store.load_job(&c.job_id).await? else {
+            return Err(ConsumeError::Poison(format!(
+                "continuation for unknown job {}",
+                c.job_id
+            )));
+        };
+        if job.state.is_terminal() {
+            return Ok(Handled::Skipped {
+                reason: format!("job already {}", job.state.as_str()),
+            });
+        }
+        // The record's checkpoint is authoritative: it is saved together with the counters.
+        let start = job
+            .checkpoint
+            .clone()
+            .filter(|k| k.file == c.file)
+            .unwrap_or(Checkpoint {
+                file: c.file.clone(),
+                byte_offset: c.byte_offset,
+                lines: c.lines,
+            });
+        self.stream_file(store, job, start, c.webhook_id, c.part, deadline_ms)
+            .await
+    }
+
+    /// Streams `start.file` from `start.byte_offset`, writing rows and checkpoints, until the end
+    /// of the file or until the deadline is near (then hands over to a continuation message).
+    async fn stream_file(
+        &self,
+        store: Arc<dyn ResultsStore>,
+        mut job: JobRecord,
+        start: Checkpoint,
+        webhook_id: Option<String>,
+        part: u32,
+        deadline_ms: Option<i64>,
+    ) -> Result<Handled, ConsumeError> {
+        let file = start.file.clone();
+        let mut stream = self.gemini.download(&file, start.byte_offset).await?;
+        let mut splitter =
+            LineSplitter::new(start.byte_offset, start.lines, self.settings.max_line_bytes);
+        let batch = self.settings.rows_per_write.max(1);
+        let mut pending: Vec<ResultRow> = Vec::with_capacity(batch);
+        let mut saved = Progress {
+            offset: start.byte_offset,
+            lines: start.lines,
+        };
+        let mut finished = false;
+        while !finished {
+            match stream.next().await {
+                Some(Ok(chunk)) => splitter.push(&chunk),
+                Some(Err(e)) => {
+                    // Keep what we have; the redelivered message resumes from the checkpoint.
+                    self.flush(store.as_ref(), &mut job, &mut pending).await?;
+                    self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved)
+                        .await?;
+                    return Err(e.into());
+                }
+                None => finished = true,
+            }
+            let now = self.clock.now_ms();
+            let mut next = splitter.next_line();
+            if finished && next.is_none() {
+                next = splitter.finish();
+            }
+            while let Some(line) = next {
+                pending.push(to_row(&job, &record_from_line(&line), now));
+                if pending.len() >= batch {
+                    self.flush(store.as_ref(), &mut job, &mut pending).await?;
+                }
+                next = splitter.next_line();
+                if finished && next.is_none() {
+                    next = splitter.finish();
+                }
+            }
+            if finished {
+                break;
+            }
+            if splitter.line_count().saturating_sub(saved.lines)
+                >= self.settings.checkpoint_every_lines
+            {
+                self.flush(store.as_ref(), &mut job, &mut pending).await?;
+                self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved)
+                    .await?;
+                tracing::info!(
+                    lines = saved.lines,
+                    bytes = saved.offset,
+                    rows = job.counts.rows_ingested,
+                    "ingest progress"
+                );
+            }
+            if let Some(deadline) = deadline_ms {
+                if deadline.saturating_sub(self.clock.now_ms()) < self.settings.deadline_margin_ms {
+                    self.flush(store.as_ref(), &mut job, &mut pending).await?;
+                    self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved)
+                        .await?;
+                    let continuation = QueueEnvelope::Continuation(Continuation {
+                        job_id: job.job_id.clone(),
+                        file: file.clone(),
+                        byte_offset: saved.offset,
+                        lines: saved.lines,
+                        webhook_id,
+                        job_group: job.job_group.clone(),
+                        part: part + 1,
+                    });
+                    let message = continuation.to_message().map_err(|e| {
+                        ConsumeError::Poison(format!("cannot serialise continuation: {e}"))
+                    })?;
+                    self.queue.enqueue(&message).await?;
+                    tracing::info!(
+                        byte_offset = saved.offset,
+                        lines = saved.lines,
+                        part = part + 1,
+                        "deadline near: handed the rest to a continuation"
+                    );
+                    return Ok(Handled::Continued {
+                        job_id: job.job_id.clone(),
+                        byte_offset: saved.offset,
+                    });
+                }
+            }
+        }
+        self.flush(store.as_ref(), &mut job, &mut pending).await?;
+        job.checkpoint = Some(Checkpoint {
+            file,
+            byte_offset: splitter.offset(),
+            lines: splitter.line_count(),
+        });
+        let rows = job.counts.rows_ingested;
+        let job_id = job.job_id.clone();
+        self.finish(store.as_ref(), job).await?;
+        Ok(Handled::Ingested { job_id, rows })
+    }
+
+    async fn flush(
+        &self,
+        store: &dyn ResultsStore,
+        job: &mut JobRecord,
+        pending: &mut Vec<ResultRow>,
+    ) -> Result<(), ConsumeError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        store.put_rows(pending).await?;
+        count_rows(job, pending);
+        pending.clear();
+        Ok(())
+    }
+
+    async fn save_checkpoint(
+        &self,
+        store: &dyn ResultsStore,
+        job: &mut JobRecord,
+        file: &str,
+        splitter: &LineSplitter,
+        saved: &mut Progress,
+    ) -> Result<(), ConsumeError> {
+        job.checkpoint = Some(Checkpoint {
+            file: file.to_owned(),
+            byte_offset: splitter.offset(),
+            lines: splitter.line_count(),
+        });
+        job.updated_at_ms = self.clock.now_ms();
+        store.save_job(job).await?;
+        saved.offset = splitter.offset();
+        saved.lines = splitter.line_count();
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        store: &dyn ResultsStore,
+        mut job: JobRecord,
+    ) -> Result<(), ConsumeError> {
+        let now = self.clock.now_ms();
+        job.state = JobState::Succeeded;
+        job.updated_at_ms = now;
+        job.completed_at_ms = Some(now);
+        store.save_job(&job).await?;
+        tracing::info!(
+            rows = job.counts.rows_ingested,
+            error_rows = job.counts.error_rows,
+            malformed_rows = job.counts.malformed_rows,
+            lag_ms = job.event_received_at_ms.map(|r| now - r),
+            "results ingested"
+        );
+        Ok(())
+    }
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn rpc_error(status: &RpcStatus, source: &str) -> JobErrorInfo {
+    JobErrorInfo {
+        code: status.code.map(|c| c.to_string()),
+        message: status.message.clone(),
+        source: source.to_owned(),
+    }
+}
+
+fn apply_stats(job: &mut JobRecord, op: &BatchOperation) {
+    job.counts.request_count = op.stats.request_count.or(job.counts.request_count);
+    job.counts.successful_request_count = op
+        .stats
+        .successful_request_count
+        .or(job.counts.successful_request_count);
+    job.counts.failed_request_count = op
+        .stats
+        .failed_request_count
+        .or(job.counts.failed_request_count);
+    if job.kind == JobKind::Other {
+        job.kind = JobKind::Batch;
+    }
+}
+
+fn count_rows(job: &mut JobRecord, rows: &[ResultRow]) {
+    for row in rows {
+        job.counts.rows_ingested += 1;
+        match row.status {
+            RowStatus::Ok => {}
+            RowStatus::Error => job.counts.error_rows += 1,
+            RowStatus::Malformed => job.counts.malformed_rows += 1,
+        }
+    }
+}
+
+/// A stored row for a parsed record.
+pub fn to_row(job: &JobRecord, record: &ResultRecord, now_ms: i64) -> ResultRow {
+    let mut row = ResultRow {
+        job_id: job.job_id.clone(),
+        key: record.key.clone(),
+        line: record.line,
+        status: RowStatus::Ok,
+        text: None,
+        finish_reason: None,
+        prompt_tokens: None,
+        candidates_tokens: None,
+        total_tokens: None,
+        thoughts_tokens: None,
+        model_version: None,
+        response_json: None,
+        error_code: None,
+        error_message: None,
+        user_metadata: job.user_metadata.clone(),
+        ingested_at_ms: now_ms,
+    };
+    match &record.outcome {
+        Outcome::Success(s) => {
+            row.text = Some(s.text.clone());
+            row.finish_reason = s.finish_reason.clone();
+            row.prompt_tokens = s.usage.prompt_tokens;
+            row.candidates_tokens = s.usage.candidates_tokens;
+            row.total_tokens = s.usage.total_tokens;
+            row.thoughts_tokens = s.usage.thoughts_tokens;
+            row.model_version = s.model_version.clone();
+            row.response_json = Some(s.response.to_string());
+        }
+        Outcome::Error { code, message, .. } => {
+            row.status = RowStatus::Error;
+            row.error_code = *code;
+            row.error_message = Some(message.clone());
+        }
+        Outcome::Malformed { reason } => {
+            row.status = RowStatus::Malformed;
+            row.error_message = Some(format!("line {}: {reason}", record.line));
+        }
+    }
+    row
+}

@@ -1,0 +1,232 @@
+//! Helpers for tests that talk to the moto server started by `scripts/test.sh`.
+//!
+//! moto speaks the real AWS wire protocol, so the production adapters are exercised unchanged.
+//! Each test creates its own uniquely named tables and queues, so tests can run in parallel
+//! against one server without resetting it.
+
+use std::fmt::Display;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+
+/// Attribute holding the DynamoDB TTL (epoch seconds) on both tables (DESIGN §5, §7).
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+/// Upper bound on `drain` rounds, so a queue that never empties cannot hang a test.
+const DRAIN_MAX_ROUNDS: usize = 100;
+
+/// AWS config from the default loader, which honours `AWS_ENDPOINT_URL` and the static test
+/// credentials exported by `scripts/test.sh`.
+///
+/// # Panics
+/// If `AWS_ENDPOINT_URL` is unset: without moto these tests would either fail obscurely or
+/// reach real AWS, and they must never silently skip.
+pub async fn sdk_config() -> SdkConfig {
+    if std::env::var_os("AWS_ENDPOINT_URL").is_none_or(|v| v.is_empty()) {
+        panic!("AWS_ENDPOINT_URL is not set: run the suite through scripts/test.sh (moto server)");
+    }
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// DynamoDB client for moto.
+pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&sdk_config().await)
+}
+
+/// SQS client for moto.
+pub async fn sqs() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&sdk_config().await)
+}
+
+/// `prefix` plus a random suffix, e.g. `dedupe-3f2a9c0d41b7`.
+///
+/// Valid as a DynamoDB table and an SQS queue name as long as `prefix` uses only
+/// `[A-Za-z0-9_-]` and stays under 60 characters (queue names max out at 80, and
+/// `create_queue` appends `-dlq`).
+pub fn unique_name(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &id[..12])
+}
+
+/// Creates the receiver's dedupe table as the template does: PK `webhook_id` (S),
+/// on-demand billing, TTL on `expires_at`.
+pub async fn create_dedupe_table(c: &aws_sdk_dynamodb::Client, name: &str) {
+    create_table(c, name, &[("webhook_id", KeyType::Hash)]).await;
+}
+
+/// Creates the results table as the template does: PK `pk` (S), SK `sk` (S), on-demand
+/// billing, TTL on `expires_at`.
+pub async fn create_results_table(c: &aws_sdk_dynamodb::Client, name: &str) {
+    create_table(c, name, &[("pk", KeyType::Hash), ("sk", KeyType::Range)]).await;
+}
+
+async fn create_table(c: &aws_sdk_dynamodb::Client, name: &str, keys: &[(&str, KeyType)]) {
+    let mut req = c
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (attr, key_type) in keys {
+        req = req
+            .attribute_definitions(ok(
+                AttributeDefinition::builder()
+                    .attribute_name(*attr)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build(),
+                "build AttributeDefinition",
+            ))
+            .key_schema(ok(
+                KeySchemaElement::builder()
+                    .attribute_name(*attr)
+                    .key_type(key_type.clone())
+                    .build(),
+                "build KeySchemaElement",
+            ));
+    }
+    sdk(req.send().await, &format!("CreateTable {name}"));
+    sdk(
+        c.update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(ok(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(TTL_ATTRIBUTE)
+                    .build(),
+                "build TimeToLiveSpecification",
+            ))
+            .send()
+            .await,
+        &format!("UpdateTimeToLive {name}"),
+    );
+}
+
+/// A queue created by [`create_queue`], with its dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct TestQueue {
+    pub url: String,
+    pub arn: String,
+    pub dlq_url: String,
+}
+
+/// Creates `<name>-dlq` and `<name>` with a RedrivePolicy moving a message to the DLQ after
+/// `max_receive_count` receives, and the given visibility timeout.
+pub async fn create_queue(
+    c: &aws_sdk_sqs::Client,
+    name: &str,
+    max_receive_count: u32,
+    visibility_secs: u32,
+) -> TestQueue {
+    let dlq_name = format!("{name}-dlq");
+    let dlq_url = queue_url(
+        sdk(
+            c.create_queue()
+                .queue_name(&dlq_name)
+                .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+                .send()
+                .await,
+            &format!("CreateQueue {dlq_name}"),
+        )
+        .queue_url(),
+        &dlq_name,
+    );
+    let dlq_arn = queue_arn(c, &dlq_url).await;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": max_receive_count.to_string(),
+    });
+    let url = queue_url(
+        sdk(
+            c.create_queue()
+                .queue_name(name)
+                .attributes(
+                    QueueAttributeName::VisibilityTimeout,
+                    visibility_secs.to_string(),
+                )
+                .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+                .send()
+                .await,
+            &format!("CreateQueue {name}"),
+        )
+        .queue_url(),
+        name,
+    );
+    let arn = queue_arn(c, &url).await;
+    TestQueue { url, arn, dlq_url }
+}
+
+fn queue_url(url: Option<&str>, name: &str) -> String {
+    match url {
+        Some(u) => u.to_owned(),
+        None => panic!("CreateQueue {name} returned no QueueUrl"),
+    }
+}
+
+async fn queue_arn(c: &aws_sdk_sqs::Client, url: &str) -> String {
+    let out = sdk(
+        c.get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await,
+        &format!("GetQueueAttributes {url}"),
+    );
+    match out
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+    {
+        Some(arn) => arn.clone(),
+        None => panic!("GetQueueAttributes {url} returned no QueueArn"),
+    }
+}
+
+/// Receives every currently visible message (with all system and message attributes) until a
+/// receive comes back empty. Nothing is deleted: received messages stay in flight for the
+/// queue's visibility timeout, so a later receive will not see them again before that.
+pub async fn drain(c: &aws_sdk_sqs::Client, url: &str) -> Vec<Message> {
+    let mut all = Vec::new();
+    for _ in 0..DRAIN_MAX_ROUNDS {
+        let out = sdk(
+            c.receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
+                .send()
+                .await,
+            &format!("ReceiveMessage {url}"),
+        );
+        let batch = out.messages.unwrap_or_default();
+        if batch.is_empty() {
+            return all;
+        }
+        all.extend(batch);
+    }
+    panic!(
+        "drain({url}): queue still not empty after {DRAIN_MAX_ROUNDS} rounds ({} messages)",
+        all.len()
+    );
+}
+
+/// Unwraps an SDK result, panicking with the full error context (Display alone says only
+/// "service error").
+fn sdk<T, E>(r: Result<T, E>, what: &str) -> T
+where
+    E: std::error::Error,
+{
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what} failed against moto: {}", DisplayErrorContext(&e)),
+    }
+}
+
+fn ok<T, E: Display>(r: Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
