@@ -5,6 +5,7 @@
 
 pub mod dynamodb;
 pub mod dynamodb_results;
+pub mod sqlite;
 pub mod sqs;
 
 use async_trait::async_trait;
