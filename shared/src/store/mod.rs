@@ -137,6 +137,28 @@ pub struct OutgoingMessage {
     pub attributes: Vec<(String, String)>,
 }
 
+impl OutgoingMessage {
+    /// Size as SQS counts it (body plus attribute names, types and values).
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + "String".len())
+                .sum::<usize>()
+    }
+
+    /// Rejects a message larger than `limit` bytes, so every queue fails the same clear way.
+    pub fn check_size(&self, limit: usize) -> Result<usize, QueueError> {
+        let size = self.size();
+        if size > limit {
+            Err(QueueError::TooLarge { bytes: size })
+        } else {
+            Ok(size)
+        }
+    }
+}
+
 /// Failures of a queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {

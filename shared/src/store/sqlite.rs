@@ -611,15 +611,7 @@ impl DedupeStore for SqliteStore {
 #[async_trait]
 impl EventQueue for SqliteStore {
     async fn enqueue(&self, message: &OutgoingMessage) -> Result<String, QueueError> {
-        let size = message.body.len()
-            + message
-                .attributes
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + "String".len())
-                .sum::<usize>();
-        if size > MAX_MESSAGE_BYTES {
-            return Err(QueueError::TooLarge { bytes: size });
-        }
+        message.check_size(MAX_MESSAGE_BYTES)?;
         let id = uuid::Uuid::new_v4().to_string();
         let body = message.body.clone();
         let attributes = attributes_json(&message.attributes)
