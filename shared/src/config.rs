@@ -45,8 +45,10 @@ pub enum ConfigError {
 
 /// Reads variables through a lookup function so tests need not touch the process environment.
 pub struct Env<'a> {
-    lookup: Box<dyn Fn(&str) -> Option<String> + 'a>,
+    lookup: Box<Lookup<'a>>,
 }
+
+type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
 impl<'a> Env<'a> {
     /// The process environment.
@@ -330,5 +332,56 @@ mod tests {
                 .to_string()
                 .contains("QUEUE_URL")
         );
+    }
+}
+
+/// Gemini API access shared by the consumer, the reconciler and local mode.
+#[derive(Debug, Clone)]
+pub struct GeminiConfig {
+    pub base_url: String,
+    pub api_key: crate::gemini::ApiKey,
+}
+
+impl GeminiConfig {
+    /// Reads `GEMINI_API_BASE_URL` and the key (`GEMINI_API_KEY`, or `key_override` fetched
+    /// elsewhere, e.g. from Secrets Manager).
+    pub fn from_env(env: &Env<'_>, key_override: Option<&str>) -> Result<Self, ConfigError> {
+        let key = match key_override {
+            Some(k) if !k.trim().is_empty() => k.trim().to_owned(),
+            _ => env.required(env::GEMINI_API_KEY)?,
+        };
+        Ok(Self {
+            base_url: env.url(env::GEMINI_API_BASE_URL, crate::gemini::DEFAULT_BASE_URL)?,
+            api_key: crate::gemini::ApiKey::new(key),
+        })
+    }
+
+    /// Client settings with production retry defaults.
+    pub fn settings(&self) -> crate::gemini::GeminiSettings {
+        let mut s = crate::gemini::GeminiSettings::new(self.api_key.clone());
+        s.base_url = self.base_url.clone();
+        s
+    }
+}
+
+/// Configuration of the consumer Lambda.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub results_table: String,
+    /// Raw `ROUTES` JSON (group → table), validated when the routes are built.
+    pub routes: Option<String>,
+    pub gemini: GeminiConfig,
+    /// Where continuation messages go (the events queue itself).
+    pub queue_url: String,
+}
+
+impl ConsumerConfig {
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            results_table: env.required(env::RESULTS_TABLE)?,
+            routes: env.optional(env::ROUTES),
+            gemini: GeminiConfig::from_env(env, None)?,
+            queue_url: env.required_url(env::QUEUE_URL)?,
+        })
     }
 }

@@ -602,35 +602,35 @@ impl Consumer {
                     "ingest progress"
                 );
             }
-            if let Some(deadline) = deadline_ms {
-                if deadline.saturating_sub(self.clock.now_ms()) < self.settings.deadline_margin_ms {
-                    self.flush(store.as_ref(), &mut job, &mut pending).await?;
-                    self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved)
-                        .await?;
-                    let continuation = QueueEnvelope::Continuation(Continuation {
-                        job_id: job.job_id.clone(),
-                        file: file.clone(),
-                        byte_offset: saved.offset,
-                        lines: saved.lines,
-                        webhook_id,
-                        job_group: job.job_group.clone(),
-                        part: part + 1,
-                    });
-                    let message = continuation.to_message().map_err(|e| {
-                        ConsumeError::Poison(format!("cannot serialise continuation: {e}"))
-                    })?;
-                    self.queue.enqueue(&message).await?;
-                    tracing::info!(
-                        byte_offset = saved.offset,
-                        lines = saved.lines,
-                        part = part + 1,
-                        "deadline near: handed the rest to a continuation"
-                    );
-                    return Ok(Handled::Continued {
-                        job_id: job.job_id.clone(),
-                        byte_offset: saved.offset,
-                    });
-                }
+            if let Some(deadline) = deadline_ms
+                && deadline.saturating_sub(self.clock.now_ms()) < self.settings.deadline_margin_ms
+            {
+                self.flush(store.as_ref(), &mut job, &mut pending).await?;
+                self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved)
+                    .await?;
+                let continuation = QueueEnvelope::Continuation(Continuation {
+                    job_id: job.job_id.clone(),
+                    file: file.clone(),
+                    byte_offset: saved.offset,
+                    lines: saved.lines,
+                    webhook_id,
+                    job_group: job.job_group.clone(),
+                    part: part + 1,
+                });
+                let message = continuation.to_message().map_err(|e| {
+                    ConsumeError::Poison(format!("cannot serialise continuation: {e}"))
+                })?;
+                self.queue.enqueue(&message).await?;
+                tracing::info!(
+                    byte_offset = saved.offset,
+                    lines = saved.lines,
+                    part = part + 1,
+                    "deadline near: handed the rest to a continuation"
+                );
+                return Ok(Handled::Continued {
+                    job_id: job.job_id.clone(),
+                    byte_offset: saved.offset,
+                });
             }
         }
         self.flush(store.as_ref(), &mut job, &mut pending).await?;

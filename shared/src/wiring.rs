@@ -46,3 +46,32 @@ pub fn aws_receiver(
         config.limits,
     )
 }
+
+/// The consume use case on DynamoDB (results, with `ROUTES`) and SQS (continuations).
+pub fn aws_consumer(
+    config: &crate::config::ConsumerConfig,
+    aws: &aws_config::SdkConfig,
+    http: reqwest::Client,
+) -> Result<crate::consume::Consumer, crate::config::ConfigError> {
+    use crate::consume::{ConsumeSettings, Consumer, Routes};
+    use crate::store::dynamodb_results::DynamoDbResultsStore;
+
+    let ddb = aws_sdk_dynamodb::Client::new(aws);
+    let default = Arc::new(DynamoDbResultsStore::new(
+        ddb.clone(),
+        config.results_table.clone(),
+    ));
+    let routes = Routes::from_config(config.routes.as_deref(), default, |table| {
+        Arc::new(DynamoDbResultsStore::new(ddb.clone(), table))
+    })?;
+    Ok(Consumer::new(
+        crate::gemini::GeminiClient::new(config.gemini.settings(), http),
+        routes,
+        Arc::new(SqsEventQueue::new(
+            aws_sdk_sqs::Client::new(aws),
+            config.queue_url.clone(),
+        )),
+        Arc::new(SystemClock),
+        ConsumeSettings::default(),
+    ))
+}

@@ -5,6 +5,7 @@
 pub mod bins;
 pub mod contract;
 pub mod delivery;
+pub mod fake_gemini;
 pub mod jwt;
 pub mod local;
 pub mod moto;

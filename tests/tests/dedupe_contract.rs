@@ -21,3 +21,14 @@ async fn sqlite_dedupe_store_obeys_the_contract() {
         .unwrap_or_else(|e| panic!("open: {e}"));
     contract::dedupe_store_contract(Arc::new(store), "sqlite").await;
 }
+
+/// The results-store contract (forward-only jobs, idempotent rows) against DynamoDB; the SQLite
+/// run lives in `sqlite_store.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_results_store_obeys_the_contract() {
+    let ddb = moto::dynamodb().await;
+    let table = moto::unique_name("results");
+    moto::create_results_table(&ddb, &table).await;
+    let store = gemini_hooks::store::dynamodb_results::DynamoDbResultsStore::new(ddb, table);
+    contract::results_store_contract(Arc::new(store), "ddb").await;
+}

@@ -1,1 +1,27 @@
-fn main() {}
+//! Consumer Lambda (SQS, partial batch response): wiring only. The rules live in `gemini_hooks`.
+
+mod event_handler;
+
+use std::sync::Arc;
+
+use gemini_hooks::config::{ConsumerConfig, Env};
+use gemini_hooks::telemetry::{LogFormat, init_logging};
+use gemini_hooks::wiring;
+use lambda_runtime::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_logging(LogFormat::from_lambda_env());
+    let config = ConsumerConfig::from_env(&Env::process())
+        .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let aws = wiring::aws_sdk_config().await;
+    let consumer = Arc::new(
+        wiring::aws_consumer(&config, &aws, wiring::http_client()?)
+            .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?,
+    );
+    tracing::info!(results_table = %config.results_table, routes = config.routes.is_some(), "consumer configured");
+    lambda_runtime::run(service_fn(|event| {
+        event_handler::function_handler(&consumer, event)
+    }))
+    .await
+}

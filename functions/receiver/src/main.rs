@@ -13,6 +13,12 @@ async fn main() -> Result<(), Error> {
     // Configuration errors stop the cold start with a message naming the variable.
     let config = ReceiverConfig::from_env(&Env::process())
         .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    tracing::info!(
+        static_secrets = config.verifier.secrets.as_ref().map_or(0, Vec::len),
+        jwks_url = %config.verifier.jwt.jwks_url,
+        tolerance_secs = config.verifier.tolerance_secs,
+        "receiver configured"
+    );
     let aws = wiring::aws_sdk_config().await;
     let receiver = wiring::aws_receiver(&config, &aws, wiring::http_client()?);
     lambda_http::run(service_fn(|request| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use rand::Rng;
-use reqwest::header::{CONTENT_RANGE, HeaderMap, RANGE, RETRY_AFTER};
+use reqwest::header::{CONTENT_RANGE, HeaderMap, HeaderValue, RANGE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
@@ -335,10 +335,20 @@ impl GeminiClient {
     }
 
     fn request(&self, url: Url, range_from: u64) -> reqwest::RequestBuilder {
-        let req = self
-            .http
-            .get(url)
-            .header(API_KEY_HEADER, self.settings.api_key.expose());
+        let key = self.settings.api_key.expose();
+        let mut req = self.http.get(url);
+        // An unset key is sent as no header, so Gemini answers with its clear 401.
+        if !key.is_empty() {
+            req = match HeaderValue::from_str(key) {
+                Ok(mut v) => {
+                    // Keeps the key out of any `Debug` of the request.
+                    v.set_sensitive(true);
+                    req.header(API_KEY_HEADER, v)
+                }
+                // Left to fail as a builder error (`GeminiError::Invalid`), which never echoes it.
+                Err(_) => req.header(API_KEY_HEADER, key),
+            };
+        }
         if range_from > 0 {
             req.header(RANGE, format!("bytes={range_from}-"))
         } else {
@@ -478,7 +488,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-/// `Google's `{"error": {"status", "message"}}`, shortened; the body itself is not kept.
+/// `STATUS: message` from Google's `{"error": {…}}`, shortened; the body is not kept.
 async fn error_message(mut resp: reqwest::Response) -> String {
     let reason = resp
         .status()

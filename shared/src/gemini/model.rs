@@ -68,7 +68,7 @@ pub enum BatchOutput {
 pub struct InlineResponse {
     /// `metadata.key` (inline results do not have the top-level `key` file lines have).
     pub key: Option<String>,
-    /// The `GenerateContentResponse` (or `EmbedContentResponse`) as sent; `None` when absent or null.
+    /// The `GenerateContentResponse` (or `EmbedContentResponse`) as sent; `None` if absent/null.
     pub response: Option<Value>,
     pub error: Option<RpcStatus>,
 }
@@ -82,7 +82,7 @@ pub struct RpcStatus {
 }
 
 impl BatchState {
-    /// Parses either prefix (or none), case-insensitively; unknown values become [`BatchState::Other`].
+    /// Either prefix (or none), any case; unknown values become [`BatchState::Other`].
     pub fn parse(raw: &str) -> Self {
         let upper = raw.trim().to_ascii_uppercase();
         let bare = upper

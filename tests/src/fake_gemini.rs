@@ -1,0 +1,761 @@
+//! A fake Gemini Batch API on a real local HTTP server, with fault injection.
+//!
+//! It serves what the consumer reads: `GET /v1beta/batches/{id}`, `GET /v1beta/batches` (paged)
+//! and `GET /download/v1beta/files/{id}:download?alt=media` (with `Range`). Faults are queued per
+//! path substring and consumed one per matching request, so tests can script "429, then 500, then
+//! fine". Every request is recorded with the status it got.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use serde_json::{Value, json};
+
+/// Size of the chunks file bodies are sent in (so cuts and slow readers see several chunks).
+const CHUNK: usize = 64 * 1024;
+
+/// Handle to a running fake; clones share the same server and state.
+#[derive(Clone)]
+pub struct FakeGemini {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+}
+
+/// A scripted misbehaviour for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status and a Google-style error body.
+    Status(u16),
+    /// Same, with `Retry-After: <secs>`.
+    StatusWithRetryAfter(u16, u64),
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+    /// Answer normally but drop the connection after this many body bytes.
+    CutAfter(usize),
+}
+
+/// One request as the fake saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query, e.g. `/v1beta/batches?pageSize=2`.
+    pub path: String,
+    pub range: Option<String>,
+    /// Whether the correct `x-goog-api-key` was sent.
+    pub authorized: bool,
+    /// Status answered; 0 if the client went away before the answer.
+    pub status: u16,
+}
+
+/// What [`operation_json`] puts in the output fields.
+#[derive(Debug, Clone)]
+pub enum OutputSpec {
+    /// `response.responsesFile`, mirrored in `metadata.output`.
+    File(String),
+    /// `response.inlinedResponses.inlinedResponses` (items as given).
+    Inline(Vec<Value>),
+    /// Only `metadata.output.responsesFile`: the fallback path.
+    MetadataFile(String),
+    /// No output at all (running, or the success-before-file race).
+    None,
+    /// Operation-level `error {code, message}`: the whole batch failed.
+    Error(i64, String),
+}
+
+#[derive(Clone)]
+enum FileBody {
+    Static(Bytes),
+    Generated {
+        lines: u64,
+        generator: fn(u64) -> String,
+        total: Arc<OnceLock<u64>>,
+    },
+}
+
+#[derive(Default)]
+struct Inner {
+    operations: BTreeMap<String, Value>,
+    files: HashMap<String, FileBody>,
+    faults: Vec<(String, VecDeque<Fault>)>,
+    requests: Vec<Recorded>,
+    ignore_range: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl FakeGemini {
+    pub const API_KEY: &'static str = "test-gemini-key";
+
+    /// Binds 127.0.0.1 on a free port and serves on the current tokio runtime.
+    pub async fn start() -> Self {
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("fake Gemini cannot bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("fake Gemini has no address: {e}"));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                eprintln!("fake Gemini stopped: {e}");
+            }
+        });
+        Self { shared, addr }
+    }
+
+    /// `http://127.0.0.1:<port>`, to use as the client's base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stores (or replaces) an operation under its `name` (`batches/x`).
+    pub fn put_operation(&self, op: Value) {
+        let name = op
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("operation without a name"))
+            .to_owned();
+        self.shared.lock().operations.insert(name, op);
+    }
+
+    /// Stores a results file under `files/x`.
+    pub fn put_file(&self, name: &str, body: Bytes) {
+        self.shared
+            .lock()
+            .files
+            .insert(file_key(name), FileBody::Static(body));
+    }
+
+    /// A file of `lines` lines, `generator(1..=lines)` each followed by `\n`, produced while
+    /// streaming so million-line files cost no memory.
+    pub fn put_generated_file(&self, name: &str, lines: u64, generator: fn(u64) -> String) {
+        self.shared.lock().files.insert(
+            file_key(name),
+            FileBody::Generated {
+                lines,
+                generator,
+                total: Arc::new(OnceLock::new()),
+            },
+        );
+    }
+
+    /// Queues faults for requests whose path+query contains `path_contains`.
+    pub fn inject(&self, path_contains: &str, faults: Vec<Fault>) {
+        self.shared
+            .lock()
+            .faults
+            .push((path_contains.to_owned(), faults.into()));
+    }
+
+    /// Makes downloads ignore `Range` and answer 200 with the whole file (some proxies do).
+    pub fn set_ignore_range(&self, ignore: bool) {
+        self.shared.lock().ignore_range = ignore;
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Requests whose path+query contains `needle`.
+    pub fn requests_to(&self, needle: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.contains(needle))
+            .collect()
+    }
+
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+}
+
+fn file_key(name: &str) -> String {
+    if name.starts_with("files/") {
+        name.to_owned()
+    } else {
+        format!("files/{name}")
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let key = headers.get("x-goog-api-key");
+    let authorized = key.is_some_and(|k| k.as_bytes() == FakeGemini::API_KEY.as_bytes());
+
+    let (index, fault) = {
+        let mut inner = shared.lock();
+        inner.requests.push(Recorded {
+            method: method.to_string(),
+            path: path.clone(),
+            range: range.clone(),
+            authorized,
+            status: 0,
+        });
+        let fault = if authorized {
+            inner
+                .faults
+                .iter_mut()
+                .filter(|(needle, _)| path.contains(needle.as_str()))
+                .find_map(|(_, queue)| queue.pop_front())
+        } else {
+            None
+        };
+        (inner.requests.len() - 1, fault)
+    };
+
+    let response = if key.is_none() {
+        google_error(
+            401,
+            "Method doesn't allow unregistered callers. Please use an API key.",
+        )
+    } else if !authorized {
+        google_error(400, "API key not valid. Please pass a valid API key.")
+    } else {
+        let mut cut = None;
+        match fault {
+            Some(Fault::Status(code)) => {
+                return answer(&shared, index, google_error(code, "injected fault"));
+            }
+            Some(Fault::StatusWithRetryAfter(code, secs)) => {
+                let mut r = google_error(code, "injected fault");
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return answer(&shared, index, r);
+            }
+            Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+            Some(Fault::CutAfter(n)) => cut = Some(n),
+            None => {}
+        }
+        let r = route(&shared, &method, &uri, range.as_deref()).await;
+        match cut {
+            Some(n) => cut_body(r, n),
+            None => r,
+        }
+    };
+    answer(&shared, index, response)
+}
+
+fn answer(shared: &Shared, index: usize, response: Response) -> Response {
+    if let Some(r) = shared.lock().requests.get_mut(index) {
+        r.status = response.status().as_u16();
+    }
+    response
+}
+
+async fn route(shared: &Shared, method: &Method, uri: &Uri, range: Option<&str>) -> Response {
+    if method != Method::GET {
+        return google_error(405, "method not allowed");
+    }
+    let path = uri.path();
+    if path == "/v1beta/batches" {
+        return list(shared, uri);
+    }
+    if let Some(id) = path.strip_prefix("/v1beta/batches/") {
+        let op = shared
+            .lock()
+            .operations
+            .get(&format!("batches/{id}"))
+            .cloned();
+        return match op {
+            Some(op) => json_response(&op),
+            None => google_error(404, "Requested entity was not found."),
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/download/v1beta/") {
+        let Some(name) = rest.strip_suffix(":download") else {
+            return google_error(404, "unknown download path");
+        };
+        if query_param(uri, "alt").as_deref() != Some("media") {
+            return google_error(400, "only alt=media is supported by the fake");
+        }
+        let (file, ignore_range) = {
+            let inner = shared.lock();
+            (inner.files.get(name).cloned(), inner.ignore_range)
+        };
+        let Some(file) = file else {
+            return google_error(404, "Requested entity was not found.");
+        };
+        let range = if ignore_range { None } else { range };
+        return download(file, range).await;
+    }
+    google_error(404, "no such route in the fake")
+}
+
+fn list(shared: &Shared, uri: &Uri) -> Response {
+    let page_size = query_param(uri, "pageSize")
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(10)
+        .min(1000);
+    let start = match query_param(uri, "pageToken") {
+        None => 0,
+        Some(t) => match t
+            .strip_prefix("after-")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => n,
+            None => return google_error(400, "Invalid page token."),
+        },
+    };
+    let inner = shared.lock();
+    let ops: Vec<Value> = inner
+        .operations
+        .values()
+        .skip(start)
+        .take(page_size)
+        .cloned()
+        .collect();
+    let mut body = json!({ "operations": ops });
+    if start + page_size < inner.operations.len() {
+        body["nextPageToken"] = json!(format!("after-{}", start + page_size));
+    }
+    json_response(&body)
+}
+
+async fn download(file: FileBody, range: Option<&str>) -> Response {
+    let from = range.and_then(parse_range_start);
+    let total = match &file {
+        FileBody::Static(b) => Some(b.len() as u64),
+        // Only computed when a range needs it: a generated file's size costs a full pass.
+        FileBody::Generated { .. } if from.is_none() => None,
+        FileBody::Generated {
+            lines,
+            generator,
+            total,
+        } => Some(generated_total(*lines, *generator, total).await),
+    };
+    let mut builder = Response::builder().header(header::CONTENT_TYPE, "application/octet-stream");
+    let start = match (from, total) {
+        (Some(from), Some(total)) if from >= total => {
+            return Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{total}"))
+                .body(Body::empty())
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        }
+        (Some(from), Some(total)) => {
+            builder = builder
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {from}-{}/{total}", total - 1),
+                )
+                .header(header::CONTENT_LENGTH, total - from);
+            from
+        }
+        (_, total) => {
+            if let Some(total) = total {
+                builder = builder.header(header::CONTENT_LENGTH, total);
+            }
+            0
+        }
+    };
+    builder
+        .body(Body::from_stream(file_stream(file, start)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Size of a generated file, computed once off the async threads (it is a full generation pass).
+async fn generated_total(lines: u64, generator: fn(u64) -> String, cache: &OnceLock<u64>) -> u64 {
+    if let Some(t) = cache.get() {
+        return *t;
+    }
+    let compute = move || {
+        (1..=lines)
+            .map(|i| generator(i).len() as u64 + 1)
+            .sum::<u64>()
+    };
+    let t = tokio::task::spawn_blocking(compute)
+        .await
+        .unwrap_or_else(|e| panic!("generator panicked: {e}"));
+    *cache.get_or_init(|| t)
+}
+
+/// `bytes=N-` or `bytes=N-M` → N (the fake always serves to the end of the file).
+fn parse_range_start(v: &str) -> Option<u64> {
+    v.trim()
+        .strip_prefix("bytes=")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn file_stream(
+    file: FileBody,
+    start: u64,
+) -> std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>> {
+    match file {
+        FileBody::Static(bytes) => {
+            let from = usize::try_from(start)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let chunks: Vec<Result<Bytes, std::io::Error>> = (from..bytes.len())
+                .step_by(CHUNK)
+                .map(|i| Ok(bytes.slice(i..(i + CHUNK).min(bytes.len()))))
+                .collect();
+            Box::pin(futures::stream::iter(chunks))
+        }
+        FileBody::Generated {
+            lines, generator, ..
+        } => {
+            let state = (1u64, start);
+            Box::pin(futures::stream::unfold(
+                state,
+                move |(mut next, mut skip)| async move {
+                    if next > lines {
+                        return None;
+                    }
+                    let mut buf = Vec::with_capacity(CHUNK + 1024);
+                    while next <= lines && buf.len() < CHUNK {
+                        let mut line = generator(next).into_bytes();
+                        line.push(b'\n');
+                        next += 1;
+                        let len = line.len() as u64;
+                        if skip >= len {
+                            skip -= len;
+                            continue;
+                        }
+                        let from = usize::try_from(skip).unwrap_or(0);
+                        skip = 0;
+                        buf.extend_from_slice(&line[from..]);
+                    }
+                    Some((Ok(Bytes::from(buf)), (next, skip)))
+                },
+            ))
+        }
+    }
+}
+
+/// Passes `n` body bytes, then fails the body so the server drops the connection.
+fn cut_body(response: Response, n: usize) -> Response {
+    let (parts, body) = response.into_parts();
+    let stream = futures::stream::unfold(
+        (body.into_data_stream(), n, false),
+        |(mut inner, left, done)| async move {
+            if done {
+                return None;
+            }
+            if left == 0 {
+                // Let hyper flush what was sent, so the client really sees a mid-body cut and
+                // not a failed request.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let err =
+                    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "injected cut");
+                return Some((Err(err), (inner, 0, true)));
+            }
+            match inner.next().await {
+                None => None,
+                Some(Err(e)) => Some((Err(std::io::Error::other(e)), (inner, 0, true))),
+                Some(Ok(mut chunk)) => {
+                    if chunk.len() > left {
+                        chunk.truncate(left);
+                    }
+                    let left = left - chunk.len();
+                    Some((Ok(chunk), (inner, left, false)))
+                }
+            }
+        },
+    );
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+fn json_response(v: &Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// A `google.rpc.Status` error body with the given HTTP status.
+fn google_error(code: u16, message: &str) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body =
+        json!({"error": {"code": code, "message": message, "status": rpc_status_name(code)}});
+    let mut r = json_response(&body);
+    *r.status_mut() = status;
+    r
+}
+
+fn rpc_status_name(code: u16) -> &'static str {
+    match code {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ABORTED",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        501 => "UNIMPLEMENTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ if code >= 500 => "INTERNAL",
+        _ => "FAILED_PRECONDITION",
+    }
+}
+
+/// First value of a query parameter, percent-decoded.
+fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k) == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                if let Some(byte) = hex {
+                    out.push(byte);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Builders shared by the test suites of several crates.
+// ---------------------------------------------------------------------------------------------
+
+/// A realistic batch Operation. `state` is used verbatim (`"BATCH_STATE_SUCCEEDED"`, or a
+/// `JOB_STATE_*` spelling to test tolerance); `done` follows from it. Counts are JSON strings.
+pub fn operation_json(name: &str, state: &str, output: OutputSpec) -> Value {
+    let name = if name.starts_with("batches/") {
+        name.to_owned()
+    } else {
+        format!("batches/{name}")
+    };
+    let terminal = ["SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"]
+        .iter()
+        .any(|s| state.ends_with(s));
+    let mut metadata = json!({
+        "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+        "name": name,
+        "model": "models/gemini-2.5-flash",
+        "displayName": format!("fake {name}"),
+        "createTime": "2026-05-04T10:00:00.123456Z",
+        "updateTime": "2026-05-04T10:30:00.654321Z",
+        "state": state,
+        "batchStats": {},
+    });
+    if terminal {
+        metadata["endTime"] = json!("2026-05-04T10:30:00.654321Z");
+    }
+    let mut op = json!({ "name": name, "done": terminal });
+    let output_type =
+        "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput";
+    match output {
+        OutputSpec::File(f) => {
+            op["response"] = json!({"@type": output_type, "responsesFile": f});
+            metadata["output"] = json!({"responsesFile": f});
+        }
+        OutputSpec::MetadataFile(f) => {
+            metadata["output"] = json!({"responsesFile": f});
+        }
+        OutputSpec::Inline(items) => {
+            let ok = items.iter().filter(|i| i.get("response").is_some()).count();
+            let failed = items.iter().filter(|i| i.get("error").is_some()).count();
+            let mut stats = json!({
+                "requestCount": items.len().to_string(),
+                "successfulRequestCount": ok.to_string(),
+                "pendingRequestCount": "0",
+            });
+            if failed > 0 {
+                stats["failedRequestCount"] = json!(failed.to_string());
+            }
+            metadata["batchStats"] = stats;
+            op["response"] =
+                json!({"@type": output_type, "inlinedResponses": {"inlinedResponses": items}});
+        }
+        OutputSpec::None => {}
+        OutputSpec::Error(code, message) => {
+            op["error"] = json!({"code": code, "message": message, "details": []});
+        }
+    }
+    op["metadata"] = metadata;
+    op
+}
+
+/// Sets `batchStats` the way Gemini does: int64 as strings, `failedRequestCount` absent when 0.
+pub fn with_stats(mut op: Value, requests: i64, succeeded: i64, failed: i64) -> Value {
+    let mut stats = json!({
+        "requestCount": requests.to_string(),
+        "successfulRequestCount": succeeded.to_string(),
+        "pendingRequestCount": (requests - succeeded - failed).max(0).to_string(),
+    });
+    if failed > 0 {
+        stats["failedRequestCount"] = json!(failed.to_string());
+    }
+    op["metadata"]["batchStats"] = stats;
+    op
+}
+
+/// One inline result element: `{metadata: {key}, response}`.
+pub fn inline_success(key: &str, text: &str) -> Value {
+    json!({"metadata": {"key": key}, "response": response_json(key, text)})
+}
+
+/// One inline error element: `{metadata: {key}, error}`.
+pub fn inline_error(key: &str, code: i64, message: &str) -> Value {
+    json!({"metadata": {"key": key}, "error": rpc_error(code, message)})
+}
+
+/// A results-file success line (no trailing newline).
+pub fn success_line(key: &str, text: &str) -> String {
+    json!({"key": key, "response": response_json(key, text)}).to_string()
+}
+
+/// A results-file error line (no trailing newline).
+pub fn error_line(key: &str, code: i64, message: &str) -> String {
+    json!({"key": key, "error": rpc_error(code, message)}).to_string()
+}
+
+fn rpc_error(code: i64, message: &str) -> Value {
+    let name = u16::try_from(code).map_or("UNKNOWN", rpc_status_name);
+    json!({"code": code, "message": message, "status": name, "details": []})
+}
+
+/// A `GenerateContentResponse` with plausible usage numbers derived from the text.
+fn response_json(key: &str, text: &str) -> Value {
+    let candidates = i64::try_from(text.len() / 4 + 1).unwrap_or(i64::MAX);
+    let prompt = 42;
+    let thoughts = 17;
+    json!({
+        "candidates": [{
+            "content": {"parts": [{"text": text}], "role": "model"},
+            "finishReason": "STOP",
+            "index": 0,
+        }],
+        "usageMetadata": {
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": candidates,
+            "totalTokenCount": prompt + candidates + thoughts,
+            "thoughtsTokenCount": thoughts,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+        },
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": format!("resp-{key}"),
+    })
+}
+
+/// The request key of sample line `i`.
+pub fn sample_key(i: u64) -> String {
+    format!("req-{i}")
+}
+
+/// The text of sample success line `i` (so tests can check what was stored).
+pub fn sample_text(i: u64) -> String {
+    const FILLER: &str =
+        "The quick brown fox jumps over the lazy dog while the batch keeps running. ";
+    let mut t = format!("Answer to request {i}: ");
+    while t.len() < 260 {
+        t.push_str(FILLER);
+    }
+    t.truncate(260);
+    t
+}
+
+/// Sample line `i` (1-based, no newline): malformed every `malformed_every`-th line, else an error
+/// every `error_every`-th line, else a success of ~600 bytes. 0 disables a kind.
+pub fn sample_line(i: u64, error_every: u64, malformed_every: u64) -> String {
+    let key = sample_key(i);
+    if malformed_every > 0 && i.is_multiple_of(malformed_every) {
+        return match (i / malformed_every) % 5 {
+            0 => format!(r#"{{"key":"{key}","response":{{"candidates":["#),
+            1 => format!(r#"{{"key":"{key}","response":null}}"#),
+            2 => format!(r#"{{"key":"{key}"}}"#),
+            3 => "this is not JSON at all".to_owned(),
+            _ => r#"{"key":17,"response":{}}"#.to_owned(),
+        };
+    }
+    if error_every > 0 && i.is_multiple_of(error_every) {
+        let (code, msg) = match (i / error_every) % 3 {
+            0 => (429, "Resource has been exhausted (e.g. check quota)."),
+            1 => (500, "An internal error has occurred."),
+            _ => (400, "Request contains an invalid argument."),
+        };
+        return error_line(&key, code, msg);
+    }
+    success_line(&key, &sample_text(i))
+}
+
+/// `n` sample lines, each ending in `\n`.
+pub fn sample_results(n: u64, error_every: u64, malformed_every: u64) -> String {
+    let mut out = String::new();
+    for i in 1..=n {
+        out.push_str(&sample_line(i, error_every, malformed_every));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb+c"), "a/b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%4"), "%4");
+    }
+
+    #[test]
+    fn sample_lines_are_about_600_bytes() {
+        let s = sample_line(1, 0, 0);
+        assert!((500..700).contains(&s.len()), "{}", s.len());
+        assert_eq!(sample_results(10, 0, 0).lines().count(), 10);
+    }
+}
