@@ -436,6 +436,25 @@ impl SqliteStore {
         .await
     }
 
+    /// Makes every hidden message visible at `now_ms` and returns how many. For a restart of
+    /// the only consumer of this file: what the previous process held is retried now instead
+    /// of after its visibility timeout (retries are idempotent, backoff delays are only lost).
+    pub async fn requeue_hidden(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let n = self
+            .run(move |conn| {
+                conn.execute(
+                    "UPDATE queue SET visible_at_ms = ?1 WHERE visible_at_ms > ?1",
+                    params![now_ms],
+                )
+                .map_err(db_err)
+            })
+            .await?;
+        if n > 0 {
+            self.enqueued.notify_one();
+        }
+        Ok(n as u64)
+    }
+
     /// Deletes dedupe records that expired before `now_ms` (what DynamoDB's TTL does; expired
     /// records already count as absent, this only reclaims space). Returns how many.
     pub async fn purge_expired_dedupe(&self, now_ms: i64) -> Result<u64, StoreError> {
