@@ -21,6 +21,7 @@ use crate::gemini::{
 use crate::jobs::{Checkpoint, JobErrorInfo, JobRecord, JobState, ResultRow, RowStatus};
 use crate::results::{LineSplitter, Outcome, ResultRecord, from_inline, record_from_line};
 use crate::store::{EventQueue, QueueError, ResultsStore, StoreError};
+use crate::telemetry::{Metrics, metric};
 
 /// Tuning of the consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +174,7 @@ pub struct Consumer {
     queue: Arc<dyn EventQueue>,
     clock: SharedClock,
     settings: ConsumeSettings,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -204,7 +206,14 @@ impl Consumer {
             queue,
             clock,
             settings,
+            metrics: Metrics::disabled(),
         }
+    }
+
+    /// Emits job and ingest metrics (EMF) through `metrics`; off by default (local mode).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Handles a batch of messages concurrently (bounded) and returns the ids of those that
@@ -219,10 +228,12 @@ impl Consumer {
                 let this = Arc::clone(self);
                 async move {
                     let id = message.id.clone();
+                    let metrics = self.metrics.clone();
                     let task = tokio::spawn(async move { this.handle_message(&message.body, deadline_ms).await });
                     match task.await {
                         Ok(Ok(_)) => None,
                         Ok(Err(e)) => {
+                            metrics.set().reason(e.code()).count(metric::MESSAGES_FAILED, 1).flush();
                             if e.is_retryable() {
                                 tracing::warn!(message_id = %id, outcome = e.code(), error = %e, "message will be retried");
                             } else {
@@ -231,6 +242,7 @@ impl Consumer {
                             Some(id)
                         }
                         Err(join) => {
+                            metrics.set().reason("panic").count(metric::MESSAGES_FAILED, 1).flush();
                             tracing::error!(message_id = %id, outcome = "panic", error = %join, "handler panicked");
                             Some(id)
                         }
@@ -402,6 +414,20 @@ impl Consumer {
             return Ok(Handled::Skipped {
                 reason: "a newer state was stored concurrently".into(),
             });
+        }
+        let counter = match state {
+            JobState::Succeeded => Some(metric::JOBS_SUCCEEDED),
+            JobState::Failed => Some(metric::JOBS_FAILED),
+            JobState::Expired => Some(metric::JOBS_EXPIRED),
+            JobState::Cancelled => Some(metric::JOBS_CANCELLED),
+            _ => None,
+        };
+        if let Some(counter) = counter {
+            self.metrics
+                .set()
+                .count(counter, 1)
+                .property("job_id", job_id.as_str())
+                .flush();
         }
         match state {
             JobState::Failed | JobState::Expired | JobState::Cancelled => {
@@ -697,6 +723,18 @@ impl Consumer {
             lag_ms = job.event_received_at_ms.map(|r| now - r),
             "results ingested"
         );
+        let mut set = self
+            .metrics
+            .set()
+            .count(metric::JOBS_SUCCEEDED, 1)
+            .count(metric::ROWS_INGESTED, job.counts.rows_ingested)
+            .count(metric::ERROR_ROWS, job.counts.error_rows)
+            .count(metric::MALFORMED_ROWS, job.counts.malformed_rows)
+            .property("job_id", job.job_id.as_str());
+        if let Some(received) = job.event_received_at_ms {
+            set = set.milliseconds(metric::INGEST_LAG, now - received);
+        }
+        set.flush();
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ use crate::event::{Event, EventError};
 use crate::store::{
     ClaimOutcome, ClaimRequest, DedupeStatus, DedupeStore, EventQueue, QueueError, StoreError,
 };
+use crate::telemetry::Metrics;
 use crate::verify::{VerifyError, WebhookVerifier, sha256_hex};
 
 /// Lease of a claim when the caller has no invocation deadline (local mode).
@@ -94,6 +95,7 @@ pub struct Receiver {
     clock: SharedClock,
     limits: ReceiveLimits,
     lease_ms: i64,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -120,7 +122,19 @@ impl Receiver {
             clock,
             limits,
             lease_ms: DEFAULT_LEASE_MS,
+            metrics: Metrics::disabled(),
         }
+    }
+
+    /// Emits delivery metrics (EMF) through `metrics`; off by default (local mode).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where the HTTP layer reports each delivery's outcome.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Overrides the lease used when a delivery has no deadline.

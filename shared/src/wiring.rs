@@ -9,6 +9,7 @@ use crate::config::ReceiverConfig;
 use crate::receive::Receiver;
 use crate::store::dynamodb::DynamoDbDedupeStore;
 use crate::store::sqs::SqsEventQueue;
+use crate::telemetry::Metrics;
 use crate::verify::WebhookVerifier;
 
 /// Loads the AWS SDK configuration from the environment (honours `AWS_ENDPOINT_URL`).
@@ -26,7 +27,7 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// The receiver use case on DynamoDB and SQS.
+/// The receiver use case on DynamoDB and SQS, with EMF metrics on stdout.
 pub fn aws_receiver(
     config: &ReceiverConfig,
     aws: &aws_config::SdkConfig,
@@ -45,9 +46,11 @@ pub fn aws_receiver(
         Arc::new(SystemClock),
         config.limits,
     )
+    .with_metrics(Metrics::lambda_stdout("receiver"))
 }
 
-/// The consume use case on DynamoDB (results, with `ROUTES`) and SQS (continuations).
+/// The consume use case on DynamoDB (results, with `ROUTES`) and SQS (continuations), with EMF
+/// metrics on stdout.
 pub fn aws_consumer(
     config: &crate::config::ConsumerConfig,
     aws: &aws_config::SdkConfig,
@@ -73,5 +76,6 @@ pub fn aws_consumer(
         )),
         Arc::new(SystemClock),
         ConsumeSettings::default(),
-    ))
+    )
+    .with_metrics(Metrics::lambda_stdout("consumer")))
 }
