@@ -5,7 +5,7 @@
 //! receiver, waits for the consumer and prints what was stored.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gemini_hooks::config::{ReceiveLimits, VerifierConfig};
@@ -103,7 +103,7 @@ async fn story(
     url: &str,
     gemini_url: &str,
     secret: SigningSecret,
-    data_dir: &PathBuf,
+    data_dir: &Path,
 ) -> Result<(), CliError> {
     line(
         out,
@@ -131,7 +131,7 @@ async fn story(
     let now = now_secs();
     let ok_id = new_webhook_id();
     let ok_body = event_body("batch.succeeded", SUCCEEDED_BATCH)?;
-    let steps = vec![
+    let steps = [
         Step {
             what: format!("batch.succeeded for {SUCCEEDED_BATCH}, signed"),
             delivery: Delivery::build(&signer, &ok_id, now, ok_body.clone(), false)?,

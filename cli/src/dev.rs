@@ -197,14 +197,14 @@ fn build_consumer(
     // Every table ROUTES names is its own SQLite file; open them all up front so a bad one is
     // a start-up error, not a failure on the first message of that group.
     let mut tables: HashMap<String, Arc<dyn ResultsStore>> = HashMap::new();
-    if let Some(text) = setup.routes_json.as_deref() {
-        if let Ok(map) = serde_json::from_str::<HashMap<String, Value>>(text) {
-            for table in map.values().filter_map(Value::as_str).map(str::trim) {
-                if !tables.contains_key(table) && !table.is_empty() {
-                    let path = table_path(&config.data_dir, table)?;
-                    let store = SqliteStore::open(path)?;
-                    tables.insert(table.to_owned(), Arc::new(store));
-                }
+    if let Some(text) = setup.routes_json.as_deref()
+        && let Ok(map) = serde_json::from_str::<HashMap<String, Value>>(text)
+    {
+        for table in map.values().filter_map(Value::as_str).map(str::trim) {
+            if !tables.contains_key(table) && !table.is_empty() {
+                let path = table_path(&config.data_dir, table)?;
+                let store = SqliteStore::open(path)?;
+                tables.insert(table.to_owned(), Arc::new(store));
             }
         }
     }

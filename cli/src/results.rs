@@ -160,10 +160,10 @@ pub fn job_note(job: &JobRecord) -> String {
     if let Some(g) = &job.job_group {
         parts.push(format!("group {g}"));
     }
-    if let Some(c) = &job.checkpoint {
-        if !job.state.is_terminal() {
-            parts.push(format!("at line {} (byte {})", c.lines, c.byte_offset));
-        }
+    if let Some(c) = &job.checkpoint
+        && !job.state.is_terminal()
+    {
+        parts.push(format!("at line {} (byte {})", c.lines, c.byte_offset));
     }
     parts.join(", ")
 }

@@ -338,7 +338,7 @@ pub async fn run(args: SendArgs, out: &mut dyn Write) -> Result<(), CliError> {
         return Ok(());
     }
 
-    let mut what = format!("{event_type}");
+    let mut what = event_type.clone();
     if let Some(job) = &job {
         what.push_str(&format!("  job {job}"));
     }
