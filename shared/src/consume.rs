@@ -152,6 +152,16 @@ impl Routes {
         Ok(routes)
     }
 
+    /// Every store: the default first (group `None`), then each routed group's. The reconciler
+    /// looks a job up in all of them, since it cannot know a batch's group beforehand.
+    pub fn stores(&self) -> impl Iterator<Item = (Option<&str>, &Arc<dyn ResultsStore>)> {
+        std::iter::once((None, &self.default)).chain(
+            self.groups
+                .iter()
+                .map(|(group, store)| (Some(group.as_str()), store)),
+        )
+    }
+
     /// The store for a job group.
     pub fn for_group(&self, group: Option<&str>) -> &Arc<dyn ResultsStore> {
         group

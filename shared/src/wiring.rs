@@ -79,3 +79,39 @@ pub fn aws_consumer(
     )
     .with_metrics(Metrics::lambda_stdout("consumer")))
 }
+
+/// The reconcile use case: the consumer's results stores (with `ROUTES`), recovery ids claimed in
+/// the dedupe table, synthetic events on the events queue, EMF metrics on stdout.
+pub fn aws_reconciler(
+    config: &crate::config::ReconcilerConfig,
+    aws: &aws_config::SdkConfig,
+    http: reqwest::Client,
+) -> Result<crate::reconcile::Reconciler, crate::config::ConfigError> {
+    use crate::consume::Routes;
+    use crate::enqueue_once::EnqueueOnce;
+    use crate::store::dynamodb_results::DynamoDbResultsStore;
+
+    let ddb = aws_sdk_dynamodb::Client::new(aws);
+    let default = Arc::new(DynamoDbResultsStore::new(
+        ddb.clone(),
+        config.results_table.clone(),
+    ));
+    let routes = Routes::from_config(config.routes.as_deref(), default, |table| {
+        Arc::new(DynamoDbResultsStore::new(ddb.clone(), table))
+    })?;
+    let clock = Arc::new(SystemClock);
+    Ok(crate::reconcile::Reconciler::new(
+        crate::gemini::GeminiClient::new(config.gemini.settings(), http),
+        routes,
+        EnqueueOnce::new(
+            Arc::new(DynamoDbDedupeStore::new(ddb, config.dedupe_table.clone())),
+            Arc::new(SqsEventQueue::new(
+                aws_sdk_sqs::Client::new(aws),
+                config.queue_url.clone(),
+            )),
+            clock.clone(),
+        ),
+        clock,
+        Metrics::lambda_stdout("reconciler"),
+    ))
+}
