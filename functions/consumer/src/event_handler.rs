@@ -49,14 +49,13 @@ pub(crate) async fn function_handler(
     let mut response = SqsBatchResponse::default();
     for id in failed {
         // Back off from 30 s instead of waiting out the queue's 15-minute visibility timeout.
-        if let Some((receipt, count)) = receipts.get(&id) {
-            if let Err(e) = deps
+        if let Some((receipt, count)) = receipts.get(&id)
+            && let Err(e) = deps
                 .queue
                 .delay_redelivery(receipt, retry_delay_secs(*count))
                 .await
-            {
-                tracing::warn!(message_id = %id, error = %e, "could not shorten the retry delay");
-            }
+        {
+            tracing::warn!(message_id = %id, error = %e, "could not shorten the retry delay");
         }
         let mut failure = BatchItemFailure::default();
         failure.item_identifier = id;
