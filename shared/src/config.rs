@@ -45,8 +45,10 @@ pub enum ConfigError {
 
 /// Reads variables through a lookup function so tests need not touch the process environment.
 pub struct Env<'a> {
-    lookup: Box<dyn Fn(&str) -> Option<String> + 'a>,
+    lookup: Box<Lookup<'a>>,
 }
+
+type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
 impl<'a> Env<'a> {
     /// The process environment.
@@ -381,5 +383,79 @@ impl ConsumerConfig {
             gemini: GeminiConfig::from_env(env, None)?,
             queue_url: env.required_url(env::QUEUE_URL)?,
         })
+    }
+}
+
+/// Configuration of the reconciler Lambda.
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    /// The consumer's default results table: a job finished there counts as handled.
+    pub results_table: String,
+    /// The consumer's `ROUTES`, so jobs routed to other tables are found too.
+    pub routes: Option<String>,
+    /// Recovery ids are claimed here, like webhook ids, so no run enqueues one twice.
+    pub dedupe_table: String,
+    pub queue_url: String,
+    pub gemini: GeminiConfig,
+}
+
+impl ReconcilerConfig {
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            results_table: env.required(env::RESULTS_TABLE)?,
+            routes: env.optional(env::ROUTES),
+            dedupe_table: env.required(env::DEDUPE_TABLE)?,
+            queue_url: env.required_url(env::QUEUE_URL)?,
+            gemini: GeminiConfig::from_env(env, None)?,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod reconciler_config_tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const BASE: [(&str, &str); 4] = [
+        ("RESULTS_TABLE", "results"),
+        ("DEDUPE_TABLE", "dedupe"),
+        ("QUEUE_URL", "http://127.0.0.1:5000/123/q"),
+        ("GEMINI_API_KEY", "k"),
+    ];
+
+    fn reconciler(pairs: &[(&str, &str)]) -> Result<ReconcilerConfig, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ReconcilerConfig::from_env(&Env::from_fn(|k| map.get(k).cloned()))
+    }
+
+    #[test]
+    fn when_minimal_env_should_use_defaults() {
+        let c = reconciler(&BASE).unwrap();
+        assert_eq!(c.results_table, "results");
+        assert_eq!(c.dedupe_table, "dedupe");
+        assert_eq!(c.routes, None);
+        assert_eq!(c.gemini.base_url, crate::gemini::DEFAULT_BASE_URL);
+    }
+
+    #[test]
+    fn when_required_variable_missing_should_name_it() {
+        for missing in [
+            "RESULTS_TABLE",
+            "DEDUPE_TABLE",
+            "QUEUE_URL",
+            "GEMINI_API_KEY",
+        ] {
+            let pairs: Vec<_> = BASE
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let err = reconciler(&pairs).unwrap_err();
+            assert!(err.to_string().contains(missing), "{err}");
+        }
     }
 }

@@ -21,6 +21,7 @@ use crate::gemini::{
 use crate::jobs::{Checkpoint, JobErrorInfo, JobRecord, JobState, ResultRow, RowStatus};
 use crate::results::{LineSplitter, Outcome, ResultRecord, from_inline, record_from_line};
 use crate::store::{EventQueue, QueueError, ResultsStore, StoreError};
+use crate::telemetry::{Metrics, metric};
 
 /// Tuning of the consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +152,16 @@ impl Routes {
         Ok(routes)
     }
 
+    /// Every store: the default first (group `None`), then each routed group's. The reconciler
+    /// looks a job up in all of them, since it cannot know a batch's group beforehand.
+    pub fn stores(&self) -> impl Iterator<Item = (Option<&str>, &Arc<dyn ResultsStore>)> {
+        std::iter::once((None, &self.default)).chain(
+            self.groups
+                .iter()
+                .map(|(group, store)| (Some(group.as_str()), store)),
+        )
+    }
+
     /// The store for a job group.
     pub fn for_group(&self, group: Option<&str>) -> &Arc<dyn ResultsStore> {
         group
@@ -173,6 +184,7 @@ pub struct Consumer {
     queue: Arc<dyn EventQueue>,
     clock: SharedClock,
     settings: ConsumeSettings,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -204,7 +216,14 @@ impl Consumer {
             queue,
             clock,
             settings,
+            metrics: Metrics::disabled(),
         }
+    }
+
+    /// Emits job and ingest metrics (EMF) through `metrics`; off by default (local mode).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Handles a batch of messages concurrently (bounded) and returns the ids of those that
@@ -219,10 +238,12 @@ impl Consumer {
                 let this = Arc::clone(self);
                 async move {
                     let id = message.id.clone();
+                    let metrics = self.metrics.clone();
                     let task = tokio::spawn(async move { this.handle_message(&message.body, deadline_ms).await });
                     match task.await {
                         Ok(Ok(_)) => None,
                         Ok(Err(e)) => {
+                            metrics.set().reason(e.code()).count(metric::MESSAGES_FAILED, 1).flush();
                             if e.is_retryable() {
                                 tracing::warn!(message_id = %id, outcome = e.code(), error = %e, "message will be retried");
                             } else {
@@ -231,6 +252,7 @@ impl Consumer {
                             Some(id)
                         }
                         Err(join) => {
+                            metrics.set().reason("panic").count(metric::MESSAGES_FAILED, 1).flush();
                             tracing::error!(message_id = %id, outcome = "panic", error = %join, "handler panicked");
                             Some(id)
                         }
@@ -402,6 +424,20 @@ impl Consumer {
             return Ok(Handled::Skipped {
                 reason: "a newer state was stored concurrently".into(),
             });
+        }
+        let counter = match state {
+            JobState::Succeeded => Some(metric::JOBS_SUCCEEDED),
+            JobState::Failed => Some(metric::JOBS_FAILED),
+            JobState::Expired => Some(metric::JOBS_EXPIRED),
+            JobState::Cancelled => Some(metric::JOBS_CANCELLED),
+            _ => None,
+        };
+        if let Some(counter) = counter {
+            self.metrics
+                .set()
+                .count(counter, 1)
+                .property("job_id", job_id.as_str())
+                .flush();
         }
         match state {
             JobState::Failed | JobState::Expired | JobState::Cancelled => {
@@ -602,35 +638,35 @@ impl Consumer {
                     "ingest progress"
                 );
             }
-            if let Some(deadline) = deadline_ms {
-                if deadline.saturating_sub(self.clock.now_ms()) < self.settings.deadline_margin_ms {
-                    self.flush(store.as_ref(), &mut job, &mut pending).await?;
-                    self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved)
-                        .await?;
-                    let continuation = QueueEnvelope::Continuation(Continuation {
-                        job_id: job.job_id.clone(),
-                        file: file.clone(),
-                        byte_offset: saved.offset,
-                        lines: saved.lines,
-                        webhook_id,
-                        job_group: job.job_group.clone(),
-                        part: part + 1,
-                    });
-                    let message = continuation.to_message().map_err(|e| {
-                        ConsumeError::Poison(format!("cannot serialise continuation: {e}"))
-                    })?;
-                    self.queue.enqueue(&message).await?;
-                    tracing::info!(
-                        byte_offset = saved.offset,
-                        lines = saved.lines,
-                        part = part + 1,
-                        "deadline near: handed the rest to a continuation"
-                    );
-                    return Ok(Handled::Continued {
-                        job_id: job.job_id.clone(),
-                        byte_offset: saved.offset,
-                    });
-                }
+            if let Some(deadline) = deadline_ms
+                && deadline.saturating_sub(self.clock.now_ms()) < self.settings.deadline_margin_ms
+            {
+                self.flush(store.as_ref(), &mut job, &mut pending).await?;
+                self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved)
+                    .await?;
+                let continuation = QueueEnvelope::Continuation(Continuation {
+                    job_id: job.job_id.clone(),
+                    file: file.clone(),
+                    byte_offset: saved.offset,
+                    lines: saved.lines,
+                    webhook_id,
+                    job_group: job.job_group.clone(),
+                    part: part + 1,
+                });
+                let message = continuation.to_message().map_err(|e| {
+                    ConsumeError::Poison(format!("cannot serialise continuation: {e}"))
+                })?;
+                self.queue.enqueue(&message).await?;
+                tracing::info!(
+                    byte_offset = saved.offset,
+                    lines = saved.lines,
+                    part = part + 1,
+                    "deadline near: handed the rest to a continuation"
+                );
+                return Ok(Handled::Continued {
+                    job_id: job.job_id.clone(),
+                    byte_offset: saved.offset,
+                });
             }
         }
         self.flush(store.as_ref(), &mut job, &mut pending).await?;
@@ -697,6 +733,18 @@ impl Consumer {
             lag_ms = job.event_received_at_ms.map(|r| now - r),
             "results ingested"
         );
+        let mut set = self
+            .metrics
+            .set()
+            .count(metric::JOBS_SUCCEEDED, 1)
+            .count(metric::ROWS_INGESTED, job.counts.rows_ingested)
+            .count(metric::ERROR_ROWS, job.counts.error_rows)
+            .count(metric::MALFORMED_ROWS, job.counts.malformed_rows)
+            .property("job_id", job.job_id.as_str());
+        if let Some(received) = job.event_received_at_ms {
+            set = set.milliseconds(metric::INGEST_LAG, now - received);
+        }
+        set.flush();
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ use tracing::Instrument;
 
 use crate::receive::{Delivery, Receipt, ReceiveError, Receiver};
 use crate::store::QueueError;
+use crate::telemetry::{Metrics, metric};
 use crate::verify::FailureClass;
 
 /// Seconds a sender should wait after a 503 (our own dependency failed).
@@ -112,6 +113,7 @@ pub async fn handle(
     deadline_ms: Option<i64>,
 ) -> HttpReply {
     if method != Method::POST {
+        record_metrics(receiver.metrics(), Err("method_not_allowed"), false);
         tracing::info!(
             status = 405,
             outcome = "method_not_allowed",
@@ -133,6 +135,11 @@ pub async fn handle(
         };
         let result = receiver.receive(delivery).await;
         let reply = reply(&result);
+        record_metrics(
+            receiver.metrics(),
+            result.as_ref().map_err(ReceiveError::code),
+            matches!(result, Err(ReceiveError::Queue(_))),
+        );
         match &result {
             Ok(Receipt::Accepted { .. }) => tracing::info!(status = reply.status, outcome = "accepted", "delivery accepted"),
             Ok(Receipt::Duplicate { .. }) => tracing::info!(status = reply.status, outcome = "duplicate", "duplicate delivery"),
@@ -145,4 +152,23 @@ pub async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// One EMF line per request: accepted, duplicate, or rejected with its error code as `Reason`
+/// (plus an enqueue failure when the queue refused a claimed delivery).
+fn record_metrics(metrics: &Metrics, outcome: Result<&Receipt, &str>, enqueue_failed: bool) {
+    match outcome {
+        Ok(Receipt::Accepted { .. }) => metrics.count(metric::DELIVERIES_ACCEPTED, 1),
+        Ok(Receipt::Duplicate { .. }) => metrics.count(metric::DELIVERIES_DUPLICATE, 1),
+        Err(code) => {
+            let mut set = metrics
+                .set()
+                .reason(code)
+                .count(metric::DELIVERIES_REJECTED, 1);
+            if enqueue_failed {
+                set = set.count(metric::ENQUEUE_FAILURES, 1);
+            }
+            set.flush();
+        }
+    }
 }

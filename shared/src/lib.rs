@@ -8,12 +8,14 @@
 pub mod clock;
 pub mod config;
 pub mod consume;
+pub mod enqueue_once;
 pub mod envelope;
 pub mod event;
 pub mod gemini;
 pub mod http;
 pub mod jobs;
 pub mod receive;
+pub mod reconcile;
 pub mod results;
 pub mod store;
 pub mod telemetry;

@@ -1,7 +1,8 @@
 //! The receive use case: verify → claim → enqueue → complete (DESIGN §4–5).
 //!
 //! Enqueue success is the commit point. A claim is released whenever the enqueue fails, so the
-//! sender's retry can succeed; a lease lets a retry take over a claim whose holder died.
+//! sender's retry can succeed; a lease lets a retry take over a claim whose holder died. The
+//! claim/enqueue sequence itself lives in [`crate::enqueue_once`], shared with the reconciler.
 
 use std::sync::Arc;
 
@@ -9,19 +10,17 @@ use http::HeaderMap;
 
 use crate::clock::SharedClock;
 use crate::config::ReceiveLimits;
+use crate::enqueue_once::{EnqueueOnce, OnceError, OnceOutcome, OnceRequest};
 use crate::envelope::{EventSummary, QueueEnvelope, WebhookEnvelope};
 use crate::event::{Event, EventError};
-use crate::store::{
-    ClaimOutcome, ClaimRequest, DedupeStatus, DedupeStore, EventQueue, QueueError, StoreError,
-};
+use crate::store::{DedupeStore, EventQueue, QueueError, StoreError};
+use crate::telemetry::Metrics;
 use crate::verify::{VerifyError, WebhookVerifier, sha256_hex};
 
 /// Lease of a claim when the caller has no invocation deadline (local mode).
 pub const DEFAULT_LEASE_MS: i64 = 30_000;
 /// Added to an invocation deadline: the runtime kills the function slightly after it.
-pub const DEADLINE_LEASE_MARGIN_MS: i64 = 2_000;
-/// Claim attempts when the stored record changes under us (Powertools retries the same way).
-const CLAIM_ATTEMPTS: usize = 3;
+pub const DEADLINE_LEASE_MARGIN_MS: i64 = crate::enqueue_once::DEADLINE_LEASE_MARGIN_MS;
 
 /// One HTTP delivery as the transport saw it. `body` is the raw bytes (base64 already decoded).
 #[derive(Debug, Clone, Copy)]
@@ -89,11 +88,11 @@ impl ReceiveError {
 #[derive(Clone)]
 pub struct Receiver {
     verifier: Arc<WebhookVerifier>,
-    dedupe: Arc<dyn DedupeStore>,
-    queue: Arc<dyn EventQueue>,
+    once: EnqueueOnce,
     clock: SharedClock,
     limits: ReceiveLimits,
     lease_ms: i64,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -115,12 +114,23 @@ impl Receiver {
     ) -> Self {
         Self {
             verifier,
-            dedupe,
-            queue,
+            once: EnqueueOnce::new(dedupe, queue, Arc::clone(&clock)),
             clock,
             limits,
             lease_ms: DEFAULT_LEASE_MS,
+            metrics: Metrics::disabled(),
         }
+    }
+
+    /// Emits delivery metrics (EMF) through `metrics`; off by default (local mode).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where the HTTP layer reports each delivery's outcome.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Overrides the lease used when a delivery has no deadline.
@@ -161,118 +171,46 @@ impl Receiver {
         }
 
         let body_sha256 = sha256_hex(delivery.body);
-        let owner = uuid::Uuid::new_v4().to_string();
         let retention_secs =
             i64::try_from(self.limits.retention_hours.saturating_mul(3600)).unwrap_or(i64::MAX);
-        for _ in 0..CLAIM_ATTEMPTS {
-            let now_ms = self.clock.now_ms();
-            let lease_until_ms = match delivery.deadline_ms {
-                Some(deadline) => deadline
-                    .max(now_ms)
-                    .saturating_add(DEADLINE_LEASE_MARGIN_MS),
-                None => now_ms.saturating_add(self.lease_ms),
-            };
-            let request = ClaimRequest {
-                webhook_id: verified.webhook_id.clone(),
-                owner: owner.clone(),
-                body_sha256: body_sha256.clone(),
-                now_ms,
-                lease_until_ms,
-                expires_at: now_ms.div_euclid(1000).saturating_add(retention_secs),
-            };
-            match self
-                .dedupe
-                .claim(&request)
-                .await
-                .map_err(ReceiveError::Store)?
-            {
-                ClaimOutcome::Claimed => {
-                    let envelope = QueueEnvelope::Webhook(WebhookEnvelope {
-                        webhook_id: verified.webhook_id.clone(),
-                        received_at_ms,
-                        signature_mode: verified.mode,
-                        event: EventSummary::from(&event),
-                        raw_event,
-                        user_metadata: event.user_metadata.clone(),
-                    });
-                    return self.enqueue_claimed(&request, &envelope).await;
-                }
-                ClaimOutcome::Existing(record) => {
-                    if record.body_sha256 != body_sha256 {
-                        tracing::error!(
-                            webhook_id = %verified.webhook_id,
-                            "webhook id reused with a different body: forged, replayed or buggy sender"
-                        );
-                        return Err(ReceiveError::BodyMismatch {
-                            webhook_id: verified.webhook_id,
-                        });
-                    }
-                    match record.status {
-                        DedupeStatus::Enqueued => {
-                            return Ok(Receipt::Duplicate {
-                                webhook_id: verified.webhook_id,
-                            });
-                        }
-                        DedupeStatus::Pending if record.lease_until_ms >= now_ms => {
-                            let wait_ms = record.lease_until_ms.saturating_sub(now_ms);
-                            let retry_after_secs =
-                                u64::try_from(wait_ms.saturating_add(999) / 1000)
-                                    .unwrap_or(1)
-                                    .max(1);
-                            return Err(ReceiveError::InFlight {
-                                webhook_id: verified.webhook_id,
-                                retry_after_secs,
-                            });
-                        }
-                        // The record changed between the condition and our read; try again.
-                        DedupeStatus::Pending => continue,
-                    }
-                }
-            }
-        }
-        Err(ReceiveError::Store(StoreError::Unavailable(
-            "the dedupe record kept changing; giving up for this attempt".into(),
-        )))
-    }
-
-    async fn enqueue_claimed(
-        &self,
-        claim: &ClaimRequest,
-        envelope: &QueueEnvelope,
-    ) -> Result<Receipt, ReceiveError> {
-        let message = match envelope.to_message() {
-            Ok(m) => m,
-            Err(e) => {
-                self.release(claim).await;
-                return Err(ReceiveError::Envelope(e.to_string()));
-            }
+        let message = QueueEnvelope::Webhook(WebhookEnvelope {
+            webhook_id: verified.webhook_id.clone(),
+            received_at_ms,
+            signature_mode: verified.mode,
+            event: EventSummary::from(&event),
+            raw_event,
+            user_metadata: event.user_metadata.clone(),
+        })
+        .to_message()
+        .map_err(|e| ReceiveError::Envelope(e.to_string()))?;
+        let request = OnceRequest {
+            id: &verified.webhook_id,
+            body_sha256: &body_sha256,
+            message: &message,
+            deadline_ms: delivery.deadline_ms,
+            lease_ms: self.lease_ms,
+            retention_secs,
         };
-        match self.queue.enqueue(&message).await {
-            Ok(message_id) => {
-                // Committed. A failed completion only leaves the record PENDING until its lease
-                // ends; a later retry may then enqueue again, which the consumer absorbs.
-                if let Err(e) = self
-                    .dedupe
-                    .complete(&claim.webhook_id, &claim.owner, &message_id)
-                    .await
-                {
-                    tracing::warn!(error = %e, "enqueued, but marking the dedupe record ENQUEUED failed");
-                }
-                Ok(Receipt::Accepted {
-                    webhook_id: claim.webhook_id.clone(),
-                    message_id,
-                })
+        let webhook_id = verified.webhook_id.clone();
+        match self.once.enqueue(&request).await {
+            Ok(OnceOutcome::Enqueued { message_id }) => Ok(Receipt::Accepted {
+                webhook_id,
+                message_id,
+            }),
+            Ok(OnceOutcome::AlreadyEnqueued) => Ok(Receipt::Duplicate { webhook_id }),
+            Ok(OnceOutcome::InFlight { retry_after_secs }) => Err(ReceiveError::InFlight {
+                webhook_id,
+                retry_after_secs,
+            }),
+            Ok(OnceOutcome::BodyMismatch) => {
+                tracing::error!(
+                    webhook_id = %webhook_id,
+                    "webhook id reused with a different body: forged, replayed or buggy sender"
+                );
+                Err(ReceiveError::BodyMismatch { webhook_id })
             }
-            Err(e) => {
-                self.release(claim).await;
-                Err(ReceiveError::Queue(e))
-            }
-        }
-    }
-
-    async fn release(&self, claim: &ClaimRequest) {
-        if let Err(e) = self.dedupe.release(&claim.webhook_id, &claim.owner).await {
-            tracing::warn!(error = %e, "releasing the claim failed; a retry can take over after the lease");
+            Err(OnceError::Store(e)) => Err(ReceiveError::Store(e)),
+            Err(OnceError::Queue(e)) => Err(ReceiveError::Queue(e)),
         }
     }
 }

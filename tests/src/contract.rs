@@ -139,3 +139,226 @@ pub async fn dedupe_store_contract(store: Arc<dyn DedupeStore>, prefix: &str) {
     }
     assert_eq!(winners, 1, "exactly one concurrent claim may win");
 }
+
+use gemini_hooks::event::JobKind;
+use gemini_hooks::jobs::{JobRecord, JobState, ResultRow, RowStatus};
+use gemini_hooks::store::ResultsStore;
+use serde_json::json;
+
+fn job(id: &str, state: JobState, updated_at_ms: i64) -> JobRecord {
+    let mut record = JobRecord::new(id, JobKind::Batch, NOW_MS);
+    record.state = state;
+    record.updated_at_ms = updated_at_ms;
+    record.last_event = Some("batch.succeeded".to_owned());
+    record.user_metadata = Some(json!({"job_group": "contract", "n": 1}));
+    record.job_group = Some("contract".to_owned());
+    record
+}
+
+fn row(job_id: &str, key: &str, line: u64, status: RowStatus) -> ResultRow {
+    let ok = status == RowStatus::Ok;
+    ResultRow {
+        job_id: job_id.to_owned(),
+        key: key.to_owned(),
+        line,
+        status,
+        text: ok.then(|| format!("answer for {key}")),
+        finish_reason: ok.then(|| "STOP".to_owned()),
+        prompt_tokens: ok.then_some(12),
+        candidates_tokens: ok.then_some(34),
+        total_tokens: ok.then_some(46),
+        thoughts_tokens: None,
+        model_version: ok.then(|| "gemini-2.5-flash".to_owned()),
+        response_json: ok
+            .then(|| json!({"candidates": [{"content": {"parts": [{"text": key}]}}]}).to_string()),
+        error_code: (status == RowStatus::Error).then_some(3),
+        error_message: (!ok).then(|| format!("{key} failed")),
+        user_metadata: Some(json!({"job_group": "contract"})),
+        ingested_at_ms: NOW_MS,
+    }
+}
+
+async fn must_save(store: &dyn ResultsStore, record: &JobRecord, expected: bool, why: &str) {
+    match store.save_job(record).await {
+        Ok(saved) => assert_eq!(saved, expected, "{why}"),
+        Err(e) => panic!("save_job failed ({why}): {e}"),
+    }
+}
+
+async fn must_load(store: &dyn ResultsStore, job_id: &str) -> JobRecord {
+    match store.load_job(job_id).await {
+        Ok(Some(r)) => r,
+        other => panic!("expected a stored job {job_id}, got {other:?}"),
+    }
+}
+
+async fn must_list_rows(store: &dyn ResultsStore, job_id: &str) -> Vec<ResultRow> {
+    store
+        .list_rows(job_id)
+        .await
+        .unwrap_or_else(|e| panic!("list_rows({job_id}): {e}"))
+}
+
+/// Runs every rule of the results store (DESIGN §6–7): forward-only job state, idempotent rows
+/// keyed `(job_id, key)`, ordering of the listings. `prefix` keeps job ids unique per run.
+pub async fn results_store_contract(store: Arc<dyn ResultsStore>, prefix: &str) {
+    let s = store.as_ref();
+    let id = format!("batches/{prefix}-forward");
+
+    // Absent job → None; the first save writes the whole record.
+    assert_eq!(
+        s.load_job(&id)
+            .await
+            .unwrap_or_else(|e| panic!("load: {e}")),
+        None
+    );
+    let received = job(&id, JobState::Received, NOW_MS);
+    must_save(s, &received, true, "first save").await;
+    assert_eq!(
+        must_load(s, &id).await,
+        received,
+        "record must round-trip unchanged"
+    );
+
+    // Same state again (a replay) is allowed and overwrites; forward moves are allowed.
+    let mut again = received.clone();
+    again.counts.rows_ingested = 7;
+    must_save(s, &again, true, "same state replay").await;
+    assert_eq!(must_load(s, &id).await.counts.rows_ingested, 7);
+    let mut ingesting = job(&id, JobState::Ingesting, NOW_MS + 10);
+    ingesting.checkpoint = Some(gemini_hooks::jobs::Checkpoint {
+        file: "files/batch-x".to_owned(),
+        byte_offset: 1234,
+        lines: 10,
+    });
+    must_save(s, &ingesting, true, "RECEIVED → INGESTING").await;
+
+    // Backwards is refused and writes nothing.
+    let running = job(&id, JobState::Running, NOW_MS + 20);
+    must_save(s, &running, false, "INGESTING → RUNNING must be refused").await;
+    assert_eq!(
+        must_load(s, &id).await,
+        ingesting,
+        "a refused save must not write"
+    );
+
+    // Terminal states never replace one another.
+    let mut done = job(&id, JobState::Succeeded, NOW_MS + 30);
+    done.completed_at_ms = Some(NOW_MS + 30);
+    done.output = Some(json!({"responsesFile": "files/batch-x"}));
+    must_save(s, &done, true, "INGESTING → SUCCEEDED").await;
+    must_save(
+        s,
+        &job(&id, JobState::Failed, NOW_MS + 40),
+        false,
+        "SUCCEEDED → FAILED",
+    )
+    .await;
+    must_save(
+        s,
+        &job(&id, JobState::Ingesting, NOW_MS + 50),
+        false,
+        "SUCCEEDED → INGESTING",
+    )
+    .await;
+    assert_eq!(must_load(s, &id).await, done);
+
+    // Concurrent saves of different states: the furthest state wins, whatever the order.
+    let race = format!("batches/{prefix}-race");
+    let mut tasks = Vec::new();
+    for (i, state) in [
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Pending,
+        JobState::Ingesting,
+        JobState::Received,
+        JobState::Running,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let store = Arc::clone(&store);
+        let record = job(&race, state, NOW_MS + i64::try_from(i).unwrap_or(0));
+        tasks.push(tokio::spawn(async move { store.save_job(&record).await }));
+    }
+    for t in tasks {
+        match t.await {
+            Ok(Ok(_)) => {}
+            other => panic!("concurrent save failed: {other:?}"),
+        }
+    }
+    assert_eq!(must_load(s, &race).await.state, JobState::Succeeded);
+
+    // Rows: upsert by (job_id, key), listed in key order, isolated per job.
+    let rows_job = format!("batches/{prefix}-rows");
+    let other_job = format!("batches/{prefix}-other");
+    let first = vec![
+        row(&rows_job, "k-2", 2, RowStatus::Error),
+        row(&rows_job, "k-1", 1, RowStatus::Ok),
+        row(&rows_job, "k-3", 3, RowStatus::Malformed),
+    ];
+    s.put_rows(&first)
+        .await
+        .unwrap_or_else(|e| panic!("put_rows: {e}"));
+    s.put_rows(&[row(&other_job, "k-1", 1, RowStatus::Ok)])
+        .await
+        .unwrap_or_else(|e| panic!("put_rows other: {e}"));
+    s.put_rows(&[])
+        .await
+        .unwrap_or_else(|e| panic!("put_rows of nothing: {e}"));
+    let listed = must_list_rows(s, &rows_job).await;
+    let mut expected = first.clone();
+    expected.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(listed, expected, "rows must round-trip, ordered by key");
+
+    // A replay overwrites (same count), a changed row replaces the old one.
+    let mut replay = first.clone();
+    replay[0] = row(&rows_job, "k-2", 2, RowStatus::Ok);
+    s.put_rows(&replay)
+        .await
+        .unwrap_or_else(|e| panic!("replay: {e}"));
+    let listed = must_list_rows(s, &rows_job).await;
+    assert_eq!(listed.len(), 3, "a replay must not duplicate rows");
+    assert_eq!(listed[1], replay[0]);
+    assert_eq!(must_list_rows(s, &other_job).await.len(), 1);
+    assert!(
+        must_list_rows(s, &format!("batches/{prefix}-none"))
+            .await
+            .is_empty()
+    );
+
+    // Many rows in one call (adapters chunk as their backend requires), and a large response.
+    let many_job = format!("batches/{prefix}-many");
+    let mut many: Vec<ResultRow> = (1..=260)
+        .map(|i| row(&many_job, &format!("req-{i:04}"), i, RowStatus::Ok))
+        .collect();
+    many[7].text = Some("ü€ — ".repeat(4000));
+    s.put_rows(&many)
+        .await
+        .unwrap_or_else(|e| panic!("put_rows many: {e}"));
+    assert_eq!(must_list_rows(s, &many_job).await, many);
+
+    // Jobs are listed newest update first.
+    let newest = format!("batches/{prefix}-newest");
+    must_save(
+        s,
+        &job(&newest, JobState::Running, NOW_MS + 1_000_000),
+        true,
+        "newest",
+    )
+    .await;
+    let listed: Vec<String> = s
+        .list_jobs()
+        .await
+        .unwrap_or_else(|e| panic!("list_jobs: {e}"))
+        .into_iter()
+        .filter(|j| j.job_id.starts_with(&format!("batches/{prefix}-")))
+        .map(|j| j.job_id)
+        .collect();
+    assert_eq!(
+        listed.first(),
+        Some(&newest),
+        "newest job first: {listed:?}"
+    );
+    assert!(listed.contains(&id) && listed.contains(&race), "{listed:?}");
+}

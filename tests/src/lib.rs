@@ -7,5 +7,6 @@ pub mod contract;
 pub mod delivery;
 pub mod fake_gemini;
 pub mod jwt;
+pub mod local;
 pub mod moto;
 pub mod runtime_api;

@@ -1,4 +1,4 @@
-//! The dedupe-lease contract against DynamoDB (moto server).
+//! The dedupe-lease contract against DynamoDB (moto server) and SQLite (local mode).
 
 use std::sync::Arc;
 
@@ -11,4 +11,24 @@ async fn dynamodb_dedupe_store_obeys_the_contract() {
     let table = moto::unique_name("dedupe");
     moto::create_dedupe_table(&ddb, &table).await;
     contract::dedupe_store_contract(Arc::new(DynamoDbDedupeStore::new(ddb, table)), "ddb").await;
+}
+
+/// The same contract against the embedded SQLite store of local mode: one suite, two backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_dedupe_store_obeys_the_contract() {
+    let dir = gemini_hooks_tests::local::TempDir::new("dedupe-contract");
+    let store = gemini_hooks::store::sqlite::SqliteStore::open(dir.join("store.sqlite3"))
+        .unwrap_or_else(|e| panic!("open: {e}"));
+    contract::dedupe_store_contract(Arc::new(store), "sqlite").await;
+}
+
+/// The results-store contract (forward-only jobs, idempotent rows) against DynamoDB; the SQLite
+/// run lives in `sqlite_store.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_results_store_obeys_the_contract() {
+    let ddb = moto::dynamodb().await;
+    let table = moto::unique_name("results");
+    moto::create_results_table(&ddb, &table).await;
+    let store = gemini_hooks::store::dynamodb_results::DynamoDbResultsStore::new(ddb, table);
+    contract::results_store_contract(Arc::new(store), "ddb").await;
 }

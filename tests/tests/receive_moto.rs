@@ -370,7 +370,8 @@ async fn bad_input_rows_of_the_contract() {
         .unwrap_or_else(|e| panic!("{e}"));
     let not_json = b"definitely not json".to_vec();
     let not_event = br#"{"kind":"batch.succeeded"}"#.to_vec();
-    let cases: Vec<(&str, Vec<(String, String)>, Vec<u8>, u16, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(String, String)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "missing webhook-id",
             without("webhook-id"),

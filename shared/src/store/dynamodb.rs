@@ -85,6 +85,15 @@ fn record_from_item(item: &HashMap<String, AttributeValue>) -> Result<DedupeReco
     })
 }
 
+/// An owner-guarded write failed: its condition (another owner) or the store itself.
+fn owner_error(condition_failed: bool, message: String) -> StoreError {
+    if condition_failed {
+        StoreError::NotOwner
+    } else {
+        StoreError::Unavailable(message)
+    }
+}
+
 #[async_trait]
 impl DedupeStore for DynamoDbDedupeStore {
     async fn claim(&self, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
@@ -151,20 +160,12 @@ impl DedupeStore for DynamoDbDedupeStore {
             .expression_attribute_values(":me", s(owner))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                let message = sdk_message(&err);
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception())
-                {
-                    Err(StoreError::NotOwner)
-                } else {
-                    Err(StoreError::Unavailable(message))
-                }
-            }
-        }
+        result.map(|_| ()).map_err(|err| {
+            let conflict = err
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception());
+            owner_error(conflict, sdk_message(&err))
+        })
     }
 
     async fn release(&self, webhook_id: &str, owner: &str) -> Result<(), StoreError> {
@@ -180,20 +181,12 @@ impl DedupeStore for DynamoDbDedupeStore {
             .expression_attribute_values(":pending", s(DedupeStatus::Pending.as_str()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                let message = sdk_message(&err);
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception())
-                {
-                    Err(StoreError::NotOwner)
-                } else {
-                    Err(StoreError::Unavailable(message))
-                }
-            }
-        }
+        result.map(|_| ()).map_err(|err| {
+            let conflict = err
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception());
+            owner_error(conflict, sdk_message(&err))
+        })
     }
 }
 

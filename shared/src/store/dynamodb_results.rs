@@ -381,7 +381,7 @@ impl ResultsStore for DynamoDbResultsStore {
                 _ => break,
             }
         }
-        jobs.sort_by(|a, b| b.updated_at_ms.cmp(&a.updated_at_ms));
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.updated_at_ms));
         Ok(jobs)
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod dynamodb;
 pub mod dynamodb_results;
+pub mod sqlite;
 pub mod sqs;
 
 use async_trait::async_trait;
@@ -136,6 +137,28 @@ pub struct OutgoingMessage {
     pub attributes: Vec<(String, String)>,
 }
 
+impl OutgoingMessage {
+    /// Size as SQS counts it (body plus attribute names, types and values).
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + "String".len())
+                .sum::<usize>()
+    }
+
+    /// Rejects a message larger than `limit` bytes, so every queue fails the same clear way.
+    pub fn check_size(&self, limit: usize) -> Result<usize, QueueError> {
+        let size = self.size();
+        if size > limit {
+            Err(QueueError::TooLarge { bytes: size })
+        } else {
+            Ok(size)
+        }
+    }
+}
+
 /// Failures of a queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
@@ -151,6 +174,27 @@ pub trait EventQueue: Send + Sync {
     /// Durably enqueues one message; success is the receiver's commit point. Returns the
     /// queue's message id.
     async fn enqueue(&self, message: &OutgoingMessage) -> Result<String, QueueError>;
+}
+
+/// Job records and result rows (one "results table"; `ROUTES` may select another per group).
+#[async_trait]
+pub trait ResultsStore: Send + Sync {
+    /// The record of `job_id`, if any.
+    async fn load_job(&self, job_id: &str) -> Result<Option<crate::jobs::JobRecord>, StoreError>;
+
+    /// Writes the whole record if none is stored, or the stored state may become the new one
+    /// ([`crate::jobs::JobState::may_become`]), atomically. Returns `false` (and writes
+    /// nothing) when the stored job is already further along.
+    async fn save_job(&self, record: &crate::jobs::JobRecord) -> Result<bool, StoreError>;
+
+    /// Upserts rows keyed `(job_id, key)`; a replay overwrites identical rows.
+    async fn put_rows(&self, rows: &[crate::jobs::ResultRow]) -> Result<(), StoreError>;
+
+    /// Every row of a job, ordered by key (tests, `gemini-hooks results`). Adapters may page.
+    async fn list_rows(&self, job_id: &str) -> Result<Vec<crate::jobs::ResultRow>, StoreError>;
+
+    /// Every job record, newest `updated_at_ms` first (local tooling; not used on hot paths).
+    async fn list_jobs(&self) -> Result<Vec<crate::jobs::JobRecord>, StoreError>;
 }
 
 #[cfg(test)]
@@ -219,25 +263,4 @@ mod tests {
         }
         assert_eq!(DedupeStatus::parse("COMPLETED"), None);
     }
-}
-
-/// Job records and result rows (one "results table"; `ROUTES` may select another per group).
-#[async_trait]
-pub trait ResultsStore: Send + Sync {
-    /// The record of `job_id`, if any.
-    async fn load_job(&self, job_id: &str) -> Result<Option<crate::jobs::JobRecord>, StoreError>;
-
-    /// Writes the whole record if none is stored, or the stored state may become the new one
-    /// ([`crate::jobs::JobState::may_become`]), atomically. Returns `false` (and writes
-    /// nothing) when the stored job is already further along.
-    async fn save_job(&self, record: &crate::jobs::JobRecord) -> Result<bool, StoreError>;
-
-    /// Upserts rows keyed `(job_id, key)`; a replay overwrites identical rows.
-    async fn put_rows(&self, rows: &[crate::jobs::ResultRow]) -> Result<(), StoreError>;
-
-    /// Every row of a job, ordered by key (tests, `gemini-hooks results`). Adapters may page.
-    async fn list_rows(&self, job_id: &str) -> Result<Vec<crate::jobs::ResultRow>, StoreError>;
-
-    /// Every job record, newest `updated_at_ms` first (local tooling; not used on hot paths).
-    async fn list_jobs(&self) -> Result<Vec<crate::jobs::JobRecord>, StoreError>;
 }

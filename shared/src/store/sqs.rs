@@ -35,15 +35,7 @@ impl SqsEventQueue {
 #[async_trait]
 impl EventQueue for SqsEventQueue {
     async fn enqueue(&self, message: &OutgoingMessage) -> Result<String, QueueError> {
-        let size = message.body.len()
-            + message
-                .attributes
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + "String".len())
-                .sum::<usize>();
-        if size > MAX_MESSAGE_BYTES {
-            return Err(QueueError::TooLarge { bytes: size });
-        }
+        let size = message.check_size(MAX_MESSAGE_BYTES)?;
         let mut request = self
             .client
             .send_message()

@@ -193,16 +193,16 @@ impl WebhookVerifier {
     ) -> Result<VerifiedDelivery, VerifyError> {
         let jwt = self.jwt.as_ref().ok_or(VerifyError::DynamicNotConfigured)?;
         let claims = jwt.verify(token, now_secs).await?;
-        if let Some(expected) = BODY_DIGEST_CLAIMS
+        let digest_claim = BODY_DIGEST_CLAIMS
             .iter()
-            .find_map(|name| claims.get(*name).and_then(serde_json::Value::as_str))
-        {
-            if !constant_time_eq(
+            .find_map(|name| claims.get(*name).and_then(serde_json::Value::as_str));
+        if let Some(expected) = digest_claim
+            && !constant_time_eq(
                 expected.to_ascii_lowercase().as_bytes(),
                 sha256_hex(body).as_bytes(),
-            ) {
-                return Err(VerifyError::JwtClaimMismatch("body digest"));
-            }
+            )
+        {
+            return Err(VerifyError::JwtClaimMismatch("body digest"));
         }
         // Gemini does not document whether dynamic deliveries carry webhook-id/-timestamp: use
         // them when present and well-formed, otherwise derive them from the verified token.

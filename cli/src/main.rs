@@ -1,0 +1,101 @@
+//! `gemini-hooks`: the local pipeline (`dev`, `demo`) and developer tools (`send`, `verify`,
+//! `results`, `jwks`, `secret`). This file only wires: parse, set up logging, dispatch, exit.
+
+mod args;
+mod demo;
+mod dev;
+mod error;
+mod jsonfmt;
+mod keys;
+mod layout;
+mod logging;
+mod results;
+mod sample_gemini;
+mod samples;
+mod send;
+mod util;
+mod verify;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+use error::{CliError, EXIT_FAILURE};
+use gemini_hooks::telemetry::LogFormat;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let result = runtime.block_on(run(cli, &mut out));
+    let _ = out.flush();
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
+    match cli.command {
+        Command::Dev(a) => {
+            logging::init(log_format(a.log_json), "info");
+            dev::run(a, out).await.map(|()| 0)
+        }
+        Command::Demo(a) => {
+            logging::init(
+                log_format(a.log_json),
+                if a.verbose { "info" } else { "off" },
+            );
+            demo::run(a, out).await.map(|()| 0)
+        }
+        Command::Send(a) => {
+            logging::init(LogFormat::Text, "warn");
+            send::run(a, out).await.map(|()| 0)
+        }
+        Command::Verify(a) => {
+            logging::init(LogFormat::Text, "error");
+            verify::run(a, out).await.map(verify::exit_status)
+        }
+        Command::Results(a) => {
+            logging::init(LogFormat::Text, "warn");
+            results::run(a, out).await.map(|()| 0)
+        }
+        Command::Jwks(a) => {
+            logging::init(LogFormat::Text, "warn");
+            let (key, path, created) = keys::LocalKey::resolve(a.key.as_deref(), &a.data.data_dir)?;
+            if created {
+                eprintln!("generated a local signing key at {}", path.display());
+            }
+            let text = serde_json::to_string_pretty(&key.jwks(key.kid()))
+                .map_err(|e| CliError::Failed(format!("cannot encode the JWKS: {e}")))?;
+            util::line(out, &text).map(|()| 0)
+        }
+        Command::Secret => {
+            let secret = gemini_hooks::verify::standard::SigningSecret::generate();
+            util::line(out, &secret.to_whsec()).map(|()| 0)
+        }
+    }
+}
+
+fn log_format(json: bool) -> LogFormat {
+    if json {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    }
+}

@@ -1,0 +1,299 @@
+//! `gemini-hooks results`: jobs, result rows and dead letters from the local store.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use gemini_hooks::envelope::QueueEnvelope;
+use gemini_hooks::jobs::{JobRecord, ResultRow, RowStatus};
+use gemini_hooks::store::ResultsStore;
+use gemini_hooks::store::sqlite::{DeadLetter, SqliteStore};
+use serde_json::{Value, json};
+
+use crate::args::ResultsArgs;
+use crate::error::CliError;
+use crate::layout::{store_path, table_path};
+use crate::util::{line, one_line, rfc3339_ms};
+
+/// Rows shown in a table when `--limit` is not given.
+const DEFAULT_TABLE_ROWS: usize = 50;
+/// Width of the text column.
+const TEXT_WIDTH: usize = 60;
+
+/// Opens an existing store; never creates one where there is none.
+pub fn open_existing(path: PathBuf) -> Result<SqliteStore, CliError> {
+    if !path.is_file() {
+        return Err(CliError::Usage(format!(
+            "no local store at {} — run `gemini-hooks dev` (or `gemini-hooks demo`) first, or \
+             pass --data-dir",
+            path.display()
+        )));
+    }
+    Ok(SqliteStore::open(path)?)
+}
+
+/// Finds a job by the id as typed: exact, or with the `batches/` / `interactions/` prefix.
+pub async fn find_job(store: &dyn ResultsStore, id: &str) -> Result<Option<JobRecord>, CliError> {
+    let id = id.trim();
+    for candidate in [
+        id.to_owned(),
+        format!("batches/{id}"),
+        format!("interactions/{id}"),
+    ] {
+        if let Some(job) = store.load_job(&candidate).await? {
+            return Ok(Some(job));
+        }
+    }
+    Ok(None)
+}
+
+/// Runs `gemini-hooks results`.
+pub async fn run(args: ResultsArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let data_dir = &args.data.data_dir;
+    let path = match &args.table {
+        Some(t) => table_path(data_dir, t)?,
+        None => store_path(data_dir),
+    };
+    let store = open_existing(path)?;
+    let limit = match args.limit {
+        Some(0) => usize::MAX,
+        Some(n) => n,
+        None if args.json => usize::MAX,
+        None => DEFAULT_TABLE_ROWS,
+    };
+    if args.dead_letters {
+        let dead = store.dead_letters().await?;
+        return if args.json {
+            print_json(
+                out,
+                &Value::Array(dead.iter().map(dead_letter_json).collect()),
+            )
+        } else {
+            print_dead_letters(out, &dead)
+        };
+    }
+    match &args.job {
+        None => {
+            let jobs = store.list_jobs().await?;
+            if args.json {
+                let v = serde_json::to_value(&jobs)
+                    .map_err(|e| CliError::Failed(format!("cannot encode jobs: {e}")))?;
+                print_json(out, &v)
+            } else {
+                print_jobs(out, &jobs)
+            }
+        }
+        Some(id) => {
+            let Some(job) = find_job(&store, id).await? else {
+                return Err(CliError::Failed(format!(
+                    "no job `{id}` in {} (list them with `gemini-hooks results`)",
+                    store.path().display()
+                )));
+            };
+            let mut rows = store.list_rows(&job.job_id).await?;
+            let total = rows.len();
+            rows.truncate(limit);
+            if args.json {
+                let v = json!({"job": job, "rows": rows, "total_rows": total});
+                print_json(out, &v)
+            } else {
+                print_jobs(out, std::slice::from_ref(&job))?;
+                line(out, "")?;
+                print_rows(out, &rows, total)
+            }
+        }
+    }
+}
+
+fn print_json(out: &mut dyn Write, v: &Value) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| CliError::Failed(format!("cannot encode JSON: {e}")))?;
+    line(out, &text)
+}
+
+/// Prints aligned columns.
+fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> Result<(), CliError> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let render = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    (*c).to_owned()
+                } else {
+                    format!("{c:<width$}", width = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    line(out, render(header.to_vec()).trim_end())?;
+    for r in rows {
+        line(
+            out,
+            render(r.iter().map(String::as_str).collect()).trim_end(),
+        )?;
+    }
+    Ok(())
+}
+
+/// A one-line summary of what happened to a job.
+pub fn job_note(job: &JobRecord) -> String {
+    if let Some(e) = &job.error {
+        let code = e
+            .code
+            .as_deref()
+            .map(|c| format!("error {c}: "))
+            .unwrap_or_default();
+        return one_line(&format!("{code}{}", e.message), TEXT_WIDTH);
+    }
+    let mut parts = Vec::new();
+    if let Some(n) = job.counts.request_count {
+        parts.push(format!("{n} requests"));
+    }
+    if let Some(g) = &job.job_group {
+        parts.push(format!("group {g}"));
+    }
+    if let Some(c) = &job.checkpoint
+        && !job.state.is_terminal()
+    {
+        parts.push(format!("at line {} (byte {})", c.lines, c.byte_offset));
+    }
+    parts.join(", ")
+}
+
+fn print_jobs(out: &mut dyn Write, jobs: &[JobRecord]) -> Result<(), CliError> {
+    if jobs.is_empty() {
+        return line(
+            out,
+            "No jobs yet. Deliveries show up here once the consumer has handled them.",
+        );
+    }
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.job_id.clone(),
+                kind_name(j),
+                j.state.as_str().to_owned(),
+                j.counts.rows_ingested.to_string(),
+                (j.counts.error_rows + j.counts.malformed_rows).to_string(),
+                rfc3339_ms(j.updated_at_ms),
+                job_note(j),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["JOB", "KIND", "STATE", "ROWS", "ERRORS", "UPDATED", "NOTE"],
+        &rows,
+    )
+}
+
+fn kind_name(job: &JobRecord) -> String {
+    match serde_json::to_value(job.kind) {
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// The text shown for a row: the answer, or the error.
+pub fn row_text(row: &ResultRow) -> String {
+    let text = match row.status {
+        RowStatus::Ok => row.text.clone().unwrap_or_default(),
+        RowStatus::Error | RowStatus::Malformed => {
+            let code = row
+                .error_code
+                .map(|c| format!("[{c}] "))
+                .unwrap_or_default();
+            format!("{code}{}", row.error_message.clone().unwrap_or_default())
+        }
+    };
+    one_line(&text, TEXT_WIDTH)
+}
+
+fn print_rows(out: &mut dyn Write, rows: &[ResultRow], total: usize) -> Result<(), CliError> {
+    if total == 0 {
+        return line(out, "No result rows for this job.");
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.key.clone(),
+                r.line.to_string(),
+                r.status.as_str().to_owned(),
+                r.total_tokens.map(|t| t.to_string()).unwrap_or_default(),
+                row_text(r),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["KEY", "LINE", "STATUS", "TOKENS", "TEXT / ERROR"],
+        &cells,
+    )?;
+    if rows.len() < total {
+        line(
+            out,
+            &format!(
+                "… {} of {total} rows shown (--limit 0 shows all, --json for everything)",
+                rows.len()
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Event type and job of a dead-lettered envelope, if it is one.
+fn describe_envelope(body: &str) -> (String, String) {
+    match QueueEnvelope::from_body(body) {
+        Ok(QueueEnvelope::Webhook(w)) => (
+            w.event.received_type.clone(),
+            w.event.job_id.unwrap_or_default(),
+        ),
+        Ok(QueueEnvelope::Continuation(c)) => ("continuation".into(), c.job_id),
+        Err(_) => ("(not an envelope)".into(), String::new()),
+    }
+}
+
+fn print_dead_letters(out: &mut dyn Write, dead: &[DeadLetter]) -> Result<(), CliError> {
+    if dead.is_empty() {
+        return line(out, "No dead letters.");
+    }
+    let rows: Vec<Vec<String>> = dead
+        .iter()
+        .map(|d| {
+            let (event, job) = describe_envelope(&d.body);
+            vec![
+                d.id.clone(),
+                d.receive_count.to_string(),
+                rfc3339_ms(d.dead_lettered_at_ms),
+                event,
+                job,
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["MESSAGE", "RECEIVES", "DEAD SINCE", "EVENT", "JOB"],
+        &rows,
+    )
+}
+
+fn dead_letter_json(d: &DeadLetter) -> Value {
+    json!({
+        "id": d.id,
+        "receive_count": d.receive_count,
+        "enqueued_at_ms": d.enqueued_at_ms,
+        "dead_lettered_at_ms": d.dead_lettered_at_ms,
+        "attributes": d.attributes.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "body": serde_json::from_str::<Value>(&d.body).unwrap_or_else(|_| Value::String(d.body.clone())),
+    })
+}
