@@ -3,14 +3,14 @@
 #
 #   scripts/bench.sh                      # verification + ingest at 10k, 100k, 1M lines
 #   LINES=10k,100k scripts/bench.sh       # smaller ingest sizes
-#   STORE=all scripts/bench.sh            # counting store and SQLite (once store::sqlite exists)
+#   STORE=counting scripts/bench.sh       # pipeline only (no database); default: counting and sqlite
 #
 # Needs a Rust toolchain and python3 (3.11+, with venv/pip). It builds the benchmark binaries in
 # release mode, creates ./.venv-bench with the pinned Python libraries compared against (first run
 # only, needs PyPI), then prints the verification table and the ingest table. Each measured ingest
 # runs in a process of its own so its peak RSS (VmHWM) is its own; the file server is a separate
 # process too. Environment knobs: LINES, STORE (counting|sqlite|all), ROWS_PER_WRITE (rows per
-# store write and per Python transaction, default 25 as on DynamoDB), PYTHON (interpreter used to
+# store write and per Python transaction, default 500 as in `gemini-hooks dev`), PYTHON (interpreter used to
 # create the venv), CARGO_TARGET_DIR (honoured by cargo as usual).
 set -euo pipefail
 
@@ -22,8 +22,8 @@ REQS="$REPO/bench/python/requirements.txt"
 STAMP="$VENV/.requirements.sha256"
 PYTHON="${PYTHON:-python3}"
 LINES="${LINES:-10k,100k,1m}"
-STORE="${STORE:-counting}"
-ROWS_PER_WRITE="${ROWS_PER_WRITE:-25}"
+STORE="${STORE:-all}"
+ROWS_PER_WRITE="${ROWS_PER_WRITE:-500}"
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 WORK="$REPO/target/bench"
 

@@ -238,16 +238,18 @@ def main():
     p.add_argument("--api-key", required=True)
     p.add_argument("--store", choices=["sqlite", "count"], default="sqlite")
     p.add_argument("--db", default="ingest-python.sqlite3")
-    p.add_argument("--batch", type=int, default=25, help="rows per transaction")
+    p.add_argument("--batch", type=int, default=500, help="rows per transaction")
     p.add_argument("--synchronous", default="FULL", help="SQLite synchronous pragma")
     p.add_argument("--lines", type=int, default=None, help="expected line count (checked)")
     args = p.parse_args()
 
     sink = SqliteSink(args.db, args.synchronous) if args.store == "sqlite" else CountingSink()
     rss_before = status_kb("VmRSS")
+    cpu_before = time.process_time()
     started = time.perf_counter()
     lines, counts = ingest(args, sink)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_before
     rows = sum(counts.values())
     if args.store == "sqlite":
         stored = sink.db.execute("SELECT count(*) FROM result_rows WHERE job_id = ?", (args.job,)).fetchone()[0]
@@ -259,7 +261,7 @@ def main():
     print(json.dumps({
         "impl": f"python/{args.store}", "lines": lines, "rows": rows, "ok": counts["ok"],
         "errors": counts["error"], "malformed": counts["malformed"], "seconds": seconds,
-        "rss_before_kb": rss_before, "vmhwm_kb": status_kb("VmHWM"),
+        "cpu_seconds": cpu_seconds, "rss_before_kb": rss_before, "vmhwm_kb": status_kb("VmHWM"),
     }))
     sys.stdout.flush()
 

@@ -122,6 +122,20 @@ pub fn proc_status_kb(field: &str) -> Option<u64> {
     })
 }
 
+/// User + system CPU time of this process (all threads) so far, in seconds; `None` off Linux.
+///
+/// Wall time on a shared 2-core machine depends on what else runs; CPU time per row does not, so
+/// the ingest table reports both. `/proc` counts in USER_HZ ticks, which Linux fixes at 100/s.
+pub fn proc_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the `(comm)` that may itself hold spaces; utime and stime are fields 14, 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// Result of timing one operation.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -264,6 +278,7 @@ mod tests {
     fn own_status_is_readable_on_linux() {
         if cfg!(target_os = "linux") {
             assert!(proc_status_kb("VmHWM").unwrap() > 0);
+            assert!(proc_cpu_seconds().unwrap() >= 0.0);
         }
     }
 }

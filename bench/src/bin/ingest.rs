@@ -31,10 +31,13 @@ use gemini_hooks::envelope::{EventSummary, QueueEnvelope, SignatureMode, Webhook
 use gemini_hooks::event::Event;
 use gemini_hooks::gemini::{GeminiClient, GeminiSettings};
 use gemini_hooks::jobs::{JobRecord, ResultRow, RowStatus};
+use gemini_hooks::store::sqlite::SqliteStore;
 use gemini_hooks::store::{
     EventQueue, OutgoingMessage, QueueError, ResultsStore, StoreError,
 };
-use gemini_hooks_bench::{Args, BenchError, group, parse_number, proc_status_kb, render_table};
+use gemini_hooks_bench::{
+    Args, BenchError, group, parse_number, proc_cpu_seconds, proc_status_kb, render_table,
+};
 use gemini_hooks_tests::fake_gemini::{FakeGemini, OutputSpec, operation_json, sample_line, with_stats};
 use serde_json::{Value, json};
 
@@ -43,7 +46,11 @@ use serde_json::{Value, json};
 const ERROR_EVERY: u64 = 97;
 const MALFORMED_EVERY: u64 = 1000;
 
-const USAGE: &str = "ingest [--lines 10k,100k,1m] [--store counting|sqlite|all] [--rows-per-write 25] \
+/// Rows per store write, and per Python transaction: what `gemini-hooks dev` uses for SQLite
+/// (the Lambda's 25 is a DynamoDB `BatchWriteItem` limit, not a choice).
+const DEFAULT_ROWS_PER_WRITE: u64 = 500;
+
+const USAGE: &str = "ingest [--lines 10k,100k,1m] [--store counting|sqlite|all] [--rows-per-write 500] \
 [--python PATH --script bench/python/ingest.py] [--db-dir DIR]";
 
 fn main() {
@@ -230,10 +237,14 @@ fn store_for(kind: &str, args: &Args) -> Result<(Arc<dyn ResultsStore>, Option<A
     }
 }
 
-fn sqlite_store(_args: &Args) -> Result<Arc<dyn ResultsStore>, BenchError> {
-    Err(BenchError::Usage(
-        "the SQLite results store is not in this build yet (store::sqlite is not merged)".into(),
-    ))
+/// The embedded store `gemini-hooks dev` uses (WAL, `synchronous=FULL`, one transaction per
+/// `put_rows`), on a fresh file.
+fn sqlite_store(args: &Args) -> Result<Arc<dyn ResultsStore>, BenchError> {
+    let path = std::path::PathBuf::from(args.need("db")?);
+    remove_db(&path);
+    let store = SqliteStore::open(&path)
+        .map_err(|e| BenchError::Failed(format!("cannot open {}: {e}", path.display())))?;
+    Ok(Arc::new(store))
 }
 
 /// Runs one ingest and prints one JSON line for the driver.
@@ -241,7 +252,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
     let base_url = args.need("base-url")?.to_owned();
     let lines = args.number("lines", 10_000)?;
     let kind = args.get_or("store", "counting").to_owned();
-    let rows_per_write = usize::try_from(args.number("rows-per-write", 25)?)
+    let rows_per_write = usize::try_from(args.number("rows-per-write", DEFAULT_ROWS_PER_WRITE)?)
         .map_err(|_| BenchError::Usage("--rows-per-write is too large".into()))?;
     let rt = runtime()?;
     let report = rt.block_on(async move {
@@ -261,12 +272,14 @@ fn run(args: &Args) -> Result<(), BenchError> {
         let job = job_name(lines);
         let body = envelope(&job)?;
         let rss_before_kb = proc_status_kb("VmRSS").unwrap_or(0);
+        let cpu_before = proc_cpu_seconds().unwrap_or(0.0);
         let started = Instant::now();
         let handled = consumer
             .handle_message(&body, None)
             .await
             .map_err(|e| BenchError::Failed(format!("ingest failed: {e}")))?;
         let seconds = started.elapsed().as_secs_f64();
+        let cpu_seconds = proc_cpu_seconds().unwrap_or(0.0) - cpu_before;
         let Handled::Ingested { rows, .. } = handled else {
             return Err(BenchError::Failed(format!("unexpected outcome {handled:?}")));
         };
@@ -305,6 +318,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
             "rows": rows,
             "ok": counted.0, "errors": counted.1, "malformed": counted.2,
             "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
             "rss_before_kb": rss_before_kb,
             "vmhwm_kb": proc_status_kb("VmHWM").unwrap_or(0),
         }))
@@ -441,11 +455,11 @@ fn drive(args: &Args) -> Result<(), BenchError> {
         .split(',')
         .map(parse_number)
         .collect::<Result<_, _>>()?;
-    let stores: Vec<String> = match args.get_or("store", "counting") {
+    let stores: Vec<String> = match args.get_or("store", "all") {
         "all" => vec!["counting".into(), "sqlite".into()],
         s => s.split(',').map(str::to_owned).collect(),
     };
-    let rows_per_write = args.number("rows-per-write", 25)?.to_string();
+    let rows_per_write = args.number("rows-per-write", DEFAULT_ROWS_PER_WRITE)?.to_string();
     let python = args.get("python");
     let script = args.get_or("script", "bench/python/ingest.py");
     let db_dir = std::path::PathBuf::from(args.get_or("db-dir", "target/bench"));
@@ -488,28 +502,60 @@ fn drive(args: &Args) -> Result<(), BenchError> {
         }
         let mb = server.bytes as f64 / 1e6;
         drop(server);
+        let speed = |r: &Value| {
+            let n = r["rows"].as_f64().unwrap_or(0.0);
+            (
+                n / r["seconds"].as_f64().unwrap_or(f64::NAN),
+                n / r["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+            )
+        };
         for r in &results {
-            let secs = r["seconds"].as_f64().unwrap_or(f64::NAN);
-            let n = r["rows"].as_u64().unwrap_or(0);
+            let name = r["impl"].as_str().unwrap_or("?");
+            let (wall, cpu) = speed(r);
+            // A Rust row is compared with the Python row of the same store kind.
+            let python_twin = match name {
+                "rust/counting" => Some("python/count"),
+                "rust/sqlite" => Some("python/sqlite"),
+                _ => None,
+            };
+            let versus = python_twin
+                .and_then(|twin| results.iter().find(|o| o["impl"] == twin))
+                .map_or_else(String::new, |o| {
+                    let (pw, pc) = speed(o);
+                    format!("{:.1}× / {:.1}×", wall / pw, cpu / pc)
+                });
             rows.push(vec![
-                r["impl"].as_str().unwrap_or("?").to_owned(),
+                name.to_owned(),
                 group(lines as f64),
                 format!("{mb:.0}"),
-                format!("{secs:.2}"),
-                group(n as f64 / secs),
+                format!("{:.2}", r["seconds"].as_f64().unwrap_or(f64::NAN)),
+                group(wall),
+                format!("{:.2}", r["cpu_seconds"].as_f64().unwrap_or(f64::NAN)),
+                group(cpu),
                 format!("{:.1}", r["vmhwm_kb"].as_f64().unwrap_or(0.0) / 1024.0),
+                versus,
             ]);
         }
     }
     println!(
         "\nIngest: batch.succeeded → get_batch → streamed download → parse → rows \
-         (rows per write {rows_per_write}; every {ERROR_EVERY}th line an error, every \
-         {MALFORMED_EVERY}th malformed)\n"
+         (rows per write/transaction {rows_per_write}; every {ERROR_EVERY}th line an error, \
+         every {MALFORMED_EVERY}th malformed)\n"
     );
     print!(
         "{}",
         render_table(
-            &["implementation / store", "lines", "file MB", "seconds", "rows/s", "peak RSS MiB"],
+            &[
+                "implementation/store",
+                "lines",
+                "file MB",
+                "wall s",
+                "rows/s",
+                "CPU s",
+                "rows/CPU-s",
+                "peak RSS MiB",
+                "vs Python (wall / CPU)",
+            ],
             1,
             &rows
         )
