@@ -32,13 +32,13 @@ use gemini_hooks::event::Event;
 use gemini_hooks::gemini::{GeminiClient, GeminiSettings};
 use gemini_hooks::jobs::{JobRecord, ResultRow, RowStatus};
 use gemini_hooks::store::sqlite::SqliteStore;
-use gemini_hooks::store::{
-    EventQueue, OutgoingMessage, QueueError, ResultsStore, StoreError,
-};
+use gemini_hooks::store::{EventQueue, OutgoingMessage, QueueError, ResultsStore, StoreError};
 use gemini_hooks_bench::{
     Args, BenchError, group, parse_number, proc_cpu_seconds, proc_status_kb, render_table,
 };
-use gemini_hooks_tests::fake_gemini::{FakeGemini, OutputSpec, operation_json, sample_line, with_stats};
+use gemini_hooks_tests::fake_gemini::{
+    FakeGemini, OutputSpec, operation_json, sample_line, with_stats,
+};
 use serde_json::{Value, json};
 
 /// Every 97th line is an error line (~1 %), every 1000th malformed (five kinds of garbage):
@@ -59,7 +59,9 @@ fn main() {
         Some("run") => run(&args),
         Some("stages") => stages(&args),
         None => drive(&args),
-        Some(other) => Err(BenchError::Usage(format!("unknown role `{other}`; {USAGE}"))),
+        Some(other) => Err(BenchError::Usage(format!(
+            "unknown role `{other}`; {USAGE}"
+        ))),
     });
     if let Err(e) = result {
         eprintln!("ingest: {e}");
@@ -160,7 +162,10 @@ impl ResultsStore for CountingStore {
 
     async fn save_job(&self, record: &JobRecord) -> Result<bool, StoreError> {
         let mut job = self.job.lock().unwrap_or_else(PoisonError::into_inner);
-        if job.as_ref().is_some_and(|j| !j.state.may_become(record.state)) {
+        if job
+            .as_ref()
+            .is_some_and(|j| !j.state.may_become(record.state))
+        {
             return Ok(false);
         }
         *job = Some(record.clone());
@@ -226,7 +231,10 @@ fn envelope(job: &str) -> Result<String, BenchError> {
         .map_err(|e| BenchError::Failed(format!("benchmark envelope: {e}")))
 }
 
-fn store_for(kind: &str, args: &Args) -> Result<(Arc<dyn ResultsStore>, Option<Arc<CountingStore>>), BenchError> {
+fn store_for(
+    kind: &str,
+    args: &Args,
+) -> Result<(Arc<dyn ResultsStore>, Option<Arc<CountingStore>>), BenchError> {
     match kind {
         "counting" => {
             let s = Arc::new(CountingStore::default());
@@ -281,7 +289,9 @@ fn run(args: &Args) -> Result<(), BenchError> {
         let seconds = started.elapsed().as_secs_f64();
         let cpu_seconds = proc_cpu_seconds().unwrap_or(0.0) - cpu_before;
         let Handled::Ingested { rows, .. } = handled else {
-            return Err(BenchError::Failed(format!("unexpected outcome {handled:?}")));
+            return Err(BenchError::Failed(format!(
+                "unexpected outcome {handled:?}"
+            )));
         };
         let record = store
             .load_job(&job)
@@ -411,7 +421,10 @@ impl Server {
         else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(BenchError::Failed(format!("server child said `{}`", line.trim())));
+            return Err(BenchError::Failed(format!(
+                "server child said `{}`",
+                line.trim()
+            )));
         };
         Ok(Self {
             base_url: url.to_owned(),
@@ -441,10 +454,17 @@ fn measured(mut cmd: Command, what: &str) -> Result<Value, BenchError> {
         .output()
         .map_err(BenchError::io(format!("cannot start {what}")))?;
     if !out.status.success() {
-        return Err(BenchError::Failed(format!("{what} failed ({})", out.status)));
+        return Err(BenchError::Failed(format!(
+            "{what} failed ({})",
+            out.status
+        )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or("");
     serde_json::from_str(last)
         .map_err(|e| BenchError::Failed(format!("{what} printed no JSON result ({e})")))
 }
@@ -459,7 +479,9 @@ fn drive(args: &Args) -> Result<(), BenchError> {
         "all" => vec!["counting".into(), "sqlite".into()],
         s => s.split(',').map(str::to_owned).collect(),
     };
-    let rows_per_write = args.number("rows-per-write", DEFAULT_ROWS_PER_WRITE)?.to_string();
+    let rows_per_write = args
+        .number("rows-per-write", DEFAULT_ROWS_PER_WRITE)?
+        .to_string();
     let python = args.get("python");
     let script = args.get_or("script", "bench/python/ingest.py");
     let db_dir = std::path::PathBuf::from(args.get_or("db-dir", "target/bench"));
@@ -476,16 +498,26 @@ fn drive(args: &Args) -> Result<(), BenchError> {
             let db = db_dir.join(format!("rust-{lines}.sqlite3"));
             remove_db(&db);
             let mut cmd = Command::new(&exe);
-            cmd.args(["run", "--base-url", &server.base_url, "--lines", &lines.to_string()])
-                .args(["--store", store, "--rows-per-write", &rows_per_write])
-                .arg("--db")
-                .arg(&db);
+            cmd.args([
+                "run",
+                "--base-url",
+                &server.base_url,
+                "--lines",
+                &lines.to_string(),
+            ])
+            .args(["--store", store, "--rows-per-write", &rows_per_write])
+            .arg("--db")
+            .arg(&db);
             results.push(measured(cmd, &format!("rust/{store}"))?);
             remove_db(&db);
         }
         if let Some(python) = python {
             for store in &stores {
-                let py_store = if store == "counting" { "count" } else { "sqlite" };
+                let py_store = if store == "counting" {
+                    "count"
+                } else {
+                    "sqlite"
+                };
                 eprintln!("ingest: python/{py_store} {lines} lines …");
                 let db = db_dir.join(format!("python-{lines}.sqlite3"));
                 remove_db(&db);

@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use gemini_hooks::verify::standard::{DEFAULT_TOLERANCE_SECS, SigningSecret, StandardVerifier, sign};
+use gemini_hooks::verify::standard::{
+    DEFAULT_TOLERANCE_SECS, SigningSecret, StandardVerifier, sign,
+};
 use gemini_hooks_bench::{Args, BenchError, Timing, render_table, time_op};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
@@ -28,7 +30,9 @@ const MSG_ID: &str = "msg_2mY7bench0verify0delivery0";
 
 /// A fixed, realistic-looking 32-byte key (the benchmark's secret is not a secret).
 fn key_bytes() -> Vec<u8> {
-    (0u8..32).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect()
+    (0u8..32)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect()
 }
 
 /// A `batch.succeeded` event padded (inside `user_metadata`) to exactly `size` bytes of JSON.
@@ -66,12 +70,18 @@ fn now_secs() -> i64 {
 }
 
 /// Writes the inputs the Python side reads.
-fn write_inputs(dir: &Path, secret: &SigningSecret, ts: i64, cases: &[Case]) -> Result<(), BenchError> {
+fn write_inputs(
+    dir: &Path,
+    secret: &SigningSecret,
+    ts: i64,
+    cases: &[Case],
+) -> Result<(), BenchError> {
     std::fs::create_dir_all(dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
     let mut listed = Vec::new();
     for c in cases {
         let file = format!("body-{}.json", c.name);
-        std::fs::write(dir.join(&file), &c.body).map_err(BenchError::io(format!("writing {file}")))?;
+        std::fs::write(dir.join(&file), &c.body)
+            .map_err(BenchError::io(format!("writing {file}")))?;
         listed.push(json!({"name": c.name, "body_file": file, "signature": c.signature}));
     }
     let meta = json!({
@@ -103,7 +113,11 @@ fn run() -> Result<(), BenchError> {
         .map(|(name, size)| {
             let body = body_of(size);
             let signature = sign(&secret, MSG_ID, ts, &body);
-            Case { name, body, signature }
+            Case {
+                name,
+                body,
+                signature,
+            }
         })
         .collect();
     write_inputs(&dir, &secret, ts, &cases)?;
@@ -146,7 +160,10 @@ fn run() -> Result<(), BenchError> {
             }
         };
         if floor(&key) != expected {
-            return Err(BenchError::Failed(format!("raw HMAC of {} differs from sign()", c.name)));
+            return Err(BenchError::Failed(format!(
+                "raw HMAC of {} differs from sign()",
+                c.name
+            )));
         }
         let t = time_op(SAMPLES, SAMPLE_TIME, || {
             std::hint::black_box(floor(std::hint::black_box(&key)));
@@ -164,7 +181,10 @@ fn run() -> Result<(), BenchError> {
             .output()
             .map_err(BenchError::io("cannot start the Python verifier"))?;
         if !out.status.success() {
-            return Err(BenchError::Failed(format!("python verify failed ({})", out.status)));
+            return Err(BenchError::Failed(format!(
+                "python verify failed ({})",
+                out.status
+            )));
         }
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let Ok(v) = serde_json::from_str::<Value>(line) else {
@@ -217,7 +237,14 @@ fn print_table(results: &[(String, String, Timing)]) {
     print!(
         "{}",
         render_table(
-            &["body", "implementation", "µs/op", "min µs/op", "÷ raw HMAC", "÷ ours"],
+            &[
+                "body",
+                "implementation",
+                "µs/op",
+                "min µs/op",
+                "÷ raw HMAC",
+                "÷ ours"
+            ],
             2,
             &rows
         )
