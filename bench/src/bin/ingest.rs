@@ -231,10 +231,11 @@ fn envelope(job: &str) -> Result<String, BenchError> {
         .map_err(|e| BenchError::Failed(format!("benchmark envelope: {e}")))
 }
 
-fn store_for(
-    kind: &str,
-    args: &Args,
-) -> Result<(Arc<dyn ResultsStore>, Option<Arc<CountingStore>>), BenchError> {
+/// The store under test, and the counting store itself when that is the one (to cross-check
+/// its counters against the job record).
+type StoreUnderTest = (Arc<dyn ResultsStore>, Option<Arc<CountingStore>>);
+
+fn store_for(kind: &str, args: &Args) -> Result<StoreUnderTest, BenchError> {
     match kind {
         "counting" => {
             let s = Arc::new(CountingStore::default());
