@@ -57,12 +57,13 @@ cargo build --release -p gemini-hooks-bench
 
 # --- 3. Machine -------------------------------------------------------------------------------
 section "machine"
+echo "machine: load average $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine inflates wall times; the CPU columns are much less affected)"
 {
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs) ($(nproc) cores)"
   grep -qw sha_ni /proc/cpuinfo && echo "sha_ni: yes" || echo "sha_ni: no"
   echo "rustc: $(rustc --version)"
   echo "python: $("$VENV/bin/python" --version 2>&1), sqlite $("$VENV/bin/python" -c 'import sqlite3; print(sqlite3.sqlite_version)')"
-} | tee /dev/stderr >/dev/null
+}
 
 mkdir -p "$WORK"
 
@@ -74,3 +75,7 @@ section "verification (issue 6 item 5)"
 section "ingest (issue 3 item 8, issue 6 item 7): lines $LINES, store $STORE"
 "$TARGET/release/ingest" --lines "$LINES" --store "$STORE" --rows-per-write "$ROWS_PER_WRITE" \
   --python "$VENV/bin/python" --script bench/python/ingest.py --db-dir "$WORK"
+
+# --- 6. Where the ingest CPU goes ---------------------------------------------------------------
+section "ingest CPU by stage (no HTTP, no store)"
+"$TARGET/release/ingest" stages --lines 100k
