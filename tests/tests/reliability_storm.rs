@@ -171,7 +171,7 @@ async fn check_queue_and_table(aws: &AwsStack) -> Vec<aws_sdk_sqs::types::Messag
 
 /// Rows each storm job's results hold: files for even ids, inline responses for odd ones.
 fn expected_rows(i: usize) -> u64 {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         (i % 7 + 1) as u64
     } else {
         (i % 5 + 1) as u64
@@ -182,7 +182,7 @@ fn fake_batches(gemini: &FakeGemini) {
     for i in 0..IDS {
         let name = format!("batches/{}", batch_id(i));
         let n = expected_rows(i);
-        let output = if i % 2 == 0 {
+        let output = if i.is_multiple_of(2) {
             let file = format!("files/{}-results", batch_id(i));
             gemini.put_file(&file, Bytes::from(sample_results(n, 3, 0)));
             OutputSpec::File(file)
