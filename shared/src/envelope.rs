@@ -149,8 +149,11 @@ impl QueueEnvelope {
             }
         }
         Ok(OutgoingMessage {
-            body: serde_json::to_string(&body)?,
-            attributes,
+            body: sqs_safe_json(serde_json::to_string(&body)?),
+            attributes: attributes
+                .into_iter()
+                .map(|(k, v)| (k, sqs_safe_text(&v)))
+                .collect(),
         })
     }
 
@@ -158,6 +161,40 @@ impl QueueEnvelope {
     pub fn from_body(body: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(body)
     }
+}
+
+/// Whether SQS accepts `c` in a message body or attribute value
+/// (`#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF`). SQS refuses the whole
+/// message otherwise, which the receiver would answer with 503 on every retry of that delivery.
+fn sqs_allowed(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Serialised JSON with every character SQS refuses written as a `\uXXXX` escape. serde_json
+/// already escapes control characters; U+FFFE and U+FFFF it writes raw. Such characters can only
+/// occur inside JSON strings, where the escape means the same character, so the parsed value is
+/// unchanged.
+fn sqs_safe_json(json: String) -> String {
+    if json.chars().all(sqs_allowed) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if sqs_allowed(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        }
+    }
+    out
+}
+
+/// An attribute value with characters SQS refuses replaced by U+FFFD (attributes are labels for
+/// routing and metrics; the exact text stays in the body).
+fn sqs_safe_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if sqs_allowed(c) { c } else { '\u{FFFD}' })
+        .collect()
 }
 
 #[cfg(test)]
@@ -197,5 +234,33 @@ mod tests {
             panic!("expected a webhook envelope");
         };
         assert_eq!(w.event().data["id"], "x");
+    }
+
+    #[test]
+    fn when_event_holds_characters_sqs_refuses_should_escape_them_and_round_trip() {
+        let raw = json!({
+            "type": "batch.succeeded\u{FFFF}",
+            "data": {"id": "x\u{FFFE}", "user_metadata": {"job_group": "g\u{1}\u{FFFF}"}},
+            "note": "tab\tnul\u{0}bmp\u{D7FF}astral\u{1F600}"
+        });
+        let event = Event::from_value(&raw, None).unwrap();
+        let env = QueueEnvelope::Webhook(WebhookEnvelope {
+            webhook_id: "msg_1".into(),
+            received_at_ms: 1,
+            signature_mode: SignatureMode::Static,
+            event: EventSummary::from(&event),
+            raw_event: raw.clone(),
+            user_metadata: event.user_metadata.clone(),
+        });
+        let msg = env.to_message().unwrap();
+        assert!(msg.body.chars().all(sqs_allowed), "{}", msg.body);
+        for (k, v) in &msg.attributes {
+            assert!(v.chars().all(sqs_allowed), "{k}={v:?}");
+        }
+        assert!(
+            msg.attributes
+                .contains(&("job_group".into(), "g\u{FFFD}\u{FFFD}".into()))
+        );
+        assert_eq!(QueueEnvelope::from_body(&msg.body).unwrap(), env);
     }
 }

@@ -110,7 +110,15 @@ pub enum EventError {
     MissingType,
     #[error("event field `{0}` has the wrong type")]
     WrongFieldType(&'static str),
+    #[error("event is nested more than {limit} levels deep")]
+    TooDeep { limit: usize },
 }
+
+/// Deepest nesting of arrays/objects accepted in an event. serde_json refuses documents deeper
+/// than 128 levels, and the queue envelope wraps the event one level deeper, so an event near
+/// that limit would be accepted here and then be unreadable for the consumer (dead-lettered).
+/// Gemini's events are about four levels deep; 64 leaves room for any `user_metadata`.
+pub const MAX_EVENT_DEPTH: usize = 64;
 
 /// A parsed, normalised event. The original JSON is kept beside it by the caller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +163,11 @@ impl Event {
         claims: Option<&Map<String, Value>>,
     ) -> Result<Self, EventError> {
         let obj = raw.as_object().ok_or(EventError::NotObject)?;
+        if depth(raw) > MAX_EVENT_DEPTH {
+            return Err(EventError::TooDeep {
+                limit: MAX_EVENT_DEPTH,
+            });
+        }
         let received_type = obj
             .get("type")
             .and_then(Value::as_str)
@@ -197,6 +210,23 @@ impl Event {
             .and_then(|m| m.get("job_group"))
             .and_then(Value::as_str)
     }
+}
+
+/// Nesting depth of `value` (a scalar is 0, `[]` is 1), computed without recursion so a deep
+/// value cannot exhaust the stack.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
 }
 
 fn optional_string(
@@ -365,6 +395,61 @@ mod tests {
         assert!(matches!(
             Event::parse(b"", None),
             Err(EventError::NotJson(_))
+        ));
+    }
+
+    /// An event whose `deep` field nests `levels` arrays (the event object itself adds one).
+    fn nested(levels: usize) -> String {
+        format!(
+            r#"{{"type":"batch.succeeded","data":{{"id":"x"}},"deep":{}{}}}"#,
+            "[".repeat(levels),
+            "]".repeat(levels)
+        )
+    }
+
+    #[test]
+    fn when_nested_beyond_the_limit_should_be_refused_and_anything_accepted_should_fit_an_envelope()
+    {
+        use crate::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
+        let deepest = nested(MAX_EVENT_DEPTH - 1);
+        let (event, raw) = Event::parse(deepest.as_bytes(), None).unwrap();
+        let message = QueueEnvelope::Webhook(WebhookEnvelope {
+            webhook_id: "w".into(),
+            received_at_ms: 0,
+            signature_mode: SignatureMode::Static,
+            event: EventSummary::from(&event),
+            raw_event: raw,
+            user_metadata: None,
+        })
+        .to_message()
+        .unwrap();
+        assert!(QueueEnvelope::from_body(&message.body).is_ok());
+        assert_eq!(
+            Event::parse(nested(MAX_EVENT_DEPTH).as_bytes(), None).unwrap_err(),
+            EventError::TooDeep {
+                limit: MAX_EVENT_DEPTH
+            }
+        );
+        // Up to serde_json's own limit, which must refuse (not overflow the stack) beyond it.
+        assert!(matches!(
+            Event::parse(nested(126).as_bytes(), None),
+            Err(EventError::TooDeep { .. })
+        ));
+        let hostile = "[".repeat(100_000);
+        assert!(matches!(
+            Event::parse(hostile.as_bytes(), None),
+            Err(EventError::NotJson(_))
+        ));
+        let mut claims = Map::new();
+        claims.insert("type".into(), json!("batch.succeeded"));
+        let mut deep = json!(1);
+        for _ in 0..MAX_EVENT_DEPTH {
+            deep = json!([deep]);
+        }
+        claims.insert("deep".into(), deep);
+        assert!(matches!(
+            Event::parse(b"", Some(&claims)),
+            Err(EventError::TooDeep { .. })
         ));
     }
 }

@@ -44,6 +44,9 @@ pub enum Fault {
     Delay(Duration),
     /// Answer normally but drop the connection after this many body bytes.
     CutAfter(usize),
+    /// Answer normally but stop for this long after this many body bytes (a stalled stream),
+    /// then send the rest.
+    Stall(usize, Duration),
 }
 
 /// One request as the fake saw it.
@@ -332,7 +335,7 @@ async fn handle(
     } else if !authorized {
         google_error(400, "API key not valid. Please pass a valid API key.")
     } else {
-        let mut cut = None;
+        let (mut cut, mut stall) = (None, None);
         match fault {
             Some(Fault::Status(code)) => {
                 return answer(&shared, index, google_error(code, "injected fault"));
@@ -345,6 +348,7 @@ async fn handle(
             }
             Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
             Some(Fault::CutAfter(n)) => cut = Some(n),
+            Some(Fault::Stall(n, pause)) => stall = Some((n, pause)),
             None => {}
         }
         let r = if uri.path().starts_with(WEBHOOKS_PATH) {
@@ -352,9 +356,10 @@ async fn handle(
         } else {
             route(&shared, &method, &uri, range.as_deref()).await
         };
-        match cut {
-            Some(n) => cut_body(r, n),
-            None => r,
+        match (cut, stall) {
+            (Some(n), _) => cut_body(r, n),
+            (None, Some((n, pause))) => stall_body(r, n, pause),
+            (None, None) => r,
         }
     };
     answer(&shared, index, response)
@@ -873,6 +878,51 @@ fn cut_body(response: Response, n: usize) -> Response {
             }
         },
     );
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+/// Where a stalled body is: bytes still to pass before the pause, the pause if not taken yet,
+/// and the part of a chunk held back across it.
+struct Stalling {
+    inner: axum::body::BodyDataStream,
+    left: usize,
+    pause: Option<Duration>,
+    carry: Option<Bytes>,
+}
+
+/// Passes `n` body bytes, waits `pause`, then passes the rest.
+fn stall_body(response: Response, n: usize, pause: Duration) -> Response {
+    let (parts, body) = response.into_parts();
+    let state = Stalling {
+        inner: body.into_data_stream(),
+        left: n,
+        pause: Some(pause),
+        carry: None,
+    };
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        if s.left == 0
+            && let Some(pause) = s.pause.take()
+        {
+            tokio::time::sleep(pause).await;
+        }
+        if let Some(rest) = s.carry.take() {
+            return Some((Ok(rest), s));
+        }
+        let chunk = match s.inner.next().await? {
+            Ok(chunk) => chunk,
+            Err(e) => return Some((Err(std::io::Error::other(e)), s)),
+        };
+        if s.pause.is_some() {
+            if chunk.len() > s.left {
+                s.carry = Some(chunk.slice(s.left..));
+                let head = chunk.slice(..s.left);
+                s.left = 0;
+                return Some((Ok(head), s));
+            }
+            s.left -= chunk.len();
+        }
+        Some((Ok::<Bytes, std::io::Error>(chunk), s))
+    });
     Response::from_parts(parts, Body::from_stream(stream))
 }
 
