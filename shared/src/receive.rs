@@ -9,6 +9,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use crate::clock::SharedClock;
+use crate::secrets::SigningSecretsRefresh;
 use crate::config::ReceiveLimits;
 use crate::enqueue_once::{EnqueueOnce, OnceError, OnceOutcome, OnceRequest};
 use crate::envelope::{EventSummary, QueueEnvelope, WebhookEnvelope};
@@ -93,6 +94,7 @@ pub struct Receiver {
     limits: ReceiveLimits,
     lease_ms: i64,
     metrics: Metrics,
+    secrets_refresh: Option<Arc<SigningSecretsRefresh>>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -119,7 +121,15 @@ impl Receiver {
             limits,
             lease_ms: DEFAULT_LEASE_MS,
             metrics: Metrics::disabled(),
+            secrets_refresh: None,
         }
+    }
+
+    /// Keeps the static secrets in step with Secrets Manager (`WEBHOOK_SIGNING_SECRETS_ARN`):
+    /// each delivery first refreshes them when the cached list is older than its TTL.
+    pub fn with_secrets_refresh(mut self, refresh: Arc<SigningSecretsRefresh>) -> Self {
+        self.secrets_refresh = Some(refresh);
+        self
     }
 
     /// Emits delivery metrics (EMF) through `metrics`; off by default (local mode).
@@ -154,6 +164,9 @@ impl Receiver {
             });
         }
         let received_at_ms = self.clock.now_ms();
+        if let Some(refresh) = &self.secrets_refresh {
+            refresh.refresh(&self.verifier).await;
+        }
         let verified = self
             .verifier
             .verify(
