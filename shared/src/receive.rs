@@ -9,11 +9,11 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use crate::clock::SharedClock;
-use crate::secrets::SigningSecretsRefresh;
 use crate::config::ReceiveLimits;
 use crate::enqueue_once::{EnqueueOnce, OnceError, OnceOutcome, OnceRequest};
 use crate::envelope::{EventSummary, QueueEnvelope, WebhookEnvelope};
 use crate::event::{Event, EventError};
+use crate::secrets::SigningSecretsRefresh;
 use crate::store::{DedupeStore, EventQueue, QueueError, StoreError};
 use crate::telemetry::Metrics;
 use crate::verify::{VerifyError, WebhookVerifier, sha256_hex};

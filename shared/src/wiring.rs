@@ -8,14 +8,12 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ApiKeySource, ConfigError, GeminiConfig, ReceiverConfig, env};
 use crate::gemini::ApiKey;
 use crate::receive::Receiver;
-use crate::secrets::{
-    DEFAULT_TTL, RefreshingSecret, SecretsManagerSource, SigningSecretsRefresh,
-};
-use crate::verify::standard::parse_secret_list;
+use crate::secrets::{DEFAULT_TTL, RefreshingSecret, SecretsManagerSource, SigningSecretsRefresh};
 use crate::store::dynamodb::DynamoDbDedupeStore;
 use crate::store::sqs::SqsEventQueue;
 use crate::telemetry::Metrics;
 use crate::verify::WebhookVerifier;
+use crate::verify::standard::parse_secret_list;
 
 /// Loads the AWS SDK configuration from the environment (honours `AWS_ENDPOINT_URL`).
 pub async fn aws_sdk_config() -> aws_config::SdkConfig {
@@ -77,11 +75,10 @@ pub async fn aws_receiver(
     if let Some(arn) = &config.signing_secrets_arn {
         let name = env::WEBHOOK_SIGNING_SECRETS_ARN;
         let secret = load_secret(aws, name, arn, Arc::clone(&clock)).await?;
-        let list =
-            parse_secret_list(&secret.current()).map_err(|e| ConfigError::Invalid {
-                name,
-                reason: format!("the secret's value: {e}"),
-            })?;
+        let list = parse_secret_list(&secret.current()).map_err(|e| ConfigError::Invalid {
+            name,
+            reason: format!("the secret's value: {e}"),
+        })?;
         verifier_config.secrets = Some(list);
         refresh = Some(Arc::new(SigningSecretsRefresh::new(secret)));
     }

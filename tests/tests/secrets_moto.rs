@@ -11,14 +11,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_secretsmanager::Client as SecretsClient;
 use gemini_hooks::clock::{Clock, ManualClock};
 use gemini_hooks::config::{ConfigError, ConsumerConfig, Env, ReceiverConfig};
-use gemini_hooks::receive::{Delivery, ReceiveError, Receipt, Receiver};
+use gemini_hooks::receive::{Delivery, Receipt, ReceiveError, Receiver};
 use gemini_hooks::verify::VerifyError;
 use gemini_hooks::verify::standard::SigningSecret;
 use gemini_hooks::wiring;
 use gemini_hooks_tests::bins::bin_path;
 use gemini_hooks_tests::delivery::{
-    TEST_SECRET, batch_succeeded_body, function_url_event, header_map, signed_headers,
-    test_secret,
+    TEST_SECRET, batch_succeeded_body, function_url_event, header_map, signed_headers, test_secret,
 };
 use gemini_hooks_tests::moto;
 use gemini_hooks_tests::runtime_api::{RuntimeApi, spawn_function};
@@ -112,7 +111,9 @@ fn assert_mismatch(r: Result<Receipt, ReceiveError>, what: &str) {
     assert!(
         matches!(
             r,
-            Err(ReceiveError::Verify(VerifyError::NoMatchingSignature { .. }))
+            Err(ReceiveError::Verify(
+                VerifyError::NoMatchingSignature { .. }
+            ))
         ),
         "{what}: {r:?}"
     );

@@ -17,14 +17,10 @@ async fn main() -> Result<(), Error> {
     let config = ReceiverConfig::from_env(&Env::process())
         .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let aws = wiring::aws_sdk_config().await;
-    let receiver = wiring::aws_receiver(
-        &config,
-        &aws,
-        wiring::http_client()?,
-        Arc::new(SystemClock),
-    )
-    .await
-    .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let receiver =
+        wiring::aws_receiver(&config, &aws, wiring::http_client()?, Arc::new(SystemClock))
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     tracing::info!(
         static_secrets = config.verifier.secrets.as_ref().map_or(0, Vec::len),
         secrets_from_arn = config.signing_secrets_arn.is_some(),

@@ -133,10 +133,7 @@ pub struct WebhookVerifier {
 impl std::fmt::Debug for WebhookVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookVerifier")
-            .field(
-                "static_secrets",
-                &self.standard().map(|s| s.secret_count()),
-            )
+            .field("static_secrets", &self.standard().map(|s| s.secret_count()))
             .field("dynamic", &self.jwt.is_some())
             .finish()
     }
