@@ -60,6 +60,9 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    /// The secret named by a `*_ARN` variable could not be read at start-up.
+    #[error("{name}: could not read secret: {reason}")]
+    Secret { name: &'static str, reason: String },
 }
 
 /// Reads variables through a lookup function so tests need not touch the process environment.
@@ -159,14 +162,27 @@ impl VerifierConfig {
     /// operator explicitly configured dynamic-only use by setting `WEBHOOK_JWKS_URL`;
     /// `secrets_override` is a list already fetched elsewhere (Secrets Manager).
     pub fn from_env(env: &Env<'_>, secrets_override: Option<&str>) -> Result<Self, ConfigError> {
+        Self::read(env, secrets_override, false)
+    }
+
+    /// `secrets_elsewhere`: the list comes from Secrets Manager after start-up, so
+    /// `WEBHOOK_SIGNING_SECRETS` is neither required nor used (`secrets` stays `None` here).
+    fn read(
+        env: &Env<'_>,
+        secrets_override: Option<&str>,
+        secrets_elsewhere: bool,
+    ) -> Result<Self, ConfigError> {
+        // Read even when unused, so the template check sees every variable this may read.
+        let plain = env.optional(env::WEBHOOK_SIGNING_SECRETS);
         let secrets_text = secrets_override
             .map(str::to_owned)
-            .or_else(|| env.optional(env::WEBHOOK_SIGNING_SECRETS));
+            .or(plain.filter(|_| !secrets_elsewhere));
         let secrets = match secrets_text {
             Some(text) => Some(parse_secret_list(&text).map_err(|e| ConfigError::Invalid {
                 name: env::WEBHOOK_SIGNING_SECRETS,
                 reason: e.to_string(),
             })?),
+            None if secrets_elsewhere => None,
             None if env.optional(env::WEBHOOK_JWKS_URL).is_some() => None,
             None => return Err(ConfigError::Missing(env::WEBHOOK_SIGNING_SECRETS)),
         };
@@ -227,7 +243,12 @@ impl Default for ReceiveLimits {
 /// Configuration of the receiver Lambda.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
+    /// With [`Self::signing_secrets_arn`] set, `verifier.secrets` is `None` until the wiring has
+    /// read the secret.
     pub verifier: VerifierConfig,
+    /// `WEBHOOK_SIGNING_SECRETS_ARN`: the list lives in Secrets Manager (and wins over
+    /// `WEBHOOK_SIGNING_SECRETS`); read at start-up, refreshed on a TTL.
+    pub signing_secrets_arn: Option<String>,
     pub limits: ReceiveLimits,
     pub dedupe_table: String,
     pub queue_url: String,
@@ -235,8 +256,10 @@ pub struct ReceiverConfig {
 
 impl ReceiverConfig {
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let signing_secrets_arn = env.optional(env::WEBHOOK_SIGNING_SECRETS_ARN);
         Ok(Self {
-            verifier: VerifierConfig::from_env(env, None)?,
+            verifier: VerifierConfig::read(env, None, signing_secrets_arn.is_some())?,
+            signing_secrets_arn,
             limits: ReceiveLimits::from_env(env)?,
             dedupe_table: env.required(env::DEDUPE_TABLE)?,
             queue_url: env.required_url(env::QUEUE_URL)?,
@@ -334,6 +357,25 @@ mod tests {
     }
 
     #[test]
+    fn when_signing_secrets_arn_set_should_not_need_the_plain_list() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:hooks-AbCdEf";
+        let pairs = [
+            ("WEBHOOK_SIGNING_SECRETS_ARN", arn),
+            ("DEDUPE_TABLE", "t"),
+            ("QUEUE_URL", "http://127.0.0.1:5000/123/q"),
+        ];
+        let c = receiver(&pairs).unwrap();
+        assert_eq!(c.signing_secrets_arn.as_deref(), Some(arn));
+        assert!(c.verifier.secrets.is_none());
+        // The ARN wins over a plain list (which is then not even parsed).
+        let mut pairs = pairs.to_vec();
+        pairs.push(("WEBHOOK_SIGNING_SECRETS", "whsec_!!!"));
+        let c = receiver(&pairs).unwrap();
+        assert!(c.verifier.secrets.is_none());
+        assert!(receiver(&BASE).unwrap().signing_secrets_arn.is_none());
+    }
+
+    #[test]
     fn when_url_invalid_should_name_variable() {
         let mut pairs = BASE.to_vec();
         pairs.push(("WEBHOOK_JWKS_URL", "ftp://x"));
@@ -358,26 +400,41 @@ mod tests {
 #[derive(Debug, Clone)]
 pub struct GeminiConfig {
     pub base_url: String,
-    pub api_key: crate::gemini::ApiKey,
+    pub api_key: ApiKeySource,
+}
+
+/// Where the Gemini API key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiKeySource {
+    /// `GEMINI_API_KEY` (or a key passed in).
+    Value(crate::gemini::ApiKey),
+    /// `GEMINI_API_KEY_ARN`: the secret's `SecretString`, read once at cold start (a rotated
+    /// key takes effect on the next cold start; Gemini keeps the old key valid meanwhile).
+    SecretsManager { arn: String },
 }
 
 impl GeminiConfig {
-    /// Reads `GEMINI_API_BASE_URL` and the key (`GEMINI_API_KEY`, or `key_override` fetched
-    /// elsewhere, e.g. from Secrets Manager).
+    /// Reads `GEMINI_API_BASE_URL` and the key: `key_override` (fetched elsewhere), else
+    /// `GEMINI_API_KEY_ARN` (wins when set), else `GEMINI_API_KEY`.
     pub fn from_env(env: &Env<'_>, key_override: Option<&str>) -> Result<Self, ConfigError> {
-        let key = match key_override {
-            Some(k) if !k.trim().is_empty() => k.trim().to_owned(),
-            _ => env.required(env::GEMINI_API_KEY)?,
+        // Both read even when one is unused, so the template check sees every variable.
+        let arn = env.optional(env::GEMINI_API_KEY_ARN);
+        let plain = env.optional(env::GEMINI_API_KEY);
+        let api_key = match (key_override.map(str::trim), arn, plain) {
+            (Some(k), _, _) if !k.is_empty() => ApiKeySource::Value(k.into()),
+            (_, Some(arn), _) => ApiKeySource::SecretsManager { arn },
+            (_, None, Some(k)) => ApiKeySource::Value(k.into()),
+            (_, None, None) => return Err(ConfigError::Missing(env::GEMINI_API_KEY)),
         };
         Ok(Self {
             base_url: env.url(env::GEMINI_API_BASE_URL, crate::gemini::DEFAULT_BASE_URL)?,
-            api_key: crate::gemini::ApiKey::new(key),
+            api_key,
         })
     }
 
-    /// Client settings with production retry defaults.
-    pub fn settings(&self) -> crate::gemini::GeminiSettings {
-        let mut s = crate::gemini::GeminiSettings::new(self.api_key.clone());
+    /// Client settings with production retry defaults, around the resolved `api_key`.
+    pub fn settings(&self, api_key: crate::gemini::ApiKey) -> crate::gemini::GeminiSettings {
+        let mut s = crate::gemini::GeminiSettings::new(api_key);
         s.base_url = self.base_url.clone();
         s
     }
@@ -476,5 +533,29 @@ mod reconciler_config_tests {
             let err = reconciler(&pairs).unwrap_err();
             assert!(err.to_string().contains(missing), "{err}");
         }
+    }
+
+    #[test]
+    fn api_key_comes_from_the_arn_when_set_else_from_the_variable() {
+        let c = reconciler(&BASE).unwrap();
+        assert_eq!(c.gemini.api_key, ApiKeySource::Value("k".into()));
+        let mut pairs: Vec<_> = BASE
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "GEMINI_API_KEY")
+            .collect();
+        pairs.push(("GEMINI_API_KEY_ARN", "arn:aws:secretsmanager:x"));
+        let c = reconciler(&pairs).unwrap();
+        assert_eq!(
+            c.gemini.api_key,
+            ApiKeySource::SecretsManager {
+                arn: "arn:aws:secretsmanager:x".into()
+            }
+        );
+        pairs.push(("GEMINI_API_KEY", "k"));
+        assert!(matches!(
+            reconciler(&pairs).unwrap().gemini.api_key,
+            ApiKeySource::SecretsManager { .. }
+        ));
     }
 }

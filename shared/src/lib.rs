@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod receive;
 pub mod reconcile;
 pub mod results;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod verify;

@@ -13,6 +13,7 @@ use crate::config::ReceiveLimits;
 use crate::enqueue_once::{EnqueueOnce, OnceError, OnceOutcome, OnceRequest};
 use crate::envelope::{EventSummary, QueueEnvelope, WebhookEnvelope};
 use crate::event::{Event, EventError};
+use crate::secrets::SigningSecretsRefresh;
 use crate::store::{DedupeStore, EventQueue, QueueError, StoreError};
 use crate::telemetry::Metrics;
 use crate::verify::{VerifyError, WebhookVerifier, sha256_hex};
@@ -93,6 +94,7 @@ pub struct Receiver {
     limits: ReceiveLimits,
     lease_ms: i64,
     metrics: Metrics,
+    secrets_refresh: Option<Arc<SigningSecretsRefresh>>,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -119,7 +121,15 @@ impl Receiver {
             limits,
             lease_ms: DEFAULT_LEASE_MS,
             metrics: Metrics::disabled(),
+            secrets_refresh: None,
         }
+    }
+
+    /// Keeps the static secrets in step with Secrets Manager (`WEBHOOK_SIGNING_SECRETS_ARN`):
+    /// each delivery first refreshes them when the cached list is older than its TTL.
+    pub fn with_secrets_refresh(mut self, refresh: Arc<SigningSecretsRefresh>) -> Self {
+        self.secrets_refresh = Some(refresh);
+        self
     }
 
     /// Emits delivery metrics (EMF) through `metrics`; off by default (local mode).
@@ -154,6 +164,9 @@ impl Receiver {
             });
         }
         let received_at_ms = self.clock.now_ms();
+        if let Some(refresh) = &self.secrets_refresh {
+            refresh.refresh(&self.verifier).await;
+        }
         let verified = self
             .verifier
             .verify(

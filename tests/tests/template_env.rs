@@ -438,6 +438,7 @@ fn names_read_records_conditional_reads_too() {
     let read = names_read(|e| ReceiverConfig::from_env(e).map(drop));
     for name in [
         env::WEBHOOK_SIGNING_SECRETS,
+        env::WEBHOOK_SIGNING_SECRETS_ARN,
         env::WEBHOOK_JWKS_URL,
         env::WEBHOOK_JWT_AUDIENCE,
         env::WEBHOOK_JWT_ISSUER,
@@ -447,4 +448,8 @@ fn names_read_records_conditional_reads_too() {
         assert!(read.contains(name), "{name} not recorded: {read:?}");
     }
     assert!(!read.contains(env::RESULTS_TABLE));
+    let read = names_read(|e| ConsumerConfig::from_env(e).map(drop));
+    for name in [env::GEMINI_API_KEY, env::GEMINI_API_KEY_ARN] {
+        assert!(read.contains(name), "{name} not recorded: {read:?}");
+    }
 }

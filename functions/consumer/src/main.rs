@@ -19,6 +19,7 @@ async fn main() -> Result<(), Error> {
     let deps = event_handler::Deps {
         consumer: Arc::new(
             wiring::aws_consumer(&config, &aws, wiring::http_client()?)
+                .await
                 .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?,
         ),
         queue: SqsEventQueue::new(aws_sdk_sqs::Client::new(&aws), config.queue_url.clone()),

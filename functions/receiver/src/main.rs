@@ -2,6 +2,9 @@
 
 mod http_handler;
 
+use std::sync::Arc;
+
+use gemini_hooks::clock::SystemClock;
 use gemini_hooks::config::{Env, ReceiverConfig};
 use gemini_hooks::telemetry::{LogFormat, init_logging};
 use gemini_hooks::wiring;
@@ -13,14 +16,18 @@ async fn main() -> Result<(), Error> {
     // Configuration errors stop the cold start with a message naming the variable.
     let config = ReceiverConfig::from_env(&Env::process())
         .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let aws = wiring::aws_sdk_config().await;
+    let receiver =
+        wiring::aws_receiver(&config, &aws, wiring::http_client()?, Arc::new(SystemClock))
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     tracing::info!(
         static_secrets = config.verifier.secrets.as_ref().map_or(0, Vec::len),
+        secrets_from_arn = config.signing_secrets_arn.is_some(),
         jwks_url = %config.verifier.jwt.jwks_url,
         tolerance_secs = config.verifier.tolerance_secs,
         "receiver configured"
     );
-    let aws = wiring::aws_sdk_config().await;
-    let receiver = wiring::aws_receiver(&config, &aws, wiring::http_client()?);
     lambda_http::run(service_fn(|request| {
         http_handler::function_handler(&receiver, request)
     }))

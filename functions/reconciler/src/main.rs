@@ -14,6 +14,7 @@ async fn main() -> Result<(), Error> {
         .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let aws = wiring::aws_sdk_config().await;
     let reconciler = wiring::aws_reconciler(&config, &aws, wiring::http_client()?)
+        .await
         .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     tracing::info!(results_table = %config.results_table, routes = config.routes.is_some(), "reconciler configured");
     lambda_runtime::run(service_fn(|event| {

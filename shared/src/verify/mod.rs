@@ -93,12 +93,14 @@ impl VerifyError {
     }
 }
 
+use std::sync::{Arc, PoisonError, RwLock};
+
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use crate::envelope::SignatureMode;
 use jwks::{Claims, JwksVerifier, looks_like_jwt};
-use standard::StandardVerifier;
+use standard::{SigningSecret, StandardVerifier};
 
 /// Longest `webhook-id` accepted; ids are opaque but short in every known sender.
 pub const MAX_ID_LEN: usize = 256;
@@ -123,17 +125,15 @@ pub struct VerifiedDelivery {
 /// Verifies any Gemini delivery: static (HMAC) or dynamic (JWT), chosen by the shape of the
 /// `webhook-signature` header.
 pub struct WebhookVerifier {
-    standard: Option<StandardVerifier>,
+    /// Swappable so a refreshed secret list (Secrets Manager) applies without a restart.
+    standard: Option<RwLock<Arc<StandardVerifier>>>,
     jwt: Option<JwksVerifier>,
 }
 
 impl std::fmt::Debug for WebhookVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookVerifier")
-            .field(
-                "static_secrets",
-                &self.standard.as_ref().map(StandardVerifier::secret_count),
-            )
+            .field("static_secrets", &self.standard().map(|s| s.secret_count()))
             .field("dynamic", &self.jwt.is_some())
             .finish()
     }
@@ -141,7 +141,28 @@ impl std::fmt::Debug for WebhookVerifier {
 
 impl WebhookVerifier {
     pub fn new(standard: Option<StandardVerifier>, jwt: Option<JwksVerifier>) -> Self {
-        Self { standard, jwt }
+        Self {
+            standard: standard.map(|s| RwLock::new(Arc::new(s))),
+            jwt,
+        }
+    }
+
+    /// Replaces the static secrets (same tolerance). Returns `false`, changing nothing, when
+    /// static verification was not configured at start-up.
+    pub fn replace_static_secrets(&self, secrets: Vec<SigningSecret>) -> bool {
+        let Some(lock) = &self.standard else {
+            return false;
+        };
+        let mut current = lock.write().unwrap_or_else(PoisonError::into_inner);
+        *current = Arc::new(StandardVerifier::new(secrets, current.tolerance_secs()));
+        true
+    }
+
+    /// The static verifier in force now.
+    fn standard(&self) -> Option<Arc<StandardVerifier>> {
+        self.standard
+            .as_ref()
+            .map(|lock| Arc::clone(&lock.read().unwrap_or_else(PoisonError::into_inner)))
     }
 
     /// Builds both verifiers from configuration. No network access happens here.
@@ -171,10 +192,7 @@ impl WebhookVerifier {
         validate_id(id)?;
         let timestamp = single_header(headers, HEADER_TIMESTAMP)?
             .ok_or(VerifyError::MissingHeader(HEADER_TIMESTAMP))?;
-        let standard = self
-            .standard
-            .as_ref()
-            .ok_or(VerifyError::StaticNotConfigured)?;
+        let standard = self.standard().ok_or(VerifyError::StaticNotConfigured)?;
         let timestamp = standard.verify(id, timestamp, signature, body, now_secs)?;
         Ok(VerifiedDelivery {
             webhook_id: id.to_owned(),
