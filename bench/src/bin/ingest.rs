@@ -8,7 +8,8 @@
 //! - `ingest serve --lines N` builds the file in memory and serves it with the fake Gemini API
 //!   (batches.get + download) until its stdin closes;
 //! - `ingest run --base-url URL --lines N --store counting|sqlite` runs one ingest and prints one
-//!   JSON line (seconds, rows, VmHWM).
+//!   JSON line (seconds, CPU seconds, rows, VmHWM);
+//! - `ingest stages [--lines N]` times the CPU stages (split, parse, row) in memory.
 //!
 //! Why processes: VmHWM is a per-process high-water mark, so only a fresh process per size gives
 //! a per-size peak; and the server (which holds the whole file, ~600 MB at 1 M lines) must not
@@ -51,7 +52,7 @@ const MALFORMED_EVERY: u64 = 1000;
 const DEFAULT_ROWS_PER_WRITE: u64 = 500;
 
 const USAGE: &str = "ingest [--lines 10k,100k,1m] [--store counting|sqlite|all] [--rows-per-write 500] \
-[--python PATH --script bench/python/ingest.py] [--db-dir DIR]";
+[--python PATH --script bench/python/ingest.py] [--db-dir DIR] | ingest stages [--lines 100k]";
 
 fn main() {
     let result = Args::from_env().and_then(|args| match args.positional(0) {
