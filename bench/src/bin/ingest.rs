@@ -318,6 +318,16 @@ fn run(args: &Args) -> Result<(), BenchError> {
                 )));
             }
         }
+        let vmhwm_kb = proc_status_kb("VmHWM").unwrap_or(0);
+        if kind == "sqlite" {
+            // Count what is really in the file, not what the consumer says it wrote.
+            let stored = count_stored_rows(args.need("db")?, &job)?;
+            if stored != lines {
+                return Err(BenchError::Failed(format!(
+                    "the SQLite file holds {stored} rows of {job}, expected {lines}"
+                )));
+            }
+        }
         if counted != expected_counts(lines) || rows != lines {
             return Err(BenchError::Failed(format!(
                 "ingested {rows} rows {counted:?}, expected {lines} rows {:?}",
@@ -332,11 +342,26 @@ fn run(args: &Args) -> Result<(), BenchError> {
             "seconds": seconds,
             "cpu_seconds": cpu_seconds,
             "rss_before_kb": rss_before_kb,
-            "vmhwm_kb": proc_status_kb("VmHWM").unwrap_or(0),
+            "vmhwm_kb": vmhwm_kb,
         }))
     })?;
     println!("{report}");
     Ok(())
+}
+
+/// `count(*)` of a job's rows, through a connection of our own (after VmHWM was read, so the
+/// check costs the measurement nothing).
+fn count_stored_rows(db: &str, job: &str) -> Result<u64, BenchError> {
+    let failed = |e: rusqlite::Error| BenchError::Failed(format!("counting rows in {db}: {e}"));
+    let conn = rusqlite::Connection::open(db).map_err(failed)?;
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM result_rows WHERE job_id = ?1",
+            [job],
+            |r| r.get(0),
+        )
+        .map_err(failed)?;
+    u64::try_from(n).map_err(|_| BenchError::Failed(format!("negative row count {n}")))
 }
 
 // ---------------------------------------------------------------------------------------------
