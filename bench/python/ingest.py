@@ -251,6 +251,7 @@ def main():
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_before
     rows = sum(counts.values())
+    vmhwm_kb = status_kb("VmHWM")  # before the check below, so the check costs nothing
     if args.store == "sqlite":
         stored = sink.db.execute("SELECT count(*) FROM result_rows WHERE job_id = ?", (args.job,)).fetchone()[0]
         if stored != rows:
@@ -261,7 +262,7 @@ def main():
     print(json.dumps({
         "impl": f"python/{args.store}", "lines": lines, "rows": rows, "ok": counts["ok"],
         "errors": counts["error"], "malformed": counts["malformed"], "seconds": seconds,
-        "cpu_seconds": cpu_seconds, "rss_before_kb": rss_before, "vmhwm_kb": status_kb("VmHWM"),
+        "cpu_seconds": cpu_seconds, "rss_before_kb": rss_before, "vmhwm_kb": vmhwm_kb,
     }))
     sys.stdout.flush()
 

@@ -8,7 +8,8 @@
 //! - `ingest serve --lines N` builds the file in memory and serves it with the fake Gemini API
 //!   (batches.get + download) until its stdin closes;
 //! - `ingest run --base-url URL --lines N --store counting|sqlite` runs one ingest and prints one
-//!   JSON line (seconds, rows, VmHWM).
+//!   JSON line (seconds, CPU seconds, rows, VmHWM);
+//! - `ingest stages [--lines N]` times the CPU stages (split, parse, row) in memory.
 //!
 //! Why processes: VmHWM is a per-process high-water mark, so only a fresh process per size gives
 //! a per-size peak; and the server (which holds the whole file, ~600 MB at 1 M lines) must not
@@ -51,7 +52,7 @@ const MALFORMED_EVERY: u64 = 1000;
 const DEFAULT_ROWS_PER_WRITE: u64 = 500;
 
 const USAGE: &str = "ingest [--lines 10k,100k,1m] [--store counting|sqlite|all] [--rows-per-write 500] \
-[--python PATH --script bench/python/ingest.py] [--db-dir DIR]";
+[--python PATH --script bench/python/ingest.py] [--db-dir DIR] | ingest stages [--lines 100k]";
 
 fn main() {
     let result = Args::from_env().and_then(|args| match args.positional(0) {
@@ -317,6 +318,16 @@ fn run(args: &Args) -> Result<(), BenchError> {
                 )));
             }
         }
+        let vmhwm_kb = proc_status_kb("VmHWM").unwrap_or(0);
+        if kind == "sqlite" {
+            // Count what is really in the file, not what the consumer says it wrote.
+            let stored = count_stored_rows(args.need("db")?, &job)?;
+            if stored != lines {
+                return Err(BenchError::Failed(format!(
+                    "the SQLite file holds {stored} rows of {job}, expected {lines}"
+                )));
+            }
+        }
         if counted != expected_counts(lines) || rows != lines {
             return Err(BenchError::Failed(format!(
                 "ingested {rows} rows {counted:?}, expected {lines} rows {:?}",
@@ -331,11 +342,26 @@ fn run(args: &Args) -> Result<(), BenchError> {
             "seconds": seconds,
             "cpu_seconds": cpu_seconds,
             "rss_before_kb": rss_before_kb,
-            "vmhwm_kb": proc_status_kb("VmHWM").unwrap_or(0),
+            "vmhwm_kb": vmhwm_kb,
         }))
     })?;
     println!("{report}");
     Ok(())
+}
+
+/// `count(*)` of a job's rows, through a connection of our own (after VmHWM was read, so the
+/// check costs the measurement nothing).
+fn count_stored_rows(db: &str, job: &str) -> Result<u64, BenchError> {
+    let failed = |e: rusqlite::Error| BenchError::Failed(format!("counting rows in {db}: {e}"));
+    let conn = rusqlite::Connection::open(db).map_err(failed)?;
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM result_rows WHERE job_id = ?1",
+            [job],
+            |r| r.get(0),
+        )
+        .map_err(failed)?;
+    u64::try_from(n).map_err(|_| BenchError::Failed(format!("negative row count {n}")))
 }
 
 // ---------------------------------------------------------------------------------------------
