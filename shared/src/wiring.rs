@@ -102,6 +102,21 @@ pub async fn aws_receiver(
     })
 }
 
+/// Results stores on DynamoDB: the default table plus one per `ROUTES` entry.
+fn dynamodb_routes(
+    aws: &aws_config::SdkConfig,
+    results_table: &str,
+    routes_json: Option<&str>,
+) -> Result<crate::consume::Routes, crate::config::ConfigError> {
+    use crate::store::dynamodb_results::DynamoDbResultsStore;
+
+    let ddb = aws_sdk_dynamodb::Client::new(aws);
+    let default = Arc::new(DynamoDbResultsStore::new(ddb.clone(), results_table));
+    crate::consume::Routes::from_config(routes_json, default, |table| {
+        Arc::new(DynamoDbResultsStore::new(ddb.clone(), table))
+    })
+}
+
 /// The consume use case on DynamoDB (results, with `ROUTES`) and SQS (continuations), with EMF
 /// metrics on stdout.
 pub async fn aws_consumer(
@@ -109,17 +124,9 @@ pub async fn aws_consumer(
     aws: &aws_config::SdkConfig,
     http: reqwest::Client,
 ) -> Result<crate::consume::Consumer, crate::config::ConfigError> {
-    use crate::consume::{ConsumeSettings, Consumer, Routes};
-    use crate::store::dynamodb_results::DynamoDbResultsStore;
+    use crate::consume::{ConsumeSettings, Consumer};
 
-    let ddb = aws_sdk_dynamodb::Client::new(aws);
-    let default = Arc::new(DynamoDbResultsStore::new(
-        ddb.clone(),
-        config.results_table.clone(),
-    ));
-    let routes = Routes::from_config(config.routes.as_deref(), default, |table| {
-        Arc::new(DynamoDbResultsStore::new(ddb.clone(), table))
-    })?;
+    let routes = dynamodb_routes(aws, &config.results_table, config.routes.as_deref())?;
     Ok(Consumer::new(
         crate::gemini::GeminiClient::new(
             config
@@ -145,18 +152,9 @@ pub async fn aws_reconciler(
     aws: &aws_config::SdkConfig,
     http: reqwest::Client,
 ) -> Result<crate::reconcile::Reconciler, crate::config::ConfigError> {
-    use crate::consume::Routes;
     use crate::enqueue_once::EnqueueOnce;
-    use crate::store::dynamodb_results::DynamoDbResultsStore;
 
-    let ddb = aws_sdk_dynamodb::Client::new(aws);
-    let default = Arc::new(DynamoDbResultsStore::new(
-        ddb.clone(),
-        config.results_table.clone(),
-    ));
-    let routes = Routes::from_config(config.routes.as_deref(), default, |table| {
-        Arc::new(DynamoDbResultsStore::new(ddb.clone(), table))
-    })?;
+    let routes = dynamodb_routes(aws, &config.results_table, config.routes.as_deref())?;
     let clock = Arc::new(SystemClock);
     Ok(crate::reconcile::Reconciler::new(
         crate::gemini::GeminiClient::new(
@@ -167,7 +165,10 @@ pub async fn aws_reconciler(
         ),
         routes,
         EnqueueOnce::new(
-            Arc::new(DynamoDbDedupeStore::new(ddb, config.dedupe_table.clone())),
+            Arc::new(DynamoDbDedupeStore::new(
+                aws_sdk_dynamodb::Client::new(aws),
+                config.dedupe_table.clone(),
+            )),
             Arc::new(SqsEventQueue::new(
                 aws_sdk_sqs::Client::new(aws),
                 config.queue_url.clone(),
