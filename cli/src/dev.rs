@@ -46,7 +46,10 @@ const MAX_RETRY_DELAY_MS: i64 = 60_000;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A message handled for longer than this gets progress lines.
 const PROGRESS_AFTER: Duration = Duration::from_secs(3);
+/// At most one progress line per message this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How often running messages are looked at for progress.
+const PROGRESS_CHECK: Duration = Duration::from_secs(1);
 /// Rows per SQLite transaction (DynamoDB's 25 would only slow SQLite down).
 const LOCAL_ROWS_PER_WRITE: usize = 500;
 
@@ -294,7 +297,7 @@ struct InFlight {
     receive_count: u32,
     job_id: Option<String>,
     started: Instant,
-    last_progress: Instant,
+    last_progress: Option<Instant>,
 }
 
 /// The consumer loop over the SQLite queue.
@@ -311,7 +314,7 @@ impl Worker {
         let signal = self.store.enqueued_signal();
         let mut tasks: JoinSet<Result<Handled, ConsumeError>> = JoinSet::new();
         let mut in_flight: HashMap<tokio::task::Id, InFlight> = HashMap::new();
-        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        let mut progress = tokio::time::interval(PROGRESS_CHECK);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *stop.borrow() {
@@ -393,7 +396,7 @@ impl Worker {
                 receive_count: message.receive_count,
                 job_id,
                 started,
-                last_progress: started,
+                last_progress: None,
             },
         )
     }
@@ -460,11 +463,13 @@ impl Worker {
     async fn report_progress(&self, in_flight: &mut HashMap<tokio::task::Id, InFlight>) {
         for flight in in_flight.values_mut() {
             if flight.started.elapsed() < PROGRESS_AFTER
-                || flight.last_progress.elapsed() < PROGRESS_EVERY
+                || flight
+                    .last_progress
+                    .is_some_and(|t| t.elapsed() < PROGRESS_EVERY)
             {
                 continue;
             }
-            flight.last_progress = Instant::now();
+            flight.last_progress = Some(Instant::now());
             let Some(job) = &flight.job_id else { continue };
             match self.store.row_count(job).await {
                 Ok(rows) => tracing::info!(

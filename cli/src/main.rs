@@ -1,5 +1,6 @@
-//! `gemini-hooks`: the local pipeline (`dev`, `demo`) and developer tools (`send`, `verify`,
-//! `results`, `jwks`, `secret`). This file only wires: parse, set up logging, dispatch, exit.
+//! `gemini-hooks`: the local pipeline (`dev`, `demo`), developer tools (`send`, `verify`,
+//! `results`, `jwks`, `secret`) and webhook management (`webhooks`). This file only wires:
+//! parse, set up logging, dispatch, exit.
 
 mod args;
 mod demo;
@@ -12,9 +13,11 @@ mod logging;
 mod results;
 mod sample_gemini;
 mod samples;
+mod secrets_manager;
 mod send;
 mod util;
 mod verify;
+mod webhooks;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -84,6 +87,10 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             let text = serde_json::to_string_pretty(&key.jwks(key.kid()))
                 .map_err(|e| CliError::Failed(format!("cannot encode the JWKS: {e}")))?;
             util::line(out, &text).map(|()| 0)
+        }
+        Command::Webhooks(c) => {
+            logging::init(LogFormat::Text, "warn");
+            webhooks::run(c, out).await.map(|()| 0)
         }
         Command::Secret => {
             let secret = gemini_hooks::verify::standard::SigningSecret::generate();

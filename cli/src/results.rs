@@ -104,14 +104,14 @@ pub async fn run(args: ResultsArgs, out: &mut dyn Write) -> Result<(), CliError>
     }
 }
 
-fn print_json(out: &mut dyn Write, v: &Value) -> Result<(), CliError> {
+pub fn print_json(out: &mut dyn Write, v: &Value) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(v)
         .map_err(|e| CliError::Failed(format!("cannot encode JSON: {e}")))?;
     line(out, &text)
 }
 
 /// Prints aligned columns.
-fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> Result<(), CliError> {
+pub fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> Result<(), CliError> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {

@@ -24,6 +24,25 @@ pub mod env {
     pub const GEMINI_API_KEY: &str = "GEMINI_API_KEY";
     pub const GEMINI_API_KEY_ARN: &str = "GEMINI_API_KEY_ARN";
     pub const GEMINI_API_BASE_URL: &str = "GEMINI_API_BASE_URL";
+
+    /// Every name above, for checks that the template and the code agree (tests/template_env).
+    pub const ALL: &[&str] = &[
+        WEBHOOK_SIGNING_SECRETS,
+        WEBHOOK_SIGNING_SECRETS_ARN,
+        WEBHOOK_TOLERANCE_SECONDS,
+        WEBHOOK_JWKS_URL,
+        WEBHOOK_JWT_AUDIENCE,
+        WEBHOOK_JWT_ISSUER,
+        WEBHOOK_MAX_BODY_BYTES,
+        DEDUPE_TABLE,
+        DEDUPE_RETENTION_HOURS,
+        QUEUE_URL,
+        RESULTS_TABLE,
+        ROUTES,
+        GEMINI_API_KEY,
+        GEMINI_API_KEY_ARN,
+        GEMINI_API_BASE_URL,
+    ];
 }
 
 /// Defaults (DESIGN §3).

@@ -106,6 +106,14 @@ pub enum Handled {
     Skipped { reason: String },
 }
 
+/// Seconds before a failed message is tried again, by how often it was received: 30 s doubling
+/// to 15 min. With `maxReceiveCount` 5 a message has ~7.5 min of retries before the DLQ (and the
+/// reconciler still recovers the batch later).
+pub fn retry_delay_secs(receive_count: u32) -> i32 {
+    let exp = receive_count.saturating_sub(1).min(5);
+    (30_i32 << exp).min(900)
+}
+
 /// Results stores by `user_metadata.job_group` (`ROUTES`), with a default.
 #[derive(Clone)]
 pub struct Routes {
@@ -832,4 +840,15 @@ pub fn to_row(job: &JobRecord, record: &ResultRecord, now_ms: i64) -> ResultRow 
         }
     }
     row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_delay_secs;
+
+    #[test]
+    fn retry_delay_doubles_from_30_seconds_and_caps_at_15_minutes() {
+        let delays: Vec<i32> = (0..=8).map(retry_delay_secs).collect();
+        assert_eq!(delays, vec![30, 30, 60, 120, 240, 480, 900, 900, 900]);
+    }
 }

@@ -4,6 +4,10 @@
 //! and `GET /download/v1beta/files/{id}:download?alt=media` (with `Range`). Faults are queued per
 //! path substring and consumed one per matching request, so tests can script "429, then 500, then
 //! fine". Every request is recorded with the status it got.
+//!
+//! It also serves the WebhookService (gemini-facts §6) under `/v1/webhooks`: create, list
+//! (paged), get, patch (`update_mask` required), delete, `:ping` and `:rotateSigningSecret`, in
+//! snake_case, with knobs for the enum spelling it accepts and for Gemini disabling a webhook.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -90,6 +94,46 @@ struct Inner {
     faults: Vec<(String, VecDeque<Fault>)>,
     requests: Vec<Recorded>,
     ignore_range: bool,
+    /// Request bodies, index-aligned with `requests`.
+    bodies: Vec<Bytes>,
+    webhooks: BTreeMap<String, FakeWebhook>,
+    webhook_enum_case: EnumCase,
+    webhook_page_size: Option<usize>,
+}
+
+/// Which spelling of enum values (`revocation_behavior`, `state`) the fake WebhookService takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EnumCase {
+    /// Either spelling, like a protobuf JSON parser that knows both.
+    #[default]
+    Any,
+    /// Only `revoke_previous_secrets_after_h24` (the SDKs' spelling).
+    Lower,
+    /// Only `REVOKE_PREVIOUS_SECRETS_AFTER_H24` (the docs samples' spelling).
+    Upper,
+}
+
+/// A signing secret held by the fake WebhookService.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeSecret {
+    pub secret: String,
+    /// Set on the previous secrets by a rotation with the 24-hour overlap.
+    pub expire_time: Option<String>,
+}
+
+/// A webhook held by the fake WebhookService.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeWebhook {
+    pub id: String,
+    pub name: Option<String>,
+    pub uri: String,
+    pub subscribed_events: Vec<String>,
+    pub state: String,
+    /// Oldest first; the last one is the newest.
+    pub secrets: Vec<FakeSecret>,
+    pub pings: u32,
+    pub create_time: String,
+    pub update_time: String,
 }
 
 #[derive(Default)]
@@ -189,7 +233,50 @@ impl FakeGemini {
     }
 
     pub fn clear_requests(&self) {
-        self.shared.lock().requests.clear();
+        let mut inner = self.shared.lock();
+        inner.requests.clear();
+        inner.bodies.clear();
+    }
+
+    /// Bodies (as text) of the requests whose path+query contains `needle`, in arrival order.
+    pub fn request_bodies_to(&self, needle: &str) -> Vec<String> {
+        let inner = self.shared.lock();
+        inner
+            .requests
+            .iter()
+            .zip(&inner.bodies)
+            .filter(|(r, _)| r.path.contains(needle))
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    }
+
+    /// A registered webhook, as the fake holds it (with its full secrets).
+    pub fn webhook(&self, id: &str) -> Option<FakeWebhook> {
+        self.shared.lock().webhooks.get(id).cloned()
+    }
+
+    /// Every registered webhook, by id.
+    pub fn webhooks(&self) -> Vec<FakeWebhook> {
+        self.shared.lock().webhooks.values().cloned().collect()
+    }
+
+    /// Sets a webhook's state as Gemini would, e.g. `disabled_due_to_failed_deliveries`.
+    pub fn set_webhook_state(&self, id: &str, state: &str) {
+        let mut inner = self.shared.lock();
+        let Some(w) = inner.webhooks.get_mut(id) else {
+            panic!("no fake webhook {id}");
+        };
+        w.state = state.to_owned();
+    }
+
+    /// Which enum spelling the WebhookService accepts (default: either).
+    pub fn set_webhook_enum_case(&self, case: EnumCase) {
+        self.shared.lock().webhook_enum_case = case;
+    }
+
+    /// Caps the page size of `GET /v1/webhooks`, so paging can be exercised with few webhooks.
+    pub fn set_webhook_page_size(&self, n: usize) {
+        self.shared.lock().webhook_page_size = Some(n.max(1));
     }
 }
 
@@ -206,6 +293,7 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     let path = uri
         .path_and_query()
@@ -226,6 +314,7 @@ async fn handle(
             authorized,
             status: 0,
         });
+        inner.bodies.push(body.clone());
         let fault = if authorized {
             inner
                 .faults
@@ -262,7 +351,11 @@ async fn handle(
             Some(Fault::Stall(n, pause)) => stall = Some((n, pause)),
             None => {}
         }
-        let r = route(&shared, &method, &uri, range.as_deref()).await;
+        let r = if uri.path().starts_with(WEBHOOKS_PATH) {
+            webhooks_route(&shared, &method, &uri, &body)
+        } else {
+            route(&shared, &method, &uri, range.as_deref()).await
+        };
         match (cut, stall) {
             (Some(n), _) => cut_body(r, n),
             (None, Some((n, pause))) => stall_body(r, n, pause),
@@ -316,6 +409,296 @@ async fn route(shared: &Shared, method: &Method, uri: &Uri, range: Option<&str>)
         return download(file, range).await;
     }
     google_error(404, "no such route in the fake")
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebhookService
+// ---------------------------------------------------------------------------------------------
+
+const WEBHOOKS_PATH: &str = "/v1/webhooks";
+
+/// Events the fake accepts: the SDK enum plus the `*.cancelled` ones the docs still list.
+const FAKE_SUBSCRIBABLE: &[&str] = &[
+    "batch.succeeded",
+    "batch.expired",
+    "batch.failed",
+    "batch.cancelled",
+    "interaction.requires_action",
+    "interaction.completed",
+    "interaction.failed",
+    "interaction.cancelled",
+    "video.generated",
+];
+
+const REVOKE_AFTER_H24: &str = "revoke_previous_secrets_after_h24";
+const REVOKE_IMMEDIATELY: &str = "revoke_previous_secrets_immediately";
+
+fn webhooks_route(shared: &Shared, method: &Method, uri: &Uri, body: &[u8]) -> Response {
+    let rest = &uri.path()[WEBHOOKS_PATH.len()..];
+    let json_body = || -> Option<Value> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Some(json!({}));
+        }
+        serde_json::from_slice::<Value>(body)
+            .ok()
+            .filter(Value::is_object)
+    };
+    let bad_json = || google_error(400, "Invalid JSON payload received.");
+    if rest.is_empty() {
+        return match *method {
+            Method::POST => match json_body() {
+                Some(b) => create_webhook(shared, &b),
+                None => bad_json(),
+            },
+            Method::GET => list_webhooks(shared, uri),
+            _ => google_error(405, "method not allowed"),
+        };
+    }
+    let Some(target) = rest.strip_prefix('/') else {
+        return google_error(404, "no such route in the fake");
+    };
+    let (id, verb) = target.split_once(':').unwrap_or((target, ""));
+    if id.is_empty() || id.contains('/') {
+        return google_error(404, "no such route in the fake");
+    }
+    let mut inner = shared.lock();
+    let case = inner.webhook_enum_case;
+    let Some(hook) = inner.webhooks.get_mut(id) else {
+        return google_error(404, "Requested entity was not found.");
+    };
+    match (method.clone(), verb) {
+        (Method::GET, "") => json_response(&webhook_json(hook)),
+        (Method::PATCH, "") => match json_body() {
+            Some(b) => patch_webhook(hook, uri, &b, case),
+            None => bad_json(),
+        },
+        (Method::DELETE, "") => {
+            inner.webhooks.remove(id);
+            json_response(&json!({}))
+        }
+        (Method::POST, "ping") => {
+            hook.pings += 1;
+            json_response(&json!({}))
+        }
+        (Method::POST, "rotateSigningSecret") => match json_body() {
+            Some(b) => rotate_webhook_secret(hook, &b, case),
+            None => bad_json(),
+        },
+        (_, "" | "ping" | "rotateSigningSecret") => google_error(405, "method not allowed"),
+        _ => google_error(404, "no such route in the fake"),
+    }
+}
+
+fn create_webhook(shared: &Shared, body: &Value) -> Response {
+    let Some(uri) = body
+        .get("uri")
+        .and_then(Value::as_str)
+        .filter(|u| !u.trim().is_empty())
+    else {
+        return google_error(400, "uri is required.");
+    };
+    let events = match events_of(body) {
+        Ok(e) => e,
+        Err(message) => return google_error(400, &message),
+    };
+    let now = now_rfc3339();
+    let secret = new_secret();
+    let hook = FakeWebhook {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        name: body.get("name").and_then(Value::as_str).map(str::to_owned),
+        uri: uri.to_owned(),
+        subscribed_events: events,
+        state: "enabled".to_owned(),
+        secrets: vec![FakeSecret {
+            secret: secret.clone(),
+            expire_time: None,
+        }],
+        pings: 0,
+        create_time: now.clone(),
+        update_time: now,
+    };
+    let mut out = webhook_json(&hook);
+    out["new_signing_secret"] = json!(secret);
+    shared.lock().webhooks.insert(hook.id.clone(), hook);
+    json_response(&out)
+}
+
+/// `subscribed_events`: required, non-empty, every entry a known event; else the 400 message.
+fn events_of(body: &Value) -> Result<Vec<String>, String> {
+    let list = body
+        .get("subscribed_events")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| "subscribed_events is required.".to_owned())?;
+    list.iter()
+        .enumerate()
+        .map(|(i, e)| match e.as_str() {
+            Some(s) if FAKE_SUBSCRIBABLE.contains(&s) => Ok(s.to_owned()),
+            _ => Err(format!(
+                "Invalid value at 'subscribed_events[{i}]' (TYPE_ENUM), {e}"
+            )),
+        })
+        .collect()
+}
+
+fn list_webhooks(shared: &Shared, uri: &Uri) -> Response {
+    let inner = shared.lock();
+    let asked = query_param(uri, "page_size")
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(50);
+    let page_size = inner.webhook_page_size.map_or(asked, |cap| asked.min(cap));
+    let start = match query_param(uri, "page_token") {
+        None => 0,
+        Some(t) => match t
+            .strip_prefix("after-")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => n,
+            None => return google_error(400, "Invalid page token."),
+        },
+    };
+    let hooks: Vec<Value> = inner
+        .webhooks
+        .values()
+        .skip(start)
+        .take(page_size)
+        .map(webhook_json)
+        .collect();
+    let mut body = json!({ "webhooks": hooks });
+    if start + page_size < inner.webhooks.len() {
+        body["next_page_token"] = json!(format!("after-{}", start + page_size));
+    }
+    json_response(&body)
+}
+
+fn patch_webhook(hook: &mut FakeWebhook, uri: &Uri, body: &Value, case: EnumCase) -> Response {
+    let Some(mask) = query_param(uri, "update_mask").filter(|m| !m.is_empty()) else {
+        return google_error(400, "update_mask is required.");
+    };
+    let mut updated = hook.clone();
+    for field in mask.split(',').map(str::trim) {
+        match field {
+            "name" => updated.name = body.get("name").and_then(Value::as_str).map(str::to_owned),
+            "uri" => match body.get("uri").and_then(Value::as_str) {
+                Some(u) if !u.trim().is_empty() => u.clone_into(&mut updated.uri),
+                _ => return google_error(400, "uri is required."),
+            },
+            "subscribed_events" => match events_of(body) {
+                Ok(e) => updated.subscribed_events = e,
+                Err(message) => return google_error(400, &message),
+            },
+            "state" => {
+                let raw = body.get("state").and_then(Value::as_str).unwrap_or("");
+                match enum_value(raw, case, &["enabled", "disabled"]) {
+                    Some(s) => updated.state = s,
+                    None => {
+                        return google_error(
+                            400,
+                            &format!("Invalid value at 'webhook.state' (TYPE_ENUM), \"{raw}\""),
+                        );
+                    }
+                }
+            }
+            other => {
+                return google_error(400, &format!("Unknown field in update_mask: {other}"));
+            }
+        }
+    }
+    updated.update_time = now_rfc3339();
+    *hook = updated;
+    json_response(&webhook_json(hook))
+}
+
+fn rotate_webhook_secret(hook: &mut FakeWebhook, body: &Value, case: EnumCase) -> Response {
+    let behavior = match body.get("revocation_behavior") {
+        None | Some(Value::Null) => REVOKE_AFTER_H24.to_owned(),
+        Some(v) => {
+            let raw = v.as_str().unwrap_or("");
+            match enum_value(raw, case, &[REVOKE_AFTER_H24, REVOKE_IMMEDIATELY]) {
+                Some(b) => b,
+                None => {
+                    return google_error(
+                        400,
+                        &format!(
+                            "Invalid value at 'revocation_behavior' (type.googleapis.com/google.ai.generativelanguage.v1.RotateSigningSecretRequest.RevocationBehavior), {v}"
+                        ),
+                    );
+                }
+            }
+        }
+    };
+    if behavior == REVOKE_IMMEDIATELY {
+        hook.secrets.clear();
+    } else {
+        let expiry = (chrono::Utc::now() + chrono::Duration::hours(24))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for old in hook.secrets.iter_mut().filter(|s| s.expire_time.is_none()) {
+            old.expire_time = Some(expiry.clone());
+        }
+    }
+    let secret = new_secret();
+    hook.secrets.push(FakeSecret {
+        secret: secret.clone(),
+        expire_time: None,
+    });
+    hook.update_time = now_rfc3339();
+    json_response(&json!({ "secret": secret }))
+}
+
+/// `raw` as the lowercase enum value if it is one of `allowed` in a spelling `case` accepts.
+fn enum_value(raw: &str, case: EnumCase, allowed: &[&str]) -> Option<String> {
+    let spelled_ok = match case {
+        EnumCase::Any => true,
+        EnumCase::Lower => raw == raw.to_ascii_lowercase(),
+        EnumCase::Upper => raw == raw.to_ascii_uppercase(),
+    };
+    let lower = raw.to_ascii_lowercase();
+    (spelled_ok && allowed.contains(&lower.as_str())).then_some(lower)
+}
+
+fn webhook_json(hook: &FakeWebhook) -> Value {
+    let secrets: Vec<Value> = hook
+        .secrets
+        .iter()
+        .map(|s| {
+            let tail: String = s
+                .secret
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let mut v = json!({ "truncated_secret": format!("whsec_...{tail}") });
+            if let Some(t) = &s.expire_time {
+                v["expire_time"] = json!(t);
+            }
+            v
+        })
+        .collect();
+    let mut v = json!({
+        "id": hook.id,
+        "uri": hook.uri,
+        "subscribed_events": hook.subscribed_events,
+        "state": hook.state,
+        "signing_secrets": secrets,
+        "create_time": hook.create_time,
+        "update_time": hook.update_time,
+    });
+    if let Some(n) = &hook.name {
+        v["name"] = json!(n);
+    }
+    v
+}
+
+fn new_secret() -> String {
+    gemini_hooks::verify::standard::SigningSecret::generate().to_whsec()
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn list(shared: &Shared, uri: &Uri) -> Response {

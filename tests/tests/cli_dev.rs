@@ -389,7 +389,7 @@ async fn dev_answers_the_http_contract_for_bad_requests() {
     let dev = DevServer::start(
         dir.path(),
         "dev.log",
-        &["--receive-only"],
+        &["--receive-only", "--log-json"],
         &[
             ("WEBHOOK_SIGNING_SECRETS", TEST_SECRET),
             ("WEBHOOK_MAX_BODY_BYTES", "2000"),
@@ -413,6 +413,42 @@ async fn dev_answers_the_http_contract_for_bad_requests() {
     assert_eq!(bare.status(), 400);
     let body: Value = bare.json().await.unwrap_or_default();
     assert_eq!(body["error"], "missing_header");
+
+    // --log-json: every log line is a JSON object, one outcome line per request.
+    let log = dev.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["status"] == 413), "{log}");
+    assert!(
+        lines.iter().any(|l| l["outcome"] == "missing_header"),
+        "{log}"
+    );
+    dev.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_ingest_reports_progress() {
+    let fake = FakeGemini::start().await;
+    put_succeeded_batch(&fake, "batches/cli-slow", 30);
+    // The results file answers only after 7 s: long enough for a progress line.
+    fake.inject(
+        "cli-slow-results",
+        vec![Fault::Delay(Duration::from_secs(7))],
+    );
+    let dir = TempDir::new("cli-progress");
+    let env = env_for(&fake);
+    let dev = DevServer::start(dir.path(), "dev.log", &[], &as_refs(&env)).await;
+    send(&dev.url, &["--job", "batches/cli-slow"]).await;
+    let v = wait_for_job(dir.path(), "batches/cli-slow", "SUCCEEDED").await;
+    assert_eq!(v["total_rows"], 30);
+    let log = dev.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("still ingesting") && l.contains("batches/cli-slow")),
+        "{log}"
+    );
     dev.kill().await;
 }
 

@@ -298,8 +298,11 @@ async fn receiver_binary_fails_at_init_naming_the_missing_variable() {
         status.is_some_and(|s| !s.success()),
         "must exit non-zero: {status:?}"
     );
+    // The log readers may still be draining the pipe after the exit.
     assert!(
-        function.logs().contains("DEDUPE_TABLE"),
+        function
+            .wait_for_log("DEDUPE_TABLE", Duration::from_secs(5))
+            .await,
         "{}",
         function.logs()
     );

@@ -298,3 +298,44 @@ async fn concurrent_consumers_never_receive_the_same_message_twice() {
     all.dedup();
     assert_eq!((total, all.len()), (40, 40), "each message exactly once");
 }
+
+#[tokio::test]
+async fn requeue_hidden_makes_a_dead_process_s_messages_visible_now() {
+    let dir = TempDir::new("queue-requeue");
+    let store = open(&dir);
+    let a = enqueue(&store, "a").await;
+    let b = enqueue(&store, "b").await;
+    assert!(receive(&store, 300_000, T0).await.is_some());
+    assert!(
+        store
+            .release(&b, 60_000, T0)
+            .await
+            .unwrap_or_else(|e| panic!("release: {e}"))
+    );
+    assert_eq!(receive(&store, 300_000, T0 + 1).await, None, "both hidden");
+
+    let reopened = open(&dir);
+    assert_eq!(
+        reopened
+            .requeue_hidden(T0 + 2)
+            .await
+            .unwrap_or_else(|e| panic!("requeue: {e}")),
+        2
+    );
+    let first = receive(&reopened, 300_000, T0 + 2)
+        .await
+        .unwrap_or_else(|| panic!("a"));
+    assert_eq!((first.id.as_str(), first.receive_count), (a.as_str(), 2));
+    let second = receive(&reopened, 300_000, T0 + 2)
+        .await
+        .unwrap_or_else(|| panic!("b"));
+    assert_eq!(second.id, b);
+    assert_eq!(
+        reopened
+            .requeue_hidden(T0 + 3)
+            .await
+            .unwrap_or_else(|e| panic!("requeue: {e}")),
+        2,
+        "received again, so hidden again"
+    );
+}

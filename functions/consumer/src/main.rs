@@ -5,6 +5,7 @@ mod event_handler;
 use std::sync::Arc;
 
 use gemini_hooks::config::{ConsumerConfig, Env};
+use gemini_hooks::store::sqs::SqsEventQueue;
 use gemini_hooks::telemetry::{LogFormat, init_logging};
 use gemini_hooks::wiring;
 use lambda_runtime::{Error, service_fn};
@@ -15,13 +16,16 @@ async fn main() -> Result<(), Error> {
     let config = ConsumerConfig::from_env(&Env::process())
         .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let aws = wiring::aws_sdk_config().await;
-    let consumer = Arc::new(
-        wiring::aws_consumer(&config, &aws, wiring::http_client()?)
-            .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?,
-    );
+    let deps = event_handler::Deps {
+        consumer: Arc::new(
+            wiring::aws_consumer(&config, &aws, wiring::http_client()?)
+                .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?,
+        ),
+        queue: SqsEventQueue::new(aws_sdk_sqs::Client::new(&aws), config.queue_url.clone()),
+    };
     tracing::info!(results_table = %config.results_table, routes = config.routes.is_some(), "consumer configured");
     lambda_runtime::run(service_fn(|event| {
-        event_handler::function_handler(&consumer, event)
+        event_handler::function_handler(&deps, event)
     }))
     .await
 }

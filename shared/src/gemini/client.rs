@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use rand::Rng;
 use reqwest::header::{CONTENT_RANGE, HeaderMap, HeaderValue, RANGE, RETRY_AFTER};
-use reqwest::{StatusCode, Url};
+use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 use super::model::BatchOperation;
@@ -151,6 +151,11 @@ pub enum GeminiError {
     /// The request could not even be formed (bad base URL, unusable id, `gs://` file).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A call that must not run twice (creating a webhook, rotating its secret) may or may not
+    /// have taken effect: the server answered 5xx, timed out or dropped the answer. Not retried,
+    /// so a lost answer never turns into a second webhook or a second rotation.
+    #[error("{what}: outcome unknown ({reason}); it may or may not have been applied")]
+    Unconfirmed { what: String, reason: String },
 }
 
 impl GeminiError {
@@ -161,6 +166,16 @@ impl GeminiError {
             Self::NotFound { .. } | Self::Transient { .. } | Self::Stream(_)
         )
     }
+}
+
+/// Whether a call may simply be sent again after an unclear outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replay {
+    /// Reads and idempotent writes: retried on 429, 5xx, timeouts and connection failures.
+    Safe,
+    /// Retried only when the server provably did not act on it: 429, or no connection at all.
+    /// Any other unclear outcome is a [`GeminiError::Unconfirmed`].
+    Unsafe,
 }
 
 /// One page of `GET /v1beta/batches`.
@@ -273,7 +288,7 @@ impl GeminiClient {
 
         let resp = self
             .with_retries(&name, || {
-                let req = self.request(url.clone(), offset);
+                let req = self.request(Method::GET, url.clone(), offset);
                 let name = name.as_str();
                 async move {
                     match tokio::time::timeout(timeout, req.send()).await {
@@ -328,15 +343,15 @@ impl GeminiClient {
         Ok(Box::pin(futures::stream::unfold(state, Download::next)))
     }
 
-    fn url(&self, path: &str) -> Result<Url, GeminiError> {
+    pub(crate) fn url(&self, path: &str) -> Result<Url, GeminiError> {
         let base = self.settings.base_url.trim_end_matches('/');
         Url::parse(&format!("{base}{path}"))
             .map_err(|e| GeminiError::Invalid(format!("bad base URL: {e}")))
     }
 
-    fn request(&self, url: Url, range_from: u64) -> reqwest::RequestBuilder {
+    fn request(&self, method: Method, url: Url, range_from: u64) -> reqwest::RequestBuilder {
         let key = self.settings.api_key.expose();
-        let mut req = self.http.get(url);
+        let mut req = self.http.request(method, url);
         // An unset key is sent as no header, so Gemini answers with its clear 401.
         if !key.is_empty() {
             req = match HeaderValue::from_str(key) {
@@ -358,24 +373,65 @@ impl GeminiClient {
 
     /// GET a JSON document; each attempt (headers and body) is bounded by `request_timeout`.
     async fn get_json(&self, what: &str, url: Url) -> Result<Value, GeminiError> {
+        self.call_json(Method::GET, what, url, None, Replay::Safe)
+            .await
+    }
+
+    /// Sends `body` (if any) as JSON and reads a JSON answer; an empty answer reads as `{}`.
+    /// Each attempt (headers and body) is bounded by `request_timeout`.
+    pub(crate) async fn call_json(
+        &self,
+        method: Method,
+        what: &str,
+        url: Url,
+        body: Option<&Value>,
+        replay: Replay,
+    ) -> Result<Value, GeminiError> {
         let timeout = self.settings.request_timeout;
+        // Once an unsafe call may have reached the server, any unclear outcome is final.
+        let unclear = |reason: String| match replay {
+            Replay::Safe => Step::Retry {
+                reason,
+                retry_after: None,
+            },
+            Replay::Unsafe => Step::Fail(GeminiError::Unconfirmed {
+                what: what.to_owned(),
+                reason,
+            }),
+        };
         self.with_retries(what, || {
-            let req = self.request(url.clone(), 0);
+            let mut req = self.request(method.clone(), url.clone(), 0);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
             async move {
                 let attempt = async {
                     let resp = match req.send().await {
                         Ok(r) => r,
+                        // Without a connection nothing reached the server: safe to resend.
+                        Err(e)
+                            if replay == Replay::Unsafe && !e.is_connect() && !e.is_builder() =>
+                        {
+                            return unclear(describe(&e));
+                        }
                         Err(e) => return send_error_step(&e),
                     };
+                    let status = resp.status();
+                    // 429 means "not done, come back later"; 5xx and 408 leave it open.
+                    if replay == Replay::Unsafe
+                        && (status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT)
+                    {
+                        return unclear(format!("HTTP {}", status.as_u16()));
+                    }
                     let resp = match classify(resp, what).await.into_done() {
                         Ok(r) => r,
                         Err(step) => return step,
                     };
                     match resp.bytes().await {
-                        Err(e) => Step::Retry {
-                            reason: format!("reading body: {}", describe(&e)),
-                            retry_after: None,
-                        },
+                        Err(e) => unclear(format!("reading body: {}", describe(&e))),
+                        Ok(body) if body.iter().all(u8::is_ascii_whitespace) => {
+                            Step::Done(Value::Object(serde_json::Map::new()))
+                        }
                         Ok(body) => match serde_json::from_slice::<Value>(&body) {
                             Ok(v) => Step::Done(v),
                             Err(e) => Step::Fail(GeminiError::Decode(format!(
@@ -389,10 +445,7 @@ impl GeminiClient {
                 };
                 tokio::time::timeout(timeout, attempt)
                     .await
-                    .unwrap_or_else(|_| Step::Retry {
-                        reason: "timed out".into(),
-                        retry_after: None,
-                    })
+                    .unwrap_or_else(|_| unclear("timed out".into()))
             }
         })
         .await
@@ -601,7 +654,7 @@ impl Download {
 }
 
 /// Ids go into URL paths: only plain id characters, so nothing can walk to another endpoint.
-fn check_resource_id(name: &str, prefix: &str) -> Result<(), GeminiError> {
+pub(crate) fn check_resource_id(name: &str, prefix: &str) -> Result<(), GeminiError> {
     let id = name.strip_prefix(prefix).unwrap_or(name);
     let ok = !id.is_empty()
         && id != "."

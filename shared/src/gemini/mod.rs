@@ -1,16 +1,22 @@
 //! Gemini REST client for the Batch API: read a batch (a `google.longrunning.Operation`), list
-//! batches, and stream a results file (gemini-facts §5).
+//! batches, and stream a results file (gemini-facts §5); and for the WebhookService (§6).
 //!
 //! [`model`] turns the Operation JSON into [`BatchOperation`]; [`client`] does HTTP with retries
-//! and classifies failures so the consumer can tell "retry later" from "give up".
+//! and classifies failures so the consumer can tell "retry later" from "give up";
+//! [`webhooks`] registers and manages webhooks with the same HTTP conventions.
 
 pub mod client;
 pub mod model;
+pub mod webhooks;
 
 pub use client::{
     ApiKey, BatchPage, ByteStream, GeminiClient, GeminiError, GeminiSettings, RetryPolicy,
 };
 pub use model::{BatchOperation, BatchOutput, BatchState, BatchStats, InlineResponse, RpcStatus};
+pub use webhooks::{
+    CreatedWebhook, NewWebhook, RevocationBehavior, Rotation, Webhook, WebhookClient, WebhookPage,
+    WebhookSecret, WebhookState,
+};
 
 /// Production endpoint of the Gemini Developer API.
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";

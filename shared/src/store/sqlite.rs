@@ -864,11 +864,32 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::event::JobKind;
 
-    fn temp_path(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!(
-            "gemini-hooks-unit-{name}-{}.sqlite3",
-            uuid::Uuid::new_v4()
-        ))
+    /// A database path in the temp dir; the file and its WAL companions go away on drop.
+    struct TempDb(PathBuf);
+
+    impl TempDb {
+        fn new(name: &str) -> Self {
+            Self(std::env::temp_dir().join(format!(
+                "gemini-hooks-unit-{name}-{}.sqlite3",
+                uuid::Uuid::new_v4()
+            )))
+        }
+    }
+
+    impl AsRef<Path> for TempDb {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = self.0.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
     }
 
     fn message(body: &str) -> OutgoingMessage {
@@ -880,7 +901,7 @@ mod tests {
 
     #[tokio::test]
     async fn when_opened_twice_schema_is_idempotent_and_versioned() {
-        let path = temp_path("schema");
+        let path = TempDb::new("schema");
         drop(SqliteStore::open(&path).unwrap());
         let store = SqliteStore::open(&path).unwrap();
         let (count, version): (i64, i64) = store
@@ -907,7 +928,7 @@ mod tests {
 
     #[tokio::test]
     async fn when_schema_is_newer_open_should_refuse() {
-        let path = temp_path("newer");
+        let path = TempDb::new("newer");
         let store = SqliteStore::open(&path).unwrap();
         store
             .run(|c| {
@@ -926,7 +947,8 @@ mod tests {
 
     #[tokio::test]
     async fn when_message_too_large_enqueue_should_refuse() {
-        let store = SqliteStore::open(temp_path("large")).unwrap();
+        let db = TempDb::new("large");
+        let store = SqliteStore::open(&db).unwrap();
         let err = store
             .enqueue(&message(&"x".repeat(MAX_MESSAGE_BYTES + 1)))
             .await
@@ -936,7 +958,8 @@ mod tests {
 
     #[tokio::test]
     async fn when_enqueued_signal_should_wake_a_waiter() {
-        let store = SqliteStore::open(temp_path("notify"))
+        let db = TempDb::new("notify");
+        let store = SqliteStore::open(&db)
             .unwrap()
             .with_clock(Arc::new(ManualClock::at_ms(1_000)));
         let signal = store.enqueued_signal();
@@ -948,7 +971,8 @@ mod tests {
 
     #[tokio::test]
     async fn stored_job_round_trips_with_every_field() {
-        let store = SqliteStore::open(temp_path("job")).unwrap();
+        let db = TempDb::new("job");
+        let store = SqliteStore::open(&db).unwrap();
         let mut job = JobRecord::new("batches/x", JobKind::Batch, 5);
         job.user_metadata = Some(serde_json::json!({"job_group": "exp"}));
         job.job_group = Some("exp".into());

@@ -30,6 +30,24 @@ impl SqsEventQueue {
     pub fn queue_url(&self) -> &str {
         &self.queue_url
     }
+
+    /// Makes a received message visible again after `seconds` (instead of the queue's whole
+    /// visibility timeout), so a transient failure is retried with backoff.
+    pub async fn delay_redelivery(
+        &self,
+        receipt_handle: &str,
+        seconds: i32,
+    ) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds.clamp(0, 43_200))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| QueueError::Unavailable(DisplayErrorContext(&e).to_string()))
+    }
 }
 
 #[async_trait]
