@@ -167,10 +167,9 @@ pub fn results(data: &[u8]) {
         (last_end, last_no) = (line.end_offset, line.number);
         let end = usize::try_from(line.end_offset).unwrap_or(usize::MAX);
         let upto = &input[..end.min(input.len())];
-        let content = upto
-            .strip_suffix(b"\n")
-            .map(|u| u.strip_suffix(b"\r").unwrap_or(u))
-            .unwrap_or(upto);
+        // The line ending: `\n`, `\r\n`, or at the very end a lone `\r`.
+        let content = upto.strip_suffix(b"\n").unwrap_or(upto);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
         if line.too_long {
             assert!(content.len() > max);
         } else {
