@@ -58,7 +58,9 @@ struct Measured {
 
 fn run() -> Result<(), BenchError> {
     let args = Args::from_env()?;
-    let runs = usize::try_from(args.number("runs", 10)?).unwrap_or(10).max(1);
+    let runs = usize::try_from(args.number("runs", 10)?)
+        .unwrap_or(10)
+        .max(1);
     let invocations = usize::try_from(args.number("invocations", 200)?)
         .unwrap_or(200)
         .max(1);
@@ -97,7 +99,10 @@ fn run() -> Result<(), BenchError> {
         }
         let mut rows = Vec::new();
         for c in &contenders {
-            eprintln!("{}: {runs} cold starts, then {invocations} warm invocations", c.name);
+            eprintln!(
+                "{}: {runs} cold starts, then {invocations} warm invocations",
+                c.name
+            );
             let m = measure(c, runs, invocations).await?;
             rows.push(row(&c.name, &m));
         }
@@ -136,7 +141,6 @@ fn row(name: &str, m: &Measured) -> Vec<String> {
         format!("{:.2}", quantile(&m.warm_ms, 0.99)),
     ]
 }
-
 
 /// A binary next to this one (`target/release/receiver` beside `target/release/coldstart`).
 fn sibling(name: &str) -> Result<PathBuf, BenchError> {

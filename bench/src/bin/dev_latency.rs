@@ -24,7 +24,9 @@ use gemini_hooks::jobs::{JobRecord, JobState};
 use gemini_hooks::store::ResultsStore;
 use gemini_hooks::store::sqlite::{DB_FILE_NAME, SqliteStore};
 use gemini_hooks_bench::{Args, BenchError, quantile, render_table};
-use gemini_hooks_tests::delivery::{TEST_SECRET, batch_succeeded_body, signed_headers, test_secret};
+use gemini_hooks_tests::delivery::{
+    TEST_SECRET, batch_succeeded_body, signed_headers, test_secret,
+};
 use gemini_hooks_tests::fake_gemini::{
     FakeGemini, OutputSpec, operation_json, sample_results, with_stats,
 };
@@ -74,7 +76,11 @@ async fn measure(deliveries: usize, lines: u64) -> Result<(), BenchError> {
         let job = format!("batches/devlat{i}");
         let file = format!("files/devlat{i}-results");
         fake.put_operation(with_stats(
-            operation_json(&job, "BATCH_STATE_SUCCEEDED", OutputSpec::File(file.clone())),
+            operation_json(
+                &job,
+                "BATCH_STATE_SUCCEEDED",
+                OutputSpec::File(file.clone()),
+            ),
             lines_i64,
             lines_i64,
             0,
@@ -128,7 +134,10 @@ async fn measure(deliveries: usize, lines: u64) -> Result<(), BenchError> {
             &["measured", "n", "p50 ms", "p99 ms", "max ms"],
             1,
             &[
-                row("POST 200 → job seen INGESTING/SUCCEEDED (1 ms polls)", &polled_ms),
+                row(
+                    "POST 200 → job seen INGESTING/SUCCEEDED (1 ms polls)",
+                    &polled_ms
+                ),
                 row("dev stamps: job created − delivery received", &stamped_ms),
             ],
         )
@@ -172,4 +181,3 @@ fn now_s() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
-
