@@ -4,6 +4,7 @@
 #   scripts/bench.sh                      # verification + ingest at 10k, 100k, 1M lines
 #   LINES=10k,100k scripts/bench.sh       # smaller ingest sizes
 #   STORE=counting scripts/bench.sh       # pipeline only (no database); default: counting and sqlite
+#   scripts/bench.sh --only coldstart     # one part: verify | ingest | coldstart | dev (default: all)
 #
 # Needs a Rust toolchain and python3 (3.11+, with venv/pip). It builds the benchmark binaries in
 # release mode, creates ./.venv-bench with the pinned Python libraries compared against (first run
@@ -11,7 +12,9 @@
 # runs in a process of its own so its peak RSS (VmHWM) is its own; the file server is a separate
 # process too. Environment knobs: LINES, STORE (counting|sqlite|all), ROWS_PER_WRITE (rows per
 # store write and per Python transaction, default 500 as in `gemini-hooks dev`), PYTHON (interpreter used to
-# create the venv), CARGO_TARGET_DIR (honoured by cargo as usual).
+# create the venv), CARGO_TARGET_DIR (honoured by cargo as usual), RUNS and INVOCATIONS (cold
+# starts per contender, warm invocations; default 10 and 200), DELIVERIES (dev latency, default 50).
+# The cold-start part starts a moto server from .venv-bench on a free port for both receivers.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +29,34 @@ STORE="${STORE:-all}"
 ROWS_PER_WRITE="${ROWS_PER_WRITE:-500}"
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 WORK="$REPO/target/bench"
+RUNS="${RUNS:-10}"
+INVOCATIONS="${INVOCATIONS:-200}"
+DELIVERIES="${DELIVERIES:-50}"
+ONLY="all"
+MOTO_PID=""
+
+while (($#)); do
+  case "$1" in
+    --only) ONLY="${2:-}"; shift 2 || { echo "--only needs a value" >&2; exit 2; } ;;
+    --only=*) ONLY="${1#--only=}"; shift ;;
+    *) echo "unknown argument: $1 (usage: scripts/bench.sh [--only verify|ingest|coldstart|dev])" >&2; exit 2 ;;
+  esac
+done
+case "$ONLY" in
+  all | verify | ingest | coldstart | dev) ;;
+  *) echo "--only takes verify, ingest, coldstart or dev, not '$ONLY'" >&2; exit 2 ;;
+esac
+want_part() { [[ "$ONLY" == all || "$ONLY" == "$1" ]]; }
+
+cleanup() {
+  if [[ -n "$MOTO_PID" ]] && kill -0 "$MOTO_PID" 2>/dev/null; then
+    kill "$MOTO_PID" 2>/dev/null || true
+    wait "$MOTO_PID" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 section() { printf '\n==> %s\n' "$*" >&2; }
 die() {
@@ -54,6 +85,14 @@ fi
 # --- 2. Release build -------------------------------------------------------------------------
 section "cargo build --release -p gemini-hooks-bench"
 cargo build --release -p gemini-hooks-bench
+if want_part coldstart || want_part dev; then
+  # The measured binaries themselves (the cold start spawns `receiver`, the dev latency `gemini-hooks`).
+  # One package per invocation: a combined selection unifies features differently and would
+  # compile the dependencies a second time.
+  section "cargo build --release -p receiver; cargo build --release -p gemini-hooks-cli"
+  want_part coldstart && cargo build --release -p receiver
+  want_part dev && cargo build --release -p gemini-hooks-cli
+fi
 
 # --- 3. Machine -------------------------------------------------------------------------------
 section "machine"
@@ -67,15 +106,56 @@ echo "machine: load average $(cut -d' ' -f1-3 /proc/loadavg) (other work on this
 
 mkdir -p "$WORK"
 
-# --- 4. Verification --------------------------------------------------------------------------
-section "verification (issue 6 item 5)"
-"$TARGET/release/verify" --dir "$WORK/verify" --python "$VENV/bin/python" --script bench/python/verify.py
+if want_part verify; then
+  # --- 4. Verification --------------------------------------------------------------------------
+  section "verification (issue 6 item 5)"
+  "$TARGET/release/verify" --dir "$WORK/verify" --python "$VENV/bin/python" --script bench/python/verify.py
+fi
 
-# --- 5. Ingest --------------------------------------------------------------------------------
-section "ingest (issue 3 item 8, issue 6 item 7): lines $LINES, store $STORE"
-"$TARGET/release/ingest" --lines "$LINES" --store "$STORE" --rows-per-write "$ROWS_PER_WRITE" \
-  --python "$VENV/bin/python" --script bench/python/ingest.py --db-dir "$WORK"
+if want_part ingest; then
+  # --- 5. Ingest --------------------------------------------------------------------------------
+  section "ingest (issue 3 item 8, issue 6 item 7): lines $LINES, store $STORE"
+  "$TARGET/release/ingest" --lines "$LINES" --store "$STORE" --rows-per-write "$ROWS_PER_WRITE" \
+    --python "$VENV/bin/python" --script bench/python/ingest.py --db-dir "$WORK"
 
-# --- 6. Where the ingest CPU goes ---------------------------------------------------------------
-section "ingest CPU by stage (no HTTP, no store)"
-"$TARGET/release/ingest" stages --lines 100k
+  # --- 6. Where the ingest CPU goes ---------------------------------------------------------------
+  section "ingest CPU by stage (no HTTP, no store)"
+  "$TARGET/release/ingest" stages --lines 100k
+fi
+
+# --- 7. Receiver cold start -------------------------------------------------------------------
+if want_part coldstart; then
+  section "receiver cold start and invocation time (issue 6 item 6): $RUNS runs, $INVOCATIONS invocations"
+  PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$WORK/moto.log" 2>&1 &
+  MOTO_PID=$!
+  "$VENV/bin/python" - "$PORT" <<'PY' || die "moto server did not start (log: target/bench/moto.log)"
+import sys, time, urllib.request
+end = time.monotonic() + 30
+while time.monotonic() < end:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/moto-api/", timeout=2).read()
+        sys.exit(0)
+    except Exception:
+        time.sleep(0.1)
+sys.exit(1)
+PY
+  # Both receivers reach moto only through these; nothing may reach real AWS.
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT"
+  export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+  export AWS_EC2_METADATA_DISABLED=true
+  unset AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  "$TARGET/release/coldstart" --runs "$RUNS" --invocations "$INVOCATIONS" \
+    --python "$VENV/bin/python" --script-dir bench/python --dir "$WORK/coldstart"
+  echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+fi
+
+# --- 8. Local end-to-end latency --------------------------------------------------------------
+if want_part dev; then
+  section "gemini-hooks dev: delivery accepted -> ingestion started (issue 6 item 8): $DELIVERIES deliveries"
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  "$TARGET/release/dev_latency" --deliveries "$DELIVERIES"
+  echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+fi

@@ -239,6 +239,18 @@ pub fn group(n: f64) -> String {
     out
 }
 
+/// Nearest-rank quantile (`q` in 0..=1) of unsorted samples; NaN for none. Used for latency
+/// percentiles, where interpolating between two observed latencies would report one never seen.
+pub fn quantile(samples: &[f64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = (q * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -272,6 +284,16 @@ mod tests {
         assert_eq!(group(12.0), "12");
         let t = render_table(&["a", "bb"], 1, &[vec!["x".into(), "1".into()]]);
         assert_eq!(t, "| a | bb |\n|---|---:|\n| x |  1 |\n");
+    }
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let s: Vec<f64> = (1..=10).rev().map(f64::from).collect();
+        assert_eq!(quantile(&s, 0.5), 5.0);
+        assert_eq!(quantile(&s, 0.9), 9.0);
+        assert_eq!(quantile(&s, 0.99), 10.0);
+        assert_eq!(quantile(&s, 0.0), 1.0);
+        assert!(quantile(&[], 0.5).is_nan());
     }
 
     #[test]
