@@ -516,7 +516,7 @@ pub fn consumer_setup(env: &Env<'_>) -> Result<ConsumerSetup, CliError> {
 }
 
 fn secrets_hint(e: ConfigError) -> CliError {
-    let hint = matches!(e, ConfigError::Missing(_)).then(|| {
+    let hint = matches!(e, ConfigError::Missing(_) | ConfigError::NoVerification).then(|| {
         "export WEBHOOK_SIGNING_SECRETS=$(gemini-hooks secret) — or pass --secret — and use \
          the same value with `gemini-hooks send`"
             .to_owned()
@@ -543,6 +543,13 @@ pub async fn run(args: DevArgs, out: &mut dyn Write) -> Result<(), CliError> {
             env::WEBHOOK_JWKS_URL,
             format!("http://{addr}/.well-known/jwks.json"),
         );
+        // Dynamic mode needs an audience; locally it is the one `send --dynamic` signs for.
+        if Env::process().optional(env::WEBHOOK_JWT_AUDIENCE).is_none() {
+            overrides.insert(
+                env::WEBHOOK_JWT_AUDIENCE,
+                crate::send::LOCAL_AUDIENCE.to_owned(),
+            );
+        }
         Some(key.jwks(key.kid()))
     } else {
         None
@@ -605,11 +612,20 @@ pub async fn run(args: DevArgs, out: &mut dyn Write) -> Result<(), CliError> {
 
 fn describe(config: &PipelineConfig) -> Vec<String> {
     let v = &config.verifier;
+    let dynamic = v.jwt.as_ref().map_or_else(
+        || "dynamic JWTs off (no WEBHOOK_JWT_AUDIENCE)".to_owned(),
+        |jwt| {
+            format!(
+                "dynamic JWTs for audience {} against {}",
+                jwt.audiences.join(","),
+                jwt.jwks_url
+            )
+        },
+    );
     let mut lines = vec![format!(
-        "  verifying  {} static secret(s), window ±{} s; dynamic JWTs against {}",
+        "  verifying  {} static secret(s), window ±{} s; {dynamic}",
         v.secrets.as_ref().map_or(0, Vec::len),
         v.tolerance_secs,
-        v.jwt.jwks_url
     )];
     lines.push(match &config.consumer {
         Some(c) => format!(

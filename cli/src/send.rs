@@ -19,6 +19,9 @@ use crate::util::{now_secs, read_input, rfc3339, write_out};
 const JWT_LIFETIME_SECS: i64 = 300;
 /// `iss` of locally signed tokens, so nobody mistakes them for Gemini's.
 const LOCAL_ISSUER: &str = "gemini-hooks-cli (local test key)";
+/// `aud` of locally signed tokens, and the audience `dev --local-jwks` accepts by default
+/// (dynamic mode needs one: a token for another audience is refused).
+pub const LOCAL_AUDIENCE: &str = "gemini-hooks-local";
 /// Most of an answer's body that is printed.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
@@ -75,16 +78,14 @@ impl Signer {
                 audience,
                 issuer,
             } => {
-                let mut claims = json!({
+                let claims = json!({
                     "iss": issuer.as_deref().unwrap_or(LOCAL_ISSUER),
+                    "aud": audience.as_deref().unwrap_or(LOCAL_AUDIENCE),
                     "iat": timestamp,
                     "exp": timestamp + JWT_LIFETIME_SECS,
                     "jti": id,
                     "body_sha256": sha256_hex(body),
                 });
-                if let (Some(aud), Value::Object(map)) = (audience, &mut claims) {
-                    map.insert("aud".into(), json!(aud));
-                }
                 let token = key.sign_jwt(kid, &claims)?;
                 if !forge {
                     return Ok(token);

@@ -258,7 +258,7 @@ fn explain_valid(
             None => "static signature".to_owned(),
         }
     };
-    match Event::parse(&input.body, verified.claims.as_ref()) {
+    match Event::parse(&input.body, verified.claims()) {
         Ok((event, _)) => {
             details.push(format!(
                 "event       {}{}",
@@ -721,8 +721,14 @@ async fn jwt_settings(args: &VerifyArgs) -> Result<JwtSettings, CliError> {
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_JWKS_URL.to_owned())
     };
-    let mut settings = JwtSettings::new(url);
-    settings.audience = args.audience.clone().filter(|a| !a.trim().is_empty());
+    let audiences = args
+        .audience
+        .iter()
+        .flat_map(|a| a.split(|c: char| c == ',' || c.is_whitespace()))
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut settings = JwtSettings::new(url, audiences);
     settings.issuer = args.issuer.clone().filter(|a| !a.trim().is_empty());
     Ok(settings)
 }
@@ -796,7 +802,7 @@ mod tests {
             tolerance_secs: 300,
             now_secs: NOW,
             ignore_timestamp: false,
-            jwt: JwtSettings::new("http://127.0.0.1:1/jwks.json"),
+            jwt: JwtSettings::new("http://127.0.0.1:1/jwks.json", vec![]),
         }
     }
 
@@ -926,10 +932,7 @@ mod tests {
             ))
             .await,
         );
-        assert!(
-            t.contains("no signature matched any of the 1 configured secret(s)"),
-            "{t}"
-        );
+        assert!(t.contains("NOT VERIFIED: no signature matched"), "{t}");
         assert!(t.contains("carries 1 `v1` entry"), "{t}");
         assert!(t.contains("Tried 2 secret(s): 1 as `whsec_`"), "{t}");
         assert!(t.contains("Secret #2 is not a `whsec_` secret"), "{t}");

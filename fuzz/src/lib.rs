@@ -123,6 +123,7 @@ fn round_trip(event: &Event, raw: Value) {
         webhook_id: "msg_fuzz".to_owned(),
         received_at_ms: NOW * 1000,
         signature_mode: SignatureMode::Static,
+        bound: true,
         event: EventSummary::from(event),
         raw_event: raw,
         user_metadata: event.user_metadata.clone(),

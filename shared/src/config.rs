@@ -4,7 +4,7 @@
 //! Missing or malformed required values fail at start-up with an error naming the variable;
 //! nothing falls back silently.
 
-use crate::verify::jwks::{DEFAULT_JWKS_URL, JwtSettings};
+use crate::verify::jwks::{DEFAULT_JWKS_URL, DEFAULT_MAX_AGE_SECS, JwtSettings};
 use crate::verify::standard::{SigningSecret, parse_secret_list};
 
 /// Environment variable names (contract).
@@ -15,6 +15,7 @@ pub mod env {
     pub const WEBHOOK_JWKS_URL: &str = "WEBHOOK_JWKS_URL";
     pub const WEBHOOK_JWT_AUDIENCE: &str = "WEBHOOK_JWT_AUDIENCE";
     pub const WEBHOOK_JWT_ISSUER: &str = "WEBHOOK_JWT_ISSUER";
+    pub const WEBHOOK_JWT_MAX_AGE_SECONDS: &str = "WEBHOOK_JWT_MAX_AGE_SECONDS";
     pub const WEBHOOK_MAX_BODY_BYTES: &str = "WEBHOOK_MAX_BODY_BYTES";
     pub const DEDUPE_TABLE: &str = "DEDUPE_TABLE";
     pub const DEDUPE_RETENTION_HOURS: &str = "DEDUPE_RETENTION_HOURS";
@@ -33,6 +34,7 @@ pub mod env {
         WEBHOOK_JWKS_URL,
         WEBHOOK_JWT_AUDIENCE,
         WEBHOOK_JWT_ISSUER,
+        WEBHOOK_JWT_MAX_AGE_SECONDS,
         WEBHOOK_MAX_BODY_BYTES,
         DEDUPE_TABLE,
         DEDUPE_RETENTION_HOURS,
@@ -60,6 +62,12 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    /// Neither static nor dynamic verification is configured: every delivery would get 401.
+    #[error(
+        "no way to verify deliveries: set WEBHOOK_SIGNING_SECRETS (or WEBHOOK_SIGNING_SECRETS_ARN) \
+         for static webhooks and/or WEBHOOK_JWT_AUDIENCE for dynamic (JWT) webhooks"
+    )]
+    NoVerification,
     /// The secret named by a `*_ARN` variable could not be read at start-up.
     #[error("{name}: could not read secret: {reason}")]
     Secret { name: &'static str, reason: String },
@@ -154,12 +162,14 @@ pub struct VerifierConfig {
     /// Static signing secrets (rotation: several). `None` when only dynamic webhooks are used.
     pub secrets: Option<Vec<SigningSecret>>,
     pub tolerance_secs: u64,
-    pub jwt: JwtSettings,
+    /// Dynamic (JWT) verification; `None` unless `WEBHOOK_JWT_AUDIENCE` is set, so a JWT
+    /// delivery is then refused (`dynamic_not_configured`) whoever signed it.
+    pub jwt: Option<JwtSettings>,
 }
 
 impl VerifierConfig {
-    /// Reads the verification variables. `WEBHOOK_SIGNING_SECRETS` is required unless the
-    /// operator explicitly configured dynamic-only use by setting `WEBHOOK_JWKS_URL`;
+    /// Reads the verification variables. Static secrets (`WEBHOOK_SIGNING_SECRETS`) and dynamic
+    /// mode (`WEBHOOK_JWT_AUDIENCE`) are each optional, but at least one must be configured;
     /// `secrets_override` is a list already fetched elsewhere (Secrets Manager).
     pub fn from_env(env: &Env<'_>, secrets_override: Option<&str>) -> Result<Self, ConfigError> {
         Self::read(env, secrets_override, false)
@@ -177,25 +187,59 @@ impl VerifierConfig {
         let secrets_text = secrets_override
             .map(str::to_owned)
             .or(plain.filter(|_| !secrets_elsewhere));
-        let secrets = match secrets_text {
-            Some(text) => Some(parse_secret_list(&text).map_err(|e| ConfigError::Invalid {
-                name: env::WEBHOOK_SIGNING_SECRETS,
-                reason: e.to_string(),
-            })?),
-            None if secrets_elsewhere => None,
-            None if env.optional(env::WEBHOOK_JWKS_URL).is_some() => None,
-            None => return Err(ConfigError::Missing(env::WEBHOOK_SIGNING_SECRETS)),
+        let secrets = secrets_text
+            .map(|text| {
+                parse_secret_list(&text).map_err(|e| ConfigError::Invalid {
+                    name: env::WEBHOOK_SIGNING_SECRETS,
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let tolerance_secs =
+            env.number(env::WEBHOOK_TOLERANCE_SECONDS, defaults::TOLERANCE_SECONDS)?;
+        let jwt = match env.optional(env::WEBHOOK_JWT_AUDIENCE) {
+            Some(list) => Some(jwt_settings(env, &list, tolerance_secs)?),
+            None => None,
         };
-        let mut jwt = JwtSettings::new(env.url(env::WEBHOOK_JWKS_URL, DEFAULT_JWKS_URL)?);
-        jwt.audience = env.optional(env::WEBHOOK_JWT_AUDIENCE);
-        jwt.issuer = env.optional(env::WEBHOOK_JWT_ISSUER);
+        if secrets.is_none() && !secrets_elsewhere && jwt.is_none() {
+            return Err(ConfigError::NoVerification);
+        }
         Ok(Self {
             secrets,
-            tolerance_secs: env
-                .number(env::WEBHOOK_TOLERANCE_SECONDS, defaults::TOLERANCE_SECONDS)?,
+            tolerance_secs,
             jwt,
         })
     }
+}
+
+/// Dynamic-mode settings for the audience list `audiences` (comma or whitespace separated).
+fn jwt_settings(
+    env: &Env<'_>,
+    audiences: &str,
+    tolerance_secs: u64,
+) -> Result<JwtSettings, ConfigError> {
+    let audiences: Vec<String> = audiences
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if audiences.is_empty() {
+        return Err(ConfigError::Invalid {
+            name: env::WEBHOOK_JWT_AUDIENCE,
+            reason: "expected one or more audience values".into(),
+        });
+    }
+    let mut jwt = JwtSettings::new(env.url(env::WEBHOOK_JWKS_URL, DEFAULT_JWKS_URL)?, audiences);
+    jwt.issuer = env.optional(env::WEBHOOK_JWT_ISSUER);
+    jwt.future_tolerance_secs = tolerance_secs;
+    jwt.max_age_secs = env.number(env::WEBHOOK_JWT_MAX_AGE_SECONDS, DEFAULT_MAX_AGE_SECS)?;
+    if jwt.max_age_secs == 0 {
+        return Err(ConfigError::Invalid {
+            name: env::WEBHOOK_JWT_MAX_AGE_SECONDS,
+            reason: "must be greater than 0 (default 86700: Gemini's 24 h retries + 300 s)".into(),
+        });
+    }
+    Ok(jwt)
 }
 
 /// Receive-side limits shared by the receiver Lambda and local mode.
@@ -299,9 +343,57 @@ mod tests {
         assert_eq!(c.verifier.tolerance_secs, 300);
         assert_eq!(c.limits.max_body_bytes, 1_048_576);
         assert_eq!(c.limits.retention_hours, 168);
-        assert_eq!(c.verifier.jwt.jwks_url, DEFAULT_JWKS_URL);
         assert_eq!(c.verifier.secrets.as_ref().unwrap().len(), 1);
-        assert_eq!(c.verifier.jwt.audience, None);
+        assert!(
+            c.verifier.jwt.is_none(),
+            "dynamic mode is off without an audience"
+        );
+    }
+
+    #[test]
+    fn when_neither_secrets_nor_audience_should_refuse_naming_both() {
+        for pairs in [
+            vec![
+                ("DEDUPE_TABLE", "t"),
+                ("QUEUE_URL", "http://127.0.0.1:5000/123/q"),
+            ],
+            // A JWKS URL alone no longer turns dynamic mode on.
+            vec![
+                ("WEBHOOK_JWKS_URL", "http://127.0.0.1:1/jwks.json"),
+                ("DEDUPE_TABLE", "t"),
+                ("QUEUE_URL", "http://127.0.0.1:5000/123/q"),
+            ],
+        ] {
+            let err = receiver(&pairs).unwrap_err();
+            assert_eq!(err, ConfigError::NoVerification);
+            let text = err.to_string();
+            assert!(text.contains("WEBHOOK_SIGNING_SECRETS"), "{text}");
+            assert!(text.contains("WEBHOOK_JWT_AUDIENCE"), "{text}");
+        }
+    }
+
+    #[test]
+    fn when_audience_set_should_turn_dynamic_mode_on_with_its_defaults() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("WEBHOOK_JWT_AUDIENCE", "https://hooks.example/a, other"));
+        pairs.push(("WEBHOOK_TOLERANCE_SECONDS", "120"));
+        let c = receiver(&pairs).unwrap();
+        let jwt = c.verifier.jwt.unwrap();
+        assert_eq!(jwt.audiences, ["https://hooks.example/a", "other"]);
+        assert_eq!(jwt.jwks_url, DEFAULT_JWKS_URL);
+        assert_eq!(jwt.max_age_secs, 86_700);
+        assert_eq!(jwt.future_tolerance_secs, 120);
+        for (name, value) in [
+            ("WEBHOOK_JWT_MAX_AGE_SECONDS", "0"),
+            ("WEBHOOK_JWT_MAX_AGE_SECONDS", "a day"),
+            ("WEBHOOK_JWT_AUDIENCE", " , "),
+        ] {
+            let mut bad = pairs.clone();
+            bad.retain(|(k, _)| *k != name);
+            bad.push((name, value));
+            let err = receiver(&bad).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
     }
 
     #[test]
@@ -352,8 +444,9 @@ mod tests {
         ];
         let c = receiver(&pairs).unwrap();
         assert!(c.verifier.secrets.is_none());
-        assert_eq!(c.verifier.jwt.audience.as_deref(), Some("aud"));
-        assert_eq!(c.verifier.jwt.issuer, None);
+        let jwt = c.verifier.jwt.unwrap();
+        assert_eq!(jwt.audiences, ["aud"]);
+        assert_eq!(jwt.issuer, None);
     }
 
     #[test]
@@ -378,6 +471,7 @@ mod tests {
     #[test]
     fn when_url_invalid_should_name_variable() {
         let mut pairs = BASE.to_vec();
+        pairs.push(("WEBHOOK_JWT_AUDIENCE", "aud"));
         pairs.push(("WEBHOOK_JWKS_URL", "ftp://x"));
         assert!(
             receiver(&pairs)

@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 use crate::clock::SharedClock;
 use crate::config::ConfigError;
 use crate::envelope::{Continuation, QueueEnvelope, WebhookEnvelope};
-use crate::event::{EventType, JobKind};
+use crate::event::{Event, EventType, JobKind};
 use crate::gemini::{
-    BatchOperation, BatchOutput, BatchState, GeminiClient, GeminiError, RpcStatus,
+    BatchOperation, BatchOutput, BatchState, GeminiClient, GeminiError, InteractionStatus,
+    RpcStatus, normalize_file_name,
 };
 use crate::jobs::{Checkpoint, JobErrorInfo, JobRecord, JobState, ResultRow, RowStatus};
 use crate::results::{LineSplitter, Outcome, ResultRecord, from_inline, record_from_line};
@@ -308,102 +309,244 @@ impl Consumer {
     ) -> Result<Handled, ConsumeError> {
         let event = w.event();
         let event_type = event.event_type.clone();
-        if let EventType::Unknown(t) = &event_type {
-            tracing::info!(event_type = %t, "event type not handled; acknowledged");
+        let kind = event_type.kind();
+        if matches!(event_type, EventType::Unknown(_)) || kind == JobKind::Other {
+            tracing::info!(event_type = %event_type.as_str(), "event type not handled; acknowledged");
             return Ok(Handled::Skipped {
-                reason: format!("unhandled event type {t}"),
+                reason: format!("unhandled event type {}", event_type.as_str()),
             });
         }
         let job_id = event.job_id.clone().ok_or_else(|| {
             ConsumeError::Poison(format!("{} event without data.id", event_type.as_str()))
         })?;
-        let group = event.job_group().map(str::to_owned);
+        let group = w.job_group().map(str::to_owned);
         let store = Arc::clone(self.routes.for_group(group.as_deref()));
         let now = self.clock.now_ms();
-        let mut job = store
+        let job = store
             .load_job(&job_id)
             .await?
-            .unwrap_or_else(|| JobRecord::new(job_id.clone(), event_type.kind(), now));
-        job.last_event = Some(event_type.as_str().to_owned());
-        job.last_webhook_id = Some(w.webhook_id.clone());
-        if event.user_metadata.is_some() {
-            job.user_metadata = event.user_metadata.clone();
+            .unwrap_or_else(|| JobRecord::new(job_id.clone(), kind, now));
+        if job.state.is_terminal() {
+            // Replays and late events of a finished job cost nothing, not even an API call.
+            return Ok(Handled::Skipped {
+                reason: format!("job already {}", job.state.as_str()),
+            });
         }
-        if group.is_some() {
-            job.job_group = group;
-        }
-        job.event_received_at_ms = Some(w.received_at_ms);
-        job.updated_at_ms = now;
-
-        let data = &event.data;
-        let event_error = || {
-            let message = data
-                .get("error_message")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let code = data
-                .get("error_code")
-                .filter(|c| !c.is_null())
-                .map(value_text);
-            (message.is_some() || code.is_some()).then(|| JobErrorInfo {
-                code,
-                message: message.unwrap_or_default(),
-                source: "event".to_owned(),
-            })
+        let claim = EventClaim {
+            envelope: &w,
+            event: &event,
+            group,
         };
-        match event_type {
-            EventType::BatchSucceeded => {
-                self.ingest_batch(store, job, w.webhook_id, deadline_ms)
-                    .await
-            }
-            EventType::BatchFailed | EventType::BatchExpired | EventType::BatchCancelled => {
-                let state = match event_type {
-                    EventType::BatchFailed => JobState::Failed,
-                    EventType::BatchExpired => JobState::Expired,
-                    _ => JobState::Cancelled,
-                };
-                job.error = event_error();
-                // The operation adds counts and its own error; best effort, the event is enough.
-                match self.gemini.get_batch(&job_id).await {
-                    Ok(op) => {
-                        apply_stats(&mut job, &op);
-                        if let Some(status) = &op.error {
-                            job.error = Some(rpc_error(status, "operation"));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not fetch the batch for details; recording the event alone")
-                    }
-                }
-                self.record(store.as_ref(), job, state).await
-            }
-            EventType::InteractionRequiresAction => {
-                self.record(store.as_ref(), job, JobState::RequiresAction)
-                    .await
-            }
-            EventType::InteractionCompleted => {
-                job.output = Some(data.clone());
-                self.record(store.as_ref(), job, JobState::Succeeded).await
-            }
-            EventType::InteractionFailed => {
-                job.error = event_error();
-                self.record(store.as_ref(), job, JobState::Failed).await
-            }
-            EventType::InteractionCancelled => {
-                self.record(store.as_ref(), job, JobState::Cancelled).await
-            }
-            EventType::VideoGenerated => {
-                job.output = Some(json!({
-                    "output_file_uri": data.get("output_file_uri"),
-                    "file_name": data.get("file_name"),
-                }));
-                self.record(store.as_ref(), job, JobState::Succeeded).await
-            }
-            // Returned early above; kept so the match stays exhaustive.
-            EventType::Unknown(t) => Ok(Handled::Skipped {
-                reason: format!("unhandled event type {t}"),
+        match kind {
+            JobKind::Batch => self.on_batch(store, job, claim, deadline_ms).await,
+            JobKind::Interaction => self.on_interaction(store, job, claim).await,
+            JobKind::Video => self.on_video(store, job, claim).await,
+            JobKind::Other => Ok(Handled::Skipped {
+                reason: "unhandled kind".into(),
             }),
         }
+    }
+
+    /// `batch.*`: `batches.get` decides. SUCCEEDED ingests, FAILED/EXPIRED/CANCELLED are recorded
+    /// with the API's error, anything else is retried later, whatever the event said.
+    async fn on_batch(
+        &self,
+        store: Arc<dyn ResultsStore>,
+        mut job: JobRecord,
+        claim: EventClaim<'_>,
+        deadline_ms: Option<i64>,
+    ) -> Result<Handled, ConsumeError> {
+        let op = match self.gemini.get_batch(&job.job_id).await {
+            Ok(op) => op,
+            Err(GeminiError::NotFound { .. }) => {
+                return Ok(self.unconfirmed(&claim, "the Gemini API has no such batch"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let api_state = match op.state {
+            BatchState::Succeeded => JobState::Succeeded,
+            BatchState::Failed => JobState::Failed,
+            BatchState::Cancelled => JobState::Cancelled,
+            BatchState::Expired => JobState::Expired,
+            ref other => {
+                return Err(ConsumeError::NotReady(format!(
+                    "the event says {} but the batch reports {}",
+                    claim.event.event_type.as_str(),
+                    other.as_str()
+                )));
+            }
+        };
+        self.settle(&mut job, &claim, api_state, op.state.as_str());
+        apply_stats(&mut job, &op);
+        if api_state == JobState::Succeeded {
+            return self
+                .ingest_batch(
+                    store,
+                    job,
+                    op,
+                    claim.envelope.webhook_id.clone(),
+                    deadline_ms,
+                )
+                .await;
+        }
+        job.error = op.error.as_ref().map(|e| rpc_error(e, "operation"));
+        self.record(store.as_ref(), job, api_state).await
+    }
+
+    /// `interaction.*`: `GET /v1beta/interactions/{id}` decides.
+    async fn on_interaction(
+        &self,
+        store: Arc<dyn ResultsStore>,
+        mut job: JobRecord,
+        claim: EventClaim<'_>,
+    ) -> Result<Handled, ConsumeError> {
+        let interaction = match self.gemini.get_interaction(&job.job_id).await {
+            Ok(i) => i,
+            Err(GeminiError::NotFound { .. }) => {
+                return Ok(self.unconfirmed(&claim, "the Gemini API has no such interaction"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let api_state = match interaction.status {
+            InteractionStatus::Completed => JobState::Succeeded,
+            InteractionStatus::RequiresAction => JobState::RequiresAction,
+            InteractionStatus::Failed => JobState::Failed,
+            InteractionStatus::Cancelled => JobState::Cancelled,
+            ref other => {
+                return Err(ConsumeError::NotReady(format!(
+                    "the event says {} but the interaction is {}",
+                    claim.event.event_type.as_str(),
+                    other.as_str()
+                )));
+            }
+        };
+        self.settle(&mut job, &claim, api_state, interaction.status.as_str());
+        job.error = interaction
+            .error
+            .as_ref()
+            .map(|e| rpc_error(e, "interaction"));
+        job.output = Some(bounded_output(json!({
+            "status": interaction.status.as_str(),
+            "outputs": interaction.outputs,
+            "usage": interaction.usage,
+        })));
+        self.record(store.as_ref(), job, api_state).await
+    }
+
+    /// `video.generated`: the operation (or else the file) the event names decides.
+    async fn on_video(
+        &self,
+        store: Arc<dyn ResultsStore>,
+        mut job: JobRecord,
+        claim: EventClaim<'_>,
+    ) -> Result<Handled, ConsumeError> {
+        let data = &claim.event.data;
+        let text = |name: &str| data.get(name).and_then(Value::as_str).map(str::trim);
+        let operation = text("id").filter(|id| id.contains("operations/"));
+        let file = text("file_name")
+            .or_else(|| text("output_file_uri"))
+            .and_then(normalize_file_name);
+        let (api_state, output, error) = if let Some(name) = operation {
+            let op = match self.gemini.get_video_operation(name).await {
+                Ok(op) => op,
+                Err(GeminiError::NotFound { .. }) => {
+                    return Ok(self.unconfirmed(&claim, "the Gemini API has no such operation"));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !op.done {
+                return Err(ConsumeError::NotReady(
+                    "the event says video.generated but the operation is not done".into(),
+                ));
+            }
+            let state = if op.error.is_some() {
+                JobState::Failed
+            } else {
+                JobState::Succeeded
+            };
+            let error = op.error.as_ref().map(|e| rpc_error(e, "operation"));
+            (
+                state,
+                json!({"operation": op.name, "videos": op.video_uris, "file_name": file}),
+                error,
+            )
+        } else if let Some(name) = file {
+            let info = match self.gemini.get_file(&name).await {
+                Ok(info) => info,
+                Err(GeminiError::NotFound { .. }) => {
+                    return Ok(self.unconfirmed(&claim, "the Gemini API has no such file"));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let state = match info.state.as_deref() {
+                None | Some("ACTIVE" | "STATE_UNSPECIFIED") => JobState::Succeeded,
+                Some("FAILED") => JobState::Failed,
+                Some(other) => {
+                    return Err(ConsumeError::NotReady(format!(
+                        "the event says video.generated but the file is {other}"
+                    )));
+                }
+            };
+            (
+                state,
+                json!({"file_name": info.name, "uri": info.uri, "expiration_time": info.expiration_time}),
+                None,
+            )
+        } else {
+            return Ok(self.unconfirmed(&claim, "the event names no operation or file to check"));
+        };
+        self.settle(&mut job, &claim, api_state, api_state.as_str());
+        job.error = error;
+        job.output = Some(output);
+        self.record(store.as_ref(), job, api_state).await
+    }
+
+    /// Compares what the event claims with what the API says. When they agree the event is noted
+    /// on the job; when they do not it is logged and counted (`EventsContradicted`) and nothing
+    /// of it is recorded — the job follows the API either way.
+    fn settle(&self, job: &mut JobRecord, claim: &EventClaim<'_>, api_state: JobState, api: &str) {
+        let claimed = claimed_state(&claim.event.event_type);
+        if claimed == Some(api_state) {
+            let w = claim.envelope;
+            job.last_event = Some(claim.event.event_type.as_str().to_owned());
+            job.last_webhook_id = Some(w.webhook_id.clone());
+            if w.user_metadata.is_some() {
+                job.user_metadata = w.user_metadata.clone();
+            }
+            if claim.group.is_some() {
+                job.job_group = claim.group.clone();
+            }
+            job.event_received_at_ms = Some(w.received_at_ms);
+        } else {
+            self.contradicted(claim, &format!("the Gemini API reports {api}"));
+        }
+        job.updated_at_ms = self.clock.now_ms();
+    }
+
+    /// An event about a job the API does not know (another project's, or made up): counted,
+    /// acknowledged, nothing recorded. A forged event costs one API call.
+    fn unconfirmed(&self, claim: &EventClaim<'_>, why: &str) -> Handled {
+        self.contradicted(claim, why);
+        Handled::Skipped {
+            reason: format!("not confirmed: {why}"),
+        }
+    }
+
+    fn contradicted(&self, claim: &EventClaim<'_>, why: &str) {
+        let w = claim.envelope;
+        tracing::warn!(
+            event_type = claim.event.event_type.as_str(),
+            signature_mode = ?w.signature_mode,
+            bound = w.bound,
+            reason = why,
+            "the Gemini API contradicts this event; acting on the API's answer only"
+        );
+        self.metrics
+            .set()
+            .count(metric::EVENTS_CONTRADICTED, 1)
+            .property("event_type", claim.event.event_type.as_str())
+            .property("job_id", claim.event.job_id.as_deref().unwrap_or(""))
+            .flush();
     }
 
     /// Moves a job to `state` (forward only) and stores it.
@@ -456,48 +599,15 @@ impl Consumer {
         Ok(Handled::Recorded { job_id, state })
     }
 
+    /// Ingests the results of `op`, a batch the API reports SUCCEEDED.
     async fn ingest_batch(
         &self,
         store: Arc<dyn ResultsStore>,
         mut job: JobRecord,
+        op: BatchOperation,
         webhook_id: String,
         deadline_ms: Option<i64>,
     ) -> Result<Handled, ConsumeError> {
-        if job.state == JobState::Succeeded {
-            return Ok(Handled::Skipped {
-                reason: "results already ingested".into(),
-            });
-        }
-        if job.state.is_terminal() {
-            tracing::warn!(
-                state = job.state.as_str(),
-                "success reported for a job recorded as not successful; keeping the recorded state"
-            );
-            return Ok(Handled::Skipped {
-                reason: format!("job already {}", job.state.as_str()),
-            });
-        }
-        // The operation is the source of truth, not the event.
-        let op = self.gemini.get_batch(&job.job_id).await?;
-        apply_stats(&mut job, &op);
-        match &op.state {
-            BatchState::Succeeded => {}
-            BatchState::Failed | BatchState::Cancelled | BatchState::Expired => {
-                let state = match op.state {
-                    BatchState::Failed => JobState::Failed,
-                    BatchState::Cancelled => JobState::Cancelled,
-                    _ => JobState::Expired,
-                };
-                job.error = op.error.as_ref().map(|e| rpc_error(e, "operation"));
-                return self.record(store.as_ref(), job, state).await;
-            }
-            other => {
-                return Err(ConsumeError::NotReady(format!(
-                    "the webhook said succeeded but the batch reports {}",
-                    other.as_str()
-                )));
-            }
-        }
         match op.output {
             None => Err(ConsumeError::NotReady(
                 "the batch succeeded but its results are not visible yet".into(),
@@ -757,10 +867,41 @@ impl Consumer {
     }
 }
 
-fn value_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+/// A queued event being checked against the API.
+struct EventClaim<'a> {
+    envelope: &'a WebhookEnvelope,
+    event: &'a Event,
+    /// Routing group from the envelope's (signed-first) `user_metadata`.
+    group: Option<String>,
+}
+
+/// The job state an event type claims.
+fn claimed_state(event_type: &EventType) -> Option<JobState> {
+    Some(match event_type {
+        EventType::BatchSucceeded | EventType::InteractionCompleted | EventType::VideoGenerated => {
+            JobState::Succeeded
+        }
+        EventType::BatchFailed | EventType::InteractionFailed => JobState::Failed,
+        EventType::BatchExpired => JobState::Expired,
+        EventType::BatchCancelled | EventType::InteractionCancelled => JobState::Cancelled,
+        EventType::InteractionRequiresAction => JobState::RequiresAction,
+        EventType::Unknown(_) => return None,
+    })
+}
+
+/// Largest output JSON kept on a job record; DynamoDB items stop at 400 KB.
+const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// `output` itself when it is small enough for a job record, else a note saying it was left out.
+fn bounded_output(output: Value) -> Value {
+    let size = serde_json::to_vec(&output).map_or(usize::MAX, |v| v.len());
+    if size <= MAX_OUTPUT_BYTES {
+        output
+    } else {
+        json!({
+            "status": output.get("status"),
+            "omitted": format!("{size} bytes of outputs exceed the {MAX_OUTPUT_BYTES}-byte record limit"),
+        })
     }
 }
 

@@ -64,24 +64,47 @@ pub struct WebhookEnvelope {
     /// Epoch ms at which the receiver accepted the delivery (for ingest-lag metrics).
     pub received_at_ms: i64,
     pub signature_mode: SignatureMode,
+    /// Whether the event is covered by the signature. An unbound event (a dynamic delivery
+    /// whose token says nothing about the body) is only a hint: the consumer acts on it solely
+    /// through what the Gemini API confirms. Envelopes from before this field were bound.
+    #[serde(default = "bound_by_default")]
+    pub bound: bool,
     pub event: EventSummary,
     /// The event JSON exactly as the sender's body (or JWT claims) held it.
     pub raw_event: Value,
+    /// The metadata the receiver established (signed data first): the one source the consumer
+    /// reads `user_metadata` and `job_group` from.
     pub user_metadata: Option<Value>,
 }
 
+fn bound_by_default() -> bool {
+    true
+}
+
 impl WebhookEnvelope {
-    /// The full event, rebuilt from the raw JSON (so `data` has one source of truth).
+    /// `user_metadata.job_group`, used for routing.
+    pub fn job_group(&self) -> Option<&str> {
+        self.user_metadata
+            .as_ref()
+            .and_then(|m| m.get("job_group"))
+            .and_then(Value::as_str)
+            .filter(|g| !g.is_empty())
+    }
+
+    /// The full event, rebuilt from the raw JSON (so `data` has one source of truth), with the
+    /// envelope's `user_metadata` (never re-derived from the raw JSON).
     pub fn event(&self) -> Event {
-        Event::from_value(&self.raw_event, None).unwrap_or_else(|_| Event {
+        let mut event = Event::from_value(&self.raw_event, None).unwrap_or_else(|_| Event {
             event_type: self.event.event_type.clone(),
             received_type: self.event.received_type.clone(),
             version: self.event.version.clone(),
             timestamp: self.event.timestamp.clone(),
             job_id: self.event.job_id.clone(),
             data: self.raw_event.get("data").cloned().unwrap_or(Value::Null),
-            user_metadata: self.user_metadata.clone(),
-        })
+            user_metadata: None,
+        });
+        event.user_metadata = self.user_metadata.clone();
+        event
     }
 }
 
@@ -131,13 +154,7 @@ impl QueueEnvelope {
                     ATTR_EVENT_TYPE.to_owned(),
                     w.event.event_type.as_str().to_owned(),
                 ));
-                if let Some(group) = w
-                    .user_metadata
-                    .as_ref()
-                    .and_then(|m| m.get("job_group"))
-                    .and_then(Value::as_str)
-                    .filter(|g| !g.is_empty())
-                {
+                if let Some(group) = w.job_group() {
                     attributes.push((ATTR_JOB_GROUP.to_owned(), group.to_owned()));
                 }
             }
@@ -212,6 +229,7 @@ mod tests {
             webhook_id: "msg_1".into(),
             received_at_ms: 1_700_000_000_000,
             signature_mode: SignatureMode::Static,
+            bound: true,
             event: EventSummary::from(&event),
             raw_event: raw.clone(),
             user_metadata: event.user_metadata.clone(),
@@ -248,6 +266,7 @@ mod tests {
             webhook_id: "msg_1".into(),
             received_at_ms: 1,
             signature_mode: SignatureMode::Static,
+            bound: true,
             event: EventSummary::from(&event),
             raw_event: raw.clone(),
             user_metadata: event.user_metadata.clone(),

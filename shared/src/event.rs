@@ -138,23 +138,53 @@ pub struct Event {
     pub user_metadata: Option<Value>,
 }
 
+/// A verified delivery's event, and whether its content is covered by the signature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedDelivery {
+    pub event: Event,
+    /// The JSON the event was read from: the verified claims when they carry the event,
+    /// otherwise the body.
+    pub raw: Value,
+    /// `false` when the event came from a body the signature does not cover (a dynamic delivery
+    /// whose claims hold no event and no matching body digest): such an event is a hint, and the
+    /// consumer acts on it only through what the Gemini API confirms.
+    pub bound: bool,
+}
+
 impl Event {
-    /// Parses an event from verified body bytes. `claims` are the verified JWT claims of a
-    /// dynamic delivery: if they carry the event (`type` present) they are the source, and they
-    /// are also searched for `user_metadata` (gemini-facts §2: its location is undocumented).
+    /// Parses an event from verified body bytes (static deliveries: the body is signed).
     /// Returns the event and the JSON it was read from.
     pub fn parse(
         body: &[u8],
         claims: Option<&Map<String, Value>>,
     ) -> Result<(Self, Value), EventError> {
-        // Verified claims are authenticated; a dynamic body is not bound to the token unless the
-        // claims say so, so when the claims carry the event they win.
-        let raw: Value = match claims.filter(|c| c.get("type").is_some_and(Value::is_string)) {
-            Some(c) => Value::Object(c.clone()),
-            None => serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?,
+        let parsed = Self::parse_delivery(body, claims, claims.is_none())?;
+        Ok((parsed.event, parsed.raw))
+    }
+
+    /// Parses the event of a verified delivery. `claims` are the verified JWT claims of a
+    /// dynamic delivery; `body_signed` says whether the body bytes are covered by the signature.
+    ///
+    /// Signed data wins: when the claims carry the event (`type` present) they *are* the event;
+    /// `user_metadata` comes from the claims whenever they have it, and from the body only when
+    /// the body is signed (an unbound body could otherwise route a job to another table).
+    pub fn parse_delivery(
+        body: &[u8],
+        claims: Option<&Map<String, Value>>,
+        body_signed: bool,
+    ) -> Result<ParsedDelivery, EventError> {
+        let (raw, bound) = match claims.filter(|c| c.get("type").is_some_and(Value::is_string)) {
+            Some(c) => (Value::Object(c.clone()), true),
+            None => (
+                serde_json::from_slice(body).map_err(|e| EventError::NotJson(e.to_string()))?,
+                body_signed,
+            ),
         };
-        let event = Self::from_value(&raw, claims)?;
-        Ok((event, raw))
+        let mut event = Self::from_value(&raw, claims)?;
+        if !bound {
+            event.user_metadata = claims.and_then(metadata_of);
+        }
+        Ok(ParsedDelivery { event, raw, bound })
     }
 
     /// Builds the normalised event from a JSON envelope.
@@ -186,12 +216,9 @@ impl Event {
             .and_then(Value::as_str)
             .filter(|s| !s.trim().is_empty())
             .map(|id| normalize_job_id(event_type.kind(), id));
-        let user_metadata = data
-            .get("user_metadata")
-            .or_else(|| obj.get("user_metadata"))
-            .or_else(|| claims.and_then(|c| c.get("user_metadata")))
-            .filter(|v| !v.is_null())
-            .cloned();
+        // Verified claims win over the JSON the event was read from. Where Gemini puts
+        // `user_metadata` is undocumented, so every known place is searched.
+        let user_metadata = claims.and_then(metadata_of).or_else(|| metadata_of(obj));
         Ok(Self {
             event_type,
             received_type,
@@ -210,6 +237,15 @@ impl Event {
             .and_then(|m| m.get("job_group"))
             .and_then(Value::as_str)
     }
+}
+
+/// `data.user_metadata`, else top-level `user_metadata`, of an event-shaped object.
+fn metadata_of(obj: &Map<String, Value>) -> Option<Value> {
+    obj.get("data")
+        .and_then(|d| d.get("user_metadata"))
+        .or_else(|| obj.get("user_metadata"))
+        .filter(|v| !v.is_null())
+        .cloned()
 }
 
 /// Nesting depth of `value` (a scalar is 0, `[]` is 1), computed without recursion so a deep
@@ -240,15 +276,24 @@ fn optional_string(
     }
 }
 
-/// Normalises a job id: batch ids get the `batches/` prefix (the docs show `batch_123`, real
-/// resource names are `batches/{id}`), interactions get `interactions/`. A full URL is cut back
-/// to its resource name. Other kinds are kept as given.
+/// Normalises a job id into its kind's namespace, so an event of one kind can never touch
+/// another kind's job: batch ids get the `batches/` prefix (the docs show `batch_123`, real
+/// resource names are `batches/{id}`), interactions `interactions/`, videos `videos/` (in front of
+/// whatever the event named, e.g. `videos/models/veo-3/operations/abc`). A full URL is cut back to
+/// its resource name for batches and interactions. Other kinds are kept as given.
 pub fn normalize_job_id(kind: JobKind, id: &str) -> String {
     let id = id.trim();
     let prefix = match kind {
         JobKind::Batch => "batches/",
         JobKind::Interaction => "interactions/",
-        JobKind::Video | JobKind::Other => return id.to_owned(),
+        JobKind::Video => {
+            return if id.starts_with(VIDEO_PREFIX) {
+                id.to_owned()
+            } else {
+                format!("{VIDEO_PREFIX}{id}")
+            };
+        }
+        JobKind::Other => return id.to_owned(),
     };
     if let Some(pos) = id.find(prefix) {
         let rest = &id[pos + prefix.len()..];
@@ -257,6 +302,9 @@ pub fn normalize_job_id(kind: JobKind, id: &str) -> String {
     }
     format!("{prefix}{id}")
 }
+
+/// Namespace of video jobs (the id the event named follows).
+pub const VIDEO_PREFIX: &str = "videos/";
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -323,8 +371,25 @@ mod tests {
         );
         assert_eq!(
             normalize_job_id(JobKind::Video, "models/veo/operations/x"),
-            "models/veo/operations/x"
+            "videos/models/veo/operations/x"
         );
+        // Kinds never share a namespace: a video or interaction naming a batch is not the batch.
+        assert_eq!(
+            normalize_job_id(JobKind::Video, "batches/abc"),
+            "videos/batches/abc"
+        );
+        assert_eq!(normalize_job_id(JobKind::Video, "videos/x"), "videos/x");
+        assert_eq!(
+            normalize_job_id(JobKind::Interaction, "batches/abc"),
+            "interactions/batches/abc"
+        );
+        for (kind, id) in [
+            (JobKind::Batch, "batches/abc"),
+            (JobKind::Interaction, "interactions/batches/abc"),
+            (JobKind::Video, "videos/batches/abc"),
+        ] {
+            assert_eq!(normalize_job_id(kind, id), id, "idempotent");
+        }
     }
 
     #[test]
@@ -417,6 +482,7 @@ mod tests {
             webhook_id: "w".into(),
             received_at_ms: 0,
             signature_mode: SignatureMode::Static,
+            bound: true,
             event: EventSummary::from(&event),
             raw_event: raw,
             user_metadata: None,

@@ -65,10 +65,12 @@ pub fn reply(result: &Result<Receipt, ReceiveError>) -> HttpReply {
         Ok(Receipt::Accepted { webhook_id, .. }) => {
             HttpReply::json(200, json!({"status": "accepted", "webhook_id": webhook_id}))
         }
-        Ok(Receipt::Duplicate { webhook_id }) => HttpReply::json(
-            200,
-            json!({"status": "duplicate", "webhook_id": webhook_id}),
-        ),
+        Ok(Receipt::Duplicate { webhook_id } | Receipt::Conflicting { webhook_id }) => {
+            HttpReply::json(
+                200,
+                json!({"status": "duplicate", "webhook_id": webhook_id}),
+            )
+        }
         Err(err) => {
             let code = err.code();
             let status = match err {
@@ -81,7 +83,7 @@ pub fn reply(result: &Result<Receipt, ReceiveError>) -> HttpReply {
                 },
                 ReceiveError::NotAnEvent(_) => 400,
                 ReceiveError::InFlight { .. } => 409,
-                ReceiveError::BodyMismatch { .. } => 422,
+                ReceiveError::TokenReplayed => 401,
                 ReceiveError::Store(_) | ReceiveError::Queue(_) => 503,
                 ReceiveError::Envelope(_) => 500,
             };
@@ -143,6 +145,7 @@ pub async fn handle(
         match &result {
             Ok(Receipt::Accepted { .. }) => tracing::info!(status = reply.status, outcome = "accepted", "delivery accepted"),
             Ok(Receipt::Duplicate { .. }) => tracing::info!(status = reply.status, outcome = "duplicate", "duplicate delivery"),
+            Ok(Receipt::Conflicting { .. }) => tracing::info!(status = reply.status, outcome = "conflicting", "duplicate delivery with another body"),
             Err(e) if reply.status >= 500 => {
                 tracing::error!(status = reply.status, outcome = e.code(), error = %e, "delivery failed")
             }
@@ -160,6 +163,7 @@ fn record_metrics(metrics: &Metrics, outcome: Result<&Receipt, &str>, enqueue_fa
     match outcome {
         Ok(Receipt::Accepted { .. }) => metrics.count(metric::DELIVERIES_ACCEPTED, 1),
         Ok(Receipt::Duplicate { .. }) => metrics.count(metric::DELIVERIES_DUPLICATE, 1),
+        Ok(Receipt::Conflicting { .. }) => metrics.count(metric::DELIVERIES_CONFLICTING, 1),
         Err(code) => {
             let mut set = metrics
                 .set()

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod config;
 pub mod consume;
+pub mod dedupe_keys;
 pub mod enqueue_once;
 pub mod envelope;
 pub mod event;

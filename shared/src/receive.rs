@@ -10,12 +10,14 @@ use http::HeaderMap;
 
 use crate::clock::SharedClock;
 use crate::config::ReceiveLimits;
+use crate::dedupe_keys;
 use crate::enqueue_once::{EnqueueOnce, OnceError, OnceOutcome, OnceRequest};
-use crate::envelope::{EventSummary, QueueEnvelope, WebhookEnvelope};
+use crate::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
 use crate::event::{Event, EventError};
 use crate::secrets::SigningSecretsRefresh;
-use crate::store::{DedupeStore, EventQueue, QueueError, StoreError};
+use crate::store::{ClaimOutcome, ClaimRequest, DedupeStore, EventQueue, QueueError, StoreError};
 use crate::telemetry::Metrics;
+use crate::verify::jwks::VerifiedToken;
 use crate::verify::{VerifyError, WebhookVerifier, sha256_hex};
 
 /// Lease of a claim when the caller has no invocation deadline (local mode).
@@ -42,6 +44,9 @@ pub enum Receipt {
     },
     /// This id was already enqueued; nothing was done.
     Duplicate { webhook_id: String },
+    /// This id was already enqueued with another body; nothing was done. Answered like a
+    /// duplicate (a 4xx would only make Gemini retry it for 24 h), but logged and counted.
+    Conflicting { webhook_id: String },
 }
 
 /// Why a delivery was not accepted. Mapped to HTTP in exactly one place ([`crate::http`]).
@@ -58,8 +63,9 @@ pub enum ReceiveError {
         webhook_id: String,
         retry_after_secs: u64,
     },
-    #[error("webhook id {webhook_id} was already used with a different body")]
-    BodyMismatch { webhook_id: String },
+    /// A single-use token came back with another `webhook-id` or another body.
+    #[error("this token was already used for another delivery")]
+    TokenReplayed,
     #[error("dedupe store failed: {0}")]
     Store(StoreError),
     #[error("queue failed: {0}")]
@@ -76,7 +82,7 @@ impl ReceiveError {
             Self::Verify(e) => e.code(),
             Self::NotAnEvent(_) => "invalid_event",
             Self::InFlight { .. } => "in_flight",
-            Self::BodyMismatch { .. } => "webhook_id_reused",
+            Self::TokenReplayed => "jwt_replayed",
             Self::Store(_) => "store_unavailable",
             Self::Queue(QueueError::TooLarge { .. }) => "enqueue_too_large",
             Self::Queue(_) => "queue_unavailable",
@@ -89,6 +95,7 @@ impl ReceiveError {
 #[derive(Clone)]
 pub struct Receiver {
     verifier: Arc<WebhookVerifier>,
+    dedupe: Arc<dyn DedupeStore>,
     once: EnqueueOnce,
     clock: SharedClock,
     limits: ReceiveLimits,
@@ -116,7 +123,8 @@ impl Receiver {
     ) -> Self {
         Self {
             verifier,
-            once: EnqueueOnce::new(dedupe, queue, Arc::clone(&clock)),
+            once: EnqueueOnce::new(Arc::clone(&dedupe), queue, Arc::clone(&clock)),
+            dedupe,
             clock,
             limits,
             lease_ms: DEFAULT_LEASE_MS,
@@ -177,27 +185,34 @@ impl Receiver {
             .await?;
         let span = tracing::Span::current();
         span.record("webhook_id", verified.webhook_id.as_str());
-        let (event, raw_event) = Event::parse(delivery.body, verified.claims.as_ref())?;
+        let parsed = Event::parse_delivery(delivery.body, verified.claims(), verified.body_signed)?;
+        let event = parsed.event;
         span.record("event_type", event.event_type.as_str());
         if let Some(job) = &event.job_id {
             span.record("job_id", job.as_str());
         }
 
         let body_sha256 = sha256_hex(delivery.body);
+        if let Some(token) = &verified.token {
+            self.use_token_once(token, &verified.webhook_id, &body_sha256, received_at_ms)
+                .await?;
+        }
         let retention_secs =
             i64::try_from(self.limits.retention_hours.saturating_mul(3600)).unwrap_or(i64::MAX);
         let message = QueueEnvelope::Webhook(WebhookEnvelope {
             webhook_id: verified.webhook_id.clone(),
             received_at_ms,
             signature_mode: verified.mode,
+            bound: parsed.bound,
             event: EventSummary::from(&event),
-            raw_event,
+            raw_event: parsed.raw,
             user_metadata: event.user_metadata.clone(),
         })
         .to_message()
         .map_err(|e| ReceiveError::Envelope(e.to_string()))?;
+        let dedupe_key = dedupe_keys::delivery(verified.mode, &verified.webhook_id);
         let request = OnceRequest {
-            id: &verified.webhook_id,
+            id: &dedupe_key,
             body_sha256: &body_sha256,
             message: &message,
             deadline_ms: delivery.deadline_ms,
@@ -216,14 +231,71 @@ impl Receiver {
                 retry_after_secs,
             }),
             Ok(OnceOutcome::BodyMismatch) => {
-                tracing::error!(
-                    webhook_id = %webhook_id,
-                    "webhook id reused with a different body: forged, replayed or buggy sender"
-                );
-                Err(ReceiveError::BodyMismatch { webhook_id })
+                if verified.mode == SignatureMode::Static {
+                    // Only the holder of our secret can sign this: a sender bug or a leaked secret.
+                    tracing::error!(
+                        webhook_id = %webhook_id,
+                        "webhook id reused with a different body by a holder of the signing secret; the first delivery stands"
+                    );
+                } else {
+                    // The body of a dynamic delivery is not evidence of anything the sender did.
+                    tracing::warn!(
+                        webhook_id = %webhook_id,
+                        bound = parsed.bound,
+                        "dynamic delivery reused a webhook id with a different body; the first delivery stands"
+                    );
+                }
+                Ok(Receipt::Conflicting { webhook_id })
             }
             Err(OnceError::Store(e)) => Err(ReceiveError::Store(e)),
             Err(OnceError::Queue(e)) => Err(ReceiveError::Queue(e)),
         }
     }
+
+    /// Claims a dynamic delivery's token for the (`webhook-id`, body) it first came with, for as
+    /// long as the token verifies at all. The same token with the same id and body is Gemini's
+    /// retry (the ordinary dedupe decides); with anything else it is a replay: one token
+    /// enqueues at most one delivery.
+    async fn use_token_once(
+        &self,
+        token: &VerifiedToken,
+        webhook_id: &str,
+        body_sha256: &str,
+        now_ms: i64,
+    ) -> Result<(), ReceiveError> {
+        let binding = sha256_hex(format!("{webhook_id}\n{body_sha256}").as_bytes());
+        // The claim outlives the token (plus the window a clock may be off), and its lease lasts
+        // as long as the claim, so nobody can take it over while the token still verifies.
+        let expires_at = token
+            .usable_until
+            .max(now_ms.div_euclid(1000))
+            .saturating_add(TOKEN_CLAIM_MARGIN_SECS);
+        let claim = ClaimRequest {
+            webhook_id: dedupe_keys::token(&token.token_id),
+            owner: uuid::Uuid::new_v4().to_string(),
+            body_sha256: binding.clone(),
+            now_ms,
+            lease_until_ms: expires_at.saturating_mul(1000),
+            expires_at,
+        };
+        match self
+            .dedupe
+            .claim(&claim)
+            .await
+            .map_err(ReceiveError::Store)?
+        {
+            ClaimOutcome::Claimed => Ok(()),
+            ClaimOutcome::Existing(first) if first.body_sha256 == binding => Ok(()),
+            ClaimOutcome::Existing(_) => {
+                tracing::warn!(
+                    webhook_id = %webhook_id,
+                    "a dynamic-webhook token was replayed with another webhook id or body"
+                );
+                Err(ReceiveError::TokenReplayed)
+            }
+        }
+    }
 }
+
+/// Seconds a token's single-use claim outlives the token itself.
+const TOKEN_CLAIM_MARGIN_SECS: i64 = 600;

@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::clock::SharedClock;
 use crate::consume::Routes;
+use crate::dedupe_keys;
 use crate::enqueue_once::{EnqueueOnce, OnceOutcome, OnceRequest};
 use crate::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
 use crate::event::{Event, EventType};
@@ -309,9 +310,12 @@ impl Reconciler {
                 return Checked::Failed;
             }
         };
-        let body_sha256 = sha256_hex(id.as_bytes());
+        // Claimed under a key no delivery's webhook-id can take (a space is never in one), so a
+        // delivery sent with a `reconcile:` id cannot stop this recovery.
+        let key = dedupe_keys::recovery(&op.name, op.state.as_str());
+        let body_sha256 = sha256_hex(key.as_bytes());
         let request = OnceRequest {
-            id: &id,
+            id: &key,
             body_sha256: &body_sha256,
             message: &message,
             deadline_ms: None,
@@ -423,7 +427,9 @@ fn event_type(state: &BatchState) -> EventType {
     }
 }
 
-/// `reconcile:batches/<id>:<STATE>`: the same for every run that sees this batch finished.
+/// `reconcile:batches/<id>:<STATE>`: the same for every run that sees this batch finished. It
+/// names the synthetic event in logs and on the job record; the dedupe claim itself is
+/// [`dedupe_keys::recovery`].
 pub fn recovery_id(op: &BatchOperation) -> String {
     format!("{RECONCILE_ID_PREFIX}{}:{}", op.name, op.state.as_str())
 }
@@ -464,6 +470,8 @@ fn synthetic_envelope(
         webhook_id: id.to_owned(),
         received_at_ms: now_ms,
         signature_mode: SignatureMode::Synthetic,
+        // Built from the API's own answer, so it is as trustworthy as a signed event.
+        bound: true,
         event: EventSummary::from(&event),
         raw_event,
         user_metadata: event.user_metadata,

@@ -78,6 +78,9 @@ pub mod metric {
     pub const DELIVERIES_DUPLICATE: &str = "DeliveriesDuplicate";
     /// Receiver: any non-2xx answer, with a `Reason` dimension (the error code).
     pub const DELIVERIES_REJECTED: &str = "DeliveriesRejected";
+    /// Receiver: a verified delivery reused an enqueued id with another body (answered as a
+    /// duplicate; nothing enqueued).
+    pub const DELIVERIES_CONFLICTING: &str = "DeliveriesConflicting";
     /// Receiver: the queue refused a verified, claimed delivery (answered 503).
     pub const ENQUEUE_FAILURES: &str = "EnqueueFailures";
     /// Consumer: rows written for a finished job (all statuses).
@@ -95,6 +98,9 @@ pub mod metric {
     /// Consumer: a queue message was left for redelivery, with a `Reason` dimension. The consumer
     /// reports partial batch failures, so Lambda's own `Errors` metric never sees these.
     pub const MESSAGES_FAILED: &str = "MessagesFailed";
+    /// Consumer: an event the Gemini API contradicts (another state, or no such job in this
+    /// project): logged and counted, never recorded. Forged or stale events show up here.
+    pub const EVENTS_CONTRADICTED: &str = "EventsContradicted";
     /// Reconciler: finished batches examined in the look-back window.
     pub const BATCHES_SCANNED: &str = "BatchesScanned";
     /// Reconciler: a finished batch no webhook had reported was enqueued (a missed delivery).
@@ -107,6 +113,7 @@ pub mod metric {
         DELIVERIES_ACCEPTED,
         DELIVERIES_DUPLICATE,
         DELIVERIES_REJECTED,
+        DELIVERIES_CONFLICTING,
         ENQUEUE_FAILURES,
         ROWS_INGESTED,
         ERROR_ROWS,
@@ -117,6 +124,7 @@ pub mod metric {
         JOBS_CANCELLED,
         INGEST_LAG,
         MESSAGES_FAILED,
+        EVENTS_CONTRADICTED,
         BATCHES_SCANNED,
         BATCHES_RECOVERED,
         RECONCILE_FAILURES,

@@ -175,6 +175,7 @@ fn round_trips(event: &Event, raw: Value) -> Result<(), TestCaseError> {
         webhook_id: "msg_prop".into(),
         received_at_ms: NOW * 1000,
         signature_mode: SignatureMode::Static,
+        bound: true,
         event: EventSummary::from(event),
         raw_event: raw,
         user_metadata: event.user_metadata.clone(),

@@ -1,7 +1,8 @@
 //! A fake Gemini Batch API on a real local HTTP server, with fault injection.
 //!
-//! It serves what the consumer reads: `GET /v1beta/batches/{id}`, `GET /v1beta/batches` (paged)
-//! and `GET /download/v1beta/files/{id}:download?alt=media` (with `Range`). Faults are queued per
+//! It serves what the consumer reads: `GET /v1beta/batches/{id}`, `GET /v1beta/batches` (paged),
+//! `GET /download/v1beta/files/{id}:download?alt=media` (with `Range`), and whatever other
+//! resource a test puts under `GET /v1beta/<name>` (interactions, video operations, files). Faults are queued per
 //! path substring and consumed one per matching request, so tests can script "429, then 500, then
 //! fine". Every request is recorded with the status it got.
 //!
@@ -90,6 +91,8 @@ enum FileBody {
 #[derive(Default)]
 struct Inner {
     operations: BTreeMap<String, Value>,
+    /// Other resources by name (`interactions/x`, `models/m/operations/x`, `files/x`).
+    resources: BTreeMap<String, Value>,
     files: HashMap<String, FileBody>,
     faults: Vec<(String, VecDeque<Fault>)>,
     requests: Vec<Recorded>,
@@ -183,6 +186,12 @@ impl FakeGemini {
             .unwrap_or_else(|| panic!("operation without a name"))
             .to_owned();
         self.shared.lock().operations.insert(name, op);
+    }
+
+    /// Serves `value` at `GET /v1beta/<name>`: an interaction (`interactions/x`), a video
+    /// operation (`models/veo/operations/x`) or a file's metadata (`files/x`).
+    pub fn put_resource(&self, name: &str, value: Value) {
+        self.shared.lock().resources.insert(name.to_owned(), value);
     }
 
     /// Stores a results file under `files/x`.
@@ -388,6 +397,13 @@ async fn route(shared: &Shared, method: &Method, uri: &Uri, range: Option<&str>)
             .cloned();
         return match op {
             Some(op) => json_response(&op),
+            None => google_error(404, "Requested entity was not found."),
+        };
+    }
+    if let Some(name) = path.strip_prefix("/v1beta/") {
+        let resource = shared.lock().resources.get(name).cloned();
+        return match resource {
+            Some(r) => json_response(&r),
             None => google_error(404, "Requested entity was not found."),
         };
     }

@@ -133,8 +133,9 @@ async fn dev_receives_dedupes_rejects_and_ingests() {
         ],
     )
     .await;
+    // Answered as a duplicate (a 4xx would only make Gemini retry for a day); nothing queued.
     assert!(
-        out.contains(r#"-> 422 {"error":"webhook_id_reused""#),
+        out.contains(r#"-> 200 {"status":"duplicate","webhook_id":"msg_cli_1"}"#),
         "{out}"
     );
 

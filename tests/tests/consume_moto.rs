@@ -116,6 +116,7 @@ fn envelope(webhook_id: &str, event: Value) -> String {
         webhook_id: webhook_id.to_owned(),
         received_at_ms: T0_MS - 1_000,
         signature_mode: SignatureMode::Static,
+        bound: true,
         event: EventSummary::from(&parsed),
         raw_event: event,
         user_metadata: parsed.user_metadata.clone(),
@@ -284,24 +285,32 @@ async fn failed_expired_and_cancelled_batches_are_recorded() {
         (Some("3"), "input file invalid", "operation")
     );
 
-    // The API is unreachable for this one: the event's own error is recorded.
+    // The API does not know this batch (another project's, or made up): nothing is recorded.
     let failed2 = json!({"type": "batch.failed", "data": {"id": "f2", "error_code": 13, "error_message": "internal"}});
-    must(&c, &envelope("msg-f2", failed2), None).await;
-    let err = h
-        .job("batches/f2")
-        .await
-        .error
-        .unwrap_or_else(|| panic!("error recorded"));
-    assert_eq!(
-        (err.code.as_deref(), err.source.as_str()),
-        (Some("13"), "event")
+    let handled = must(&c, &envelope("msg-f2", failed2), None).await;
+    assert!(matches!(handled, Handled::Skipped { .. }), "{handled:?}");
+    assert!(
+        h.store
+            .load_job("batches/f2")
+            .await
+            .unwrap_or_default()
+            .is_none()
     );
 
-    for (t, state) in [
-        ("batch.expired", JobState::Expired),
-        ("batch.cancelled", JobState::Cancelled),
+    for (t, wire, state) in [
+        ("batch.expired", "BATCH_STATE_EXPIRED", JobState::Expired),
+        (
+            "batch.cancelled",
+            "JOB_STATE_CANCELLED",
+            JobState::Cancelled,
+        ),
     ] {
         let id = t.replace('.', "-");
+        h.gemini.put_operation(operation_json(
+            &format!("batches/{id}"),
+            wire,
+            OutputSpec::None,
+        ));
         must(
             &c,
             &envelope(&format!("msg-{id}"), json!({"type": t, "data": {"id": id}})),
@@ -646,16 +655,24 @@ async fn routes_send_a_job_group_to_its_own_table_and_other_events_are_recorded(
         "experiments never mix with production"
     );
 
-    // video.generated and interaction.* update the job record; unknown types are acknowledged.
+    // video.generated and interaction.* are confirmed through their own resources; unknown
+    // types are acknowledged.
+    h.gemini.put_resource(
+        "models/veo/operations/v1",
+        json!({"name": "models/veo/operations/v1", "done": true, "response": {
+            "generateVideoResponse": {"generatedSamples": [{"video": {"uri": "files/v1"}}]}}}),
+    );
     let video = json!({"type": "video.generated", "data": {"id": "models/veo/operations/v1", "output_file_uri": "files/v1", "file_name": "files/v1"}});
     must(&c, &envelope("w-v", video), None).await;
-    let job = h.job("models/veo/operations/v1").await;
+    let job = h.job("videos/models/veo/operations/v1").await;
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(
-        job.output
-            .as_ref()
-            .and_then(|o| o["output_file_uri"].as_str()),
-        Some("files/v1")
+        job.output.as_ref().map(|o| o["videos"].clone()),
+        Some(json!(["files/v1"]))
+    );
+    h.gemini.put_resource(
+        "interactions/i1",
+        json!({"id": "i1", "status": "requires_action", "outputs": [{"type": "function_call"}]}),
     );
     must(
         &c,
@@ -670,8 +687,14 @@ async fn routes_send_a_job_group_to_its_own_table_and_other_events_are_recorded(
         h.job("interactions/i1").await.state,
         JobState::RequiresAction
     );
+    h.gemini.put_resource(
+        "interactions/i1",
+        json!({"id": "i1", "status": "failed", "error": {"code": 9, "message": "no"}}),
+    );
     must(&c, &envelope("w-i2", json!({"type": "interaction.failed", "data": {"id": "i1", "error_code": 9, "error_message": "no"}})), None).await;
-    assert_eq!(h.job("interactions/i1").await.state, JobState::Failed);
+    let job = h.job("interactions/i1").await;
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error.map(|e| e.message), Some("no".to_owned()));
     let unknown = must(
         &c,
         &envelope("w-u", json!({"type": "webhook.ping", "data": {}})),

@@ -129,6 +129,7 @@ fn envelope(webhook_id: &str, event: Value) -> String {
         webhook_id: webhook_id.to_owned(),
         received_at_ms: T0_MS - 4_000,
         signature_mode: SignatureMode::Static,
+        bound: true,
         event: EventSummary::from(&parsed),
         raw_event: event,
         user_metadata: None,

@@ -47,8 +47,7 @@ impl Harness {
         let clock = ManualClock::at_secs(T0);
         let signer = TestSigner::new("kid-1", KEY_1_PEM);
         let jwks = JwksServer::start(&[&signer]).await;
-        let mut jwt = JwtSettings::new(jwks.url());
-        jwt.audience = Some("https://hooks.example.com".into());
+        let jwt = JwtSettings::new(jwks.url(), vec!["https://hooks.example.com".into()]);
         let verifier = WebhookVerifier::new(
             Some(StandardVerifier::new(vec![test_secret()], 300)),
             Some(JwksVerifier::new(jwt, reqwest::Client::new())),
@@ -299,7 +298,7 @@ async fn expired_record_is_treated_as_absent() {
 }
 
 #[tokio::test]
-async fn reused_id_with_another_body_is_rejected_with_422() {
+async fn reused_id_with_another_body_is_answered_as_a_duplicate_and_enqueues_nothing() {
     let h = Harness::new().await;
     assert_eq!(
         h.post_signed("msg_reuse", &batch_succeeded_body("one"))
@@ -310,8 +309,12 @@ async fn reused_id_with_another_body_is_rejected_with_422() {
     let reply = h
         .post_signed("msg_reuse", &batch_succeeded_body("two"))
         .await;
-    assert_eq!(reply.status, 422, "{}", reply.body);
-    assert_eq!(body_json(&reply)["error"], "webhook_id_reused");
+    // A 4xx would only make Gemini retry it for 24 h (and risk a disabled webhook).
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        body_json(&reply),
+        json!({"status": "duplicate", "webhook_id": "msg_reuse"})
+    );
     assert_eq!(h.messages().await.len(), 1);
 }
 
@@ -610,6 +613,92 @@ async fn dynamic_delivery_without_id_headers_uses_jti_and_claims() {
     let env: Value =
         serde_json::from_str(messages[0].body().unwrap_or_default()).unwrap_or_default();
     assert_eq!(env["user_metadata"]["job_group"], "jwt-group");
+    // The claims hold no event and no body digest: the body is only a hint.
+    assert_eq!(env["bound"], false);
+}
+
+#[tokio::test]
+async fn one_token_enqueues_at_most_one_delivery() {
+    let h = Harness::new().await;
+    let token = h.signer.sign(&jwt_claims(json!({"jti": "single-use"})));
+    let delivery = |id: &str| {
+        vec![
+            ("webhook-id".to_owned(), id.to_owned()),
+            ("webhook-signature".to_owned(), token.clone()),
+        ]
+    };
+    let first = batch_succeeded_body("tok-a");
+    let other = batch_succeeded_body("tok-b");
+    let reply = h.post(&delivery("msg_tok_1"), &first).await;
+    assert_eq!(body_json(&reply)["status"], "accepted", "{}", reply.body);
+    // The same token, id and body is Gemini's retry: the ordinary duplicate.
+    let reply = h.post(&delivery("msg_tok_1"), &first).await;
+    assert_eq!(body_json(&reply)["status"], "duplicate", "{}", reply.body);
+    for (id, body) in [
+        ("msg_tok_2", &first),
+        ("msg_tok_3", &first),
+        ("msg_tok_1", &other),
+        ("msg_tok_2", &other),
+    ] {
+        let reply = h.post(&delivery(id), body).await;
+        assert_eq!(reply.status, 401, "{id}: {}", reply.body);
+        assert_eq!(body_json(&reply)["error"], "jwt_replayed", "{id}");
+    }
+    assert_eq!(h.messages().await.len(), 1, "one token, one message");
+    let claim = h.dedupe_item("token jti:single-use").await;
+    assert!(claim.is_some(), "the token is claimed under its own key");
+}
+
+#[tokio::test]
+async fn signed_claims_win_over_the_body_and_dynamic_ids_live_apart() {
+    let h = Harness::new().await;
+    // The claims carry the event: they are the event, whatever the body says.
+    let token = h.signer.sign(&jwt_claims(json!({
+        "jti": "claims-event",
+        "type": "batch.succeeded",
+        "data": {"id": "from-claims", "user_metadata": {"job_group": "signed"}},
+    })));
+    let body = json!({"type": "batch.failed",
+                      "data": {"id": "from-body", "user_metadata": {"job_group": "forged"}}})
+    .to_string();
+    let headers = vec![
+        ("webhook-id".to_owned(), "msg_static_space".to_owned()),
+        ("webhook-signature".to_owned(), token),
+    ];
+    let reply = h.post(&headers, body.as_bytes()).await;
+    assert_eq!(body_json(&reply)["status"], "accepted", "{}", reply.body);
+    // A static delivery with the same webhook-id is not a duplicate of the dynamic one.
+    let reply = h
+        .post_signed("msg_static_space", &batch_succeeded_body("s1"))
+        .await;
+    assert_eq!(body_json(&reply)["status"], "accepted", "{}", reply.body);
+    let messages = h.messages().await;
+    assert_eq!(messages.len(), 2);
+    let dynamic: Value = messages
+        .iter()
+        .map(|m| serde_json::from_str::<Value>(m.body().unwrap_or_default()).unwrap_or_default())
+        .find(|e| e["signature_mode"] == "dynamic")
+        .unwrap_or_else(|| panic!("no dynamic envelope"));
+    assert_eq!(dynamic["bound"], true);
+    assert_eq!(dynamic["event"]["type"], "batch.succeeded");
+    assert_eq!(dynamic["event"]["job_id"], "batches/from-claims");
+    assert_eq!(dynamic["user_metadata"]["job_group"], "signed");
+    assert!(h.dedupe_item("dynamic msg_static_space").await.is_some());
+    assert!(h.dedupe_item("msg_static_space").await.is_some());
+
+    // Unbound body, metadata only in the body: the body's metadata is not trusted.
+    let token = h.signer.sign(&jwt_claims(json!({"jti": "unbound"})));
+    let headers = vec![
+        ("webhook-id".to_owned(), "msg_unbound".to_owned()),
+        ("webhook-signature".to_owned(), token),
+    ];
+    let reply = h.post(&headers, body.as_bytes()).await;
+    assert_eq!(body_json(&reply)["status"], "accepted", "{}", reply.body);
+    let env: Value =
+        serde_json::from_str(h.messages().await[0].body().unwrap_or_default()).unwrap_or_default();
+    assert_eq!(env["bound"], false);
+    assert_eq!(env["event"]["job_id"], "batches/from-body");
+    assert_eq!(env["user_metadata"], Value::Null, "{env}");
 }
 
 #[tokio::test]
@@ -629,6 +718,24 @@ async fn dynamic_delivery_rejections() {
             h.signer
                 .sign(&jwt_claims(json!({"aud": "https://evil.example"}))),
             "jwt_claim_mismatch",
+        ),
+        (
+            "three days old, thirty-day exp",
+            h.signer.sign(&jwt_claims(
+                json!({"iat": T0 - 3 * 86_400, "exp": T0 + 30 * 86_400}),
+            )),
+            "jwt_too_old",
+        ),
+        (
+            "issued in the future beyond the window",
+            h.signer
+                .sign(&jwt_claims(json!({"iat": T0 + 301, "exp": T0 + 900}))),
+            "jwt_not_yet_valid",
+        ),
+        (
+            "no iat",
+            h.signer.sign(&jwt_claims(json!({"iat": null}))),
+            "invalid_jwt",
         ),
         (
             "foreign key, same kid",
@@ -678,7 +785,10 @@ async fn jwks_unreachable_answers_503_so_gemini_retries() {
     let verifier = WebhookVerifier::new(
         None,
         Some(JwksVerifier::new(
-            JwtSettings::new("http://127.0.0.1:9/jwks.json"),
+            JwtSettings::new(
+                "http://127.0.0.1:9/jwks.json",
+                vec!["https://hooks.example.com".into()],
+            ),
             reqwest::Client::new(),
         )),
     );

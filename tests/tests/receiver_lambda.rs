@@ -20,6 +20,9 @@ fn now() -> i64 {
         .unwrap_or_default()
 }
 
+/// The audience this receiver's dynamic mode accepts.
+const AUD: &str = "https://hooks.example/e2e";
+
 struct Stack {
     api: RuntimeApi,
     _function: FunctionProcess,
@@ -43,7 +46,8 @@ async fn start(max_body: &str) -> Stack {
         ("WEBHOOK_SIGNING_SECRETS", TEST_SECRET.to_owned()),
         ("WEBHOOK_TOLERANCE_SECONDS", "300".to_owned()),
         ("WEBHOOK_JWKS_URL", jwks.url().to_owned()),
-        ("WEBHOOK_JWT_AUDIENCE", String::new()),
+        ("WEBHOOK_JWT_AUDIENCE", AUD.to_owned()),
+        ("WEBHOOK_JWT_MAX_AGE_SECONDS", "86700".to_owned()),
         ("WEBHOOK_JWT_ISSUER", String::new()),
         ("WEBHOOK_MAX_BODY_BYTES", max_body.to_owned()),
         ("DEDUPE_TABLE", table),
@@ -123,13 +127,18 @@ async fn receiver_binary_answers_every_row_of_the_http_contract() {
         "{reply}"
     );
 
-    // 422 — same id, another body.
+    // 200 duplicate — same id, another body: the first delivery stands (a 4xx would only make
+    // Gemini retry for a day), nothing is enqueued.
     let other = batch_succeeded_body("e2e-other");
     let headers = signed_headers(&secret, "msg_e2e_b64", t, &other);
     let (status, reply, _) = s
         .call(function_url_event("POST", &headers, &other, false))
         .await;
-    assert_eq!(status, 422, "{reply}");
+    assert_eq!(
+        (status, reply["status"].as_str()),
+        (200, Some("duplicate")),
+        "{reply}"
+    );
 
     // 400 — missing header; body not an event.
     let mut headers = signed_headers(&secret, "msg_e2e_400", t, &body);
@@ -168,7 +177,9 @@ async fn receiver_binary_answers_every_row_of_the_http_contract() {
         (401, Some("timestamp_too_old")),
         "{reply}"
     );
-    let expired = s.signer.sign(&json!({"iat": t - 4000, "exp": t - 3600}));
+    let expired = s
+        .signer
+        .sign(&json!({"iat": t - 4000, "exp": t - 3600, "aud": AUD}));
     let headers = vec![
         ("webhook-id".to_owned(), "msg_e2e_jwt_old".to_owned()),
         ("webhook-signature".to_owned(), expired),
@@ -185,7 +196,7 @@ async fn receiver_binary_answers_every_row_of_the_http_contract() {
     // 200 — a valid dynamic (JWT) delivery through the binary, keys from the local JWKS.
     let token = s
         .signer
-        .sign(&json!({"iat": t, "exp": t + 300, "jti": "e2e"}));
+        .sign(&json!({"iat": t, "exp": t + 300, "jti": "e2e", "aud": AUD}));
     let headers = vec![("webhook-signature".to_owned(), token)];
     let (status, reply, _) = s
         .call(function_url_event("POST", &headers, &body, false))

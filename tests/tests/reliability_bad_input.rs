@@ -966,8 +966,7 @@ async fn harness() -> Harness {
     let aws = AwsStack::new("bad", 30).await;
     let signer = TestSigner::new("kid-1", KEY_1_PEM);
     let jwks = JwksServer::start(&[&signer]).await;
-    let mut jwt = JwtSettings::new(jwks.url());
-    jwt.audience = Some(AUDIENCE.into());
+    let mut jwt = JwtSettings::new(jwks.url(), vec![AUDIENCE.into()]);
     jwt.issuer = Some(ISSUER.into());
     let verifier = WebhookVerifier::new(
         Some(StandardVerifier::new(vec![test_secret()], 300)),
@@ -1092,7 +1091,8 @@ async fn the_catalog_builders_make_valid_deliveries_when_nothing_is_broken() {
         .await;
         assert_eq!(reply.status, 200, "{name}: {}", reply.body);
     }
-    assert_eq!(h.aws.dedupe_items().await.len(), controls.len());
+    // One claim per delivery, plus the JWT's single-use claim on its token.
+    assert_eq!(h.aws.dedupe_items().await.len(), controls.len() + 1);
     assert_eq!(h.aws.queue_depth().await, controls.len() as u64);
 }
 

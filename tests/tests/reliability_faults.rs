@@ -583,6 +583,7 @@ fn envelope(webhook_id: &str, job: &str) -> String {
         webhook_id: webhook_id.to_owned(),
         received_at_ms: 1_795_000_000_000,
         signature_mode: SignatureMode::Static,
+        bound: true,
         event: EventSummary::from(&event),
         raw_event: raw,
         user_metadata: None,

@@ -223,6 +223,7 @@ fn envelope(job: &str) -> Result<String, BenchError> {
         webhook_id: format!("msg_bench_{job}"),
         received_at_ms: 0,
         signature_mode: SignatureMode::Static,
+        bound: true,
         event: EventSummary::from(&event),
         raw_event: raw,
         user_metadata: None,

@@ -24,7 +24,12 @@ async fn main() -> Result<(), Error> {
     tracing::info!(
         static_secrets = config.verifier.secrets.as_ref().map_or(0, Vec::len),
         secrets_from_arn = config.signing_secrets_arn.is_some(),
-        jwks_url = %config.verifier.jwt.jwks_url,
+        dynamic = config.verifier.jwt.is_some(),
+        jwks_url = config
+            .verifier
+            .jwt
+            .as_ref()
+            .map_or("", |j| j.jwks_url.as_str()),
         tolerance_secs = config.verifier.tolerance_secs,
         "receiver configured"
     );

@@ -12,6 +12,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 use super::model::BatchOperation;
+use super::resources::{FileInfo, Interaction, VideoOperation};
 use super::{DEFAULT_BASE_URL, normalize_batch_id, normalize_file_name};
 
 /// Header Gemini reads the API key from.
@@ -236,6 +237,32 @@ impl GeminiClient {
         let url = self.url(&format!("/v1beta/{name}"))?;
         let body = self.get_json(&name, url).await?;
         BatchOperation::from_value(&body)
+    }
+
+    /// `GET /v1beta/interactions/<id>`; `id` may carry the `interactions/` prefix.
+    pub async fn get_interaction(&self, id: &str) -> Result<Interaction, GeminiError> {
+        let bare = id.trim().trim_start_matches("interactions/");
+        let name = format!("interactions/{bare}");
+        check_resource_id(&name, "interactions/")?;
+        let url = self.url(&format!("/v1beta/{name}"))?;
+        Interaction::from_value(&self.get_json(&name, url).await?)
+    }
+
+    /// `GET /v1beta/<name>` of a long-running video operation
+    /// (`models/<model>/operations/<id>` or `operations/<id>`).
+    pub async fn get_video_operation(&self, name: &str) -> Result<VideoOperation, GeminiError> {
+        let name = name.trim();
+        check_operation_name(name)?;
+        let url = self.url(&format!("/v1beta/{name}"))?;
+        VideoOperation::from_value(&self.get_json(name, url).await?)
+    }
+
+    /// `GET /v1beta/files/<id>`: a file's metadata.
+    pub async fn get_file(&self, file: &str) -> Result<FileInfo, GeminiError> {
+        let name = normalize_file_name(file)
+            .ok_or_else(|| GeminiError::Invalid("not a Files API file reference".into()))?;
+        let url = self.url(&format!("/v1beta/{name}"))?;
+        FileInfo::from_value(&self.get_json(&name, url).await?)
     }
 
     /// `GET /v1beta/batches?pageSize=&pageToken=`.
@@ -654,6 +681,30 @@ impl Download {
 }
 
 /// Ids go into URL paths: only plain id characters, so nothing can walk to another endpoint.
+/// `models/<model>/operations/<id>` or `operations/<id>`, each segment a plain id (so an event
+/// cannot steer the request to another path).
+pub(crate) fn check_operation_name(name: &str) -> Result<(), GeminiError> {
+    let segments: Vec<&str> = name.split('/').collect();
+    let shape_ok = matches!(
+        segments.as_slice(),
+        ["operations", _] | ["models", _, "operations", _]
+    );
+    let plain = |s: &&str| {
+        !s.is_empty()
+            && *s != "."
+            && *s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if shape_ok && segments.iter().all(plain) {
+        Ok(())
+    } else {
+        Err(GeminiError::Invalid(
+            "not a long-running operation name".into(),
+        ))
+    }
+}
+
 pub(crate) fn check_resource_id(name: &str, prefix: &str) -> Result<(), GeminiError> {
     let id = name.strip_prefix(prefix).unwrap_or(name);
     let ok = !id.is_empty()
@@ -675,6 +726,24 @@ pub(crate) fn check_resource_id(name: &str, prefix: &str) -> Result<(), GeminiEr
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operation_names_are_checked_segment_by_segment() {
+        for ok in ["operations/abc", "models/veo-3.0-generate/operations/a_b.c"] {
+            assert!(check_operation_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "batches/x",
+            "models/veo/operations/../x",
+            "models/veo/operations/a/b",
+            "operations/",
+            "models/../operations/x",
+            "files/x",
+            "operations/a?x=1",
+        ] {
+            assert!(check_operation_name(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn api_key_debug_is_redacted() {

@@ -7,12 +7,14 @@
 
 pub mod client;
 pub mod model;
+pub mod resources;
 pub mod webhooks;
 
 pub use client::{
     ApiKey, BatchPage, ByteStream, GeminiClient, GeminiError, GeminiSettings, RetryPolicy,
 };
 pub use model::{BatchOperation, BatchOutput, BatchState, BatchStats, InlineResponse, RpcStatus};
+pub use resources::{FileInfo, Interaction, InteractionStatus, VideoOperation};
 pub use webhooks::{
     CreatedWebhook, NewWebhook, RevocationBehavior, Rotation, Webhook, WebhookClient, WebhookPage,
     WebhookSecret, WebhookState,

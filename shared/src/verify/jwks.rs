@@ -33,6 +33,9 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Largest JWKS body we read; a key set is a few KiB, anything near this is not a key set.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
+/// Longest `jti` used as a token's single-use id; a longer one is hashed with the token.
+const MAX_JTI_LEN: usize = 256;
+
 /// The only algorithm Gemini uses for dynamic webhooks.
 const ALLOWED_ALG: &str = "RS256";
 
@@ -40,18 +43,27 @@ const ALLOWED_ALG: &str = "RS256";
 pub type Claims = serde_json::Map<String, Value>;
 
 /// Settings for dynamic-webhook verification (`WEBHOOK_JWKS_URL`, `WEBHOOK_JWT_AUDIENCE`,
-/// `WEBHOOK_JWT_ISSUER`, DESIGN §3).
+/// `WEBHOOK_JWT_ISSUER`, `WEBHOOK_JWT_MAX_AGE_SECONDS`).
+///
+/// Every Gemini customer's tokens are signed by the same JWKS, so a valid signature only proves
+/// that *some* Gemini job produced the token (docs/RELIABILITY.md, "Threat model"). The
+/// audience is therefore mandatory: with an empty [`Self::audiences`] no token verifies.
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
     /// JWKS endpoint.
     pub jwks_url: String,
-    /// Required `aud` (`WEBHOOK_JWT_AUDIENCE`); unchecked when `None` because Gemini does not
+    /// Accepted `aud` values (`WEBHOOK_JWT_AUDIENCE`); the token must carry one of them.
+    pub audiences: Vec<String>,
+    /// Required `iss` (`WEBHOOK_JWT_ISSUER`); unchecked when `None` because Gemini does not
     /// document what it puts there.
-    pub audience: Option<String>,
-    /// Required `iss` (`WEBHOOK_JWT_ISSUER`); unchecked when `None`, same reason.
     pub issuer: Option<String>,
-    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway_secs: u64,
+    /// How far in the future `iat` may lie (the replay window, `WEBHOOK_TOLERANCE_SECONDS`).
+    pub future_tolerance_secs: u64,
+    /// Oldest accepted `iat`, in seconds before now: Gemini retries for 24 h, so a token older
+    /// than that plus the window is a replay however distant its `exp` is.
+    pub max_age_secs: u64,
     /// Minimum time between two JWKS fetches (unknown `kid`, proactive refresh or retry after
     /// a failure).
     pub min_refetch_interval_secs: u64,
@@ -62,15 +74,21 @@ pub struct JwtSettings {
     pub fetch_timeout: Duration,
 }
 
+/// Default of `WEBHOOK_JWT_MAX_AGE_SECONDS`: Gemini's 24 h retry horizon plus the 300 s window.
+pub const DEFAULT_MAX_AGE_SECS: u64 = 24 * 3600 + 300;
+
 impl JwtSettings {
-    /// Settings for `jwks_url` with the defaults: 60 s leeway, refetch at most every 30 s,
-    /// refresh after an hour, 5 s fetch timeout, no audience or issuer check.
-    pub fn new(jwks_url: impl Into<String>) -> Self {
+    /// Settings for `jwks_url` accepting `audiences`, with the defaults: 60 s leeway on
+    /// `exp`/`nbf`, `iat` at most 300 s ahead and [`DEFAULT_MAX_AGE_SECS`] old, refetch at most
+    /// every 30 s, refresh after an hour, 5 s fetch timeout, no issuer check.
+    pub fn new(jwks_url: impl Into<String>, audiences: Vec<String>) -> Self {
         Self {
             jwks_url: jwks_url.into(),
-            audience: None,
+            audiences,
             issuer: None,
             leeway_secs: 60,
+            future_tolerance_secs: 300,
+            max_age_secs: DEFAULT_MAX_AGE_SECS,
             min_refetch_interval_secs: 30,
             cache_ttl_secs: 3600,
             fetch_timeout: Duration::from_secs(5),
@@ -78,10 +96,16 @@ impl JwtSettings {
     }
 }
 
-impl Default for JwtSettings {
-    fn default() -> Self {
-        Self::new(DEFAULT_JWKS_URL)
-    }
+/// A token whose signature and claims checked out, with what single use needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedToken {
+    pub claims: Claims,
+    /// What identifies this token for single use: `jti:<jti>`, or `sha256:<hex of the token>`
+    /// when it has no usable `jti`.
+    pub token_id: String,
+    /// Epoch seconds after which the token is refused anyway (its `exp` plus leeway, or its
+    /// `iat` plus the maximum age, whichever is earlier): how long a single-use claim must last.
+    pub usable_until: i64,
 }
 
 /// True when a signature header value is shaped like a compact JWS (three base64url segments,
@@ -189,9 +213,9 @@ impl JwksVerifier {
         &self.settings
     }
 
-    /// Verifies `token` (the `webhook-signature` value) and returns its claims. `now_secs` is
-    /// the caller's clock, used for `exp`/`nbf`/`iat` and for the refetch rate limit.
-    pub async fn verify(&self, token: &str, now_secs: i64) -> Result<Claims, VerifyError> {
+    /// Verifies `token` (the `webhook-signature` value). `now_secs` is the caller's clock, used
+    /// for `exp`/`nbf`/`iat` and for the refetch rate limit.
+    pub async fn verify(&self, token: &str, now_secs: i64) -> Result<VerifiedToken, VerifyError> {
         let token = token.trim();
         if token.len() > MAX_TOKEN_BYTES {
             return Err(VerifyError::MalformedHeader {
@@ -204,40 +228,16 @@ impl JwksVerifier {
         let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
             .map_err(|err| VerifyError::InvalidJwt(describe(&err).to_owned()))?
             .claims;
-        self.check_claims(&claims, now_secs)?;
-        Ok(claims)
-    }
-
-    /// Time, issuer and audience rules; only run on claims whose signature already verified.
-    fn check_claims(&self, claims: &Claims, now: i64) -> Result<(), VerifyError> {
-        let leeway = i64::try_from(self.settings.leeway_secs).unwrap_or(i64::MAX);
-        let exp = numeric_date(claims, "exp")?
-            .ok_or_else(|| VerifyError::InvalidJwt("missing `exp` claim".to_owned()))?;
-        if exp.saturating_add(leeway) < now {
-            return Err(VerifyError::JwtExpired);
-        }
-        for name in ["nbf", "iat"] {
-            if numeric_date(claims, name)?.is_some_and(|t| t.saturating_sub(leeway) > now) {
-                return Err(VerifyError::JwtNotYetValid);
-            }
-        }
-        if let Some(expected) = &self.settings.issuer {
-            let ok = matches!(claims.get("iss"), Some(Value::String(iss)) if iss == expected);
-            if !ok {
-                return Err(VerifyError::JwtClaimMismatch("iss"));
-            }
-        }
-        if let Some(expected) = &self.settings.audience {
-            let ok = match claims.get("aud") {
-                Some(Value::String(aud)) => aud == expected,
-                Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(expected)),
-                _ => false,
-            };
-            if !ok {
-                return Err(VerifyError::JwtClaimMismatch("aud"));
-            }
-        }
-        Ok(())
+        let usable_until = check_claims(&self.settings, &claims, now_secs)?;
+        let token_id = match claims.get("jti").and_then(Value::as_str) {
+            Some(jti) if !jti.is_empty() && jti.len() <= MAX_JTI_LEN => format!("jti:{jti}"),
+            _ => format!("sha256:{}", super::sha256_hex(token.as_bytes())),
+        };
+        Ok(VerifiedToken {
+            claims,
+            token_id,
+            usable_until,
+        })
     }
 
     /// The key for `kid`: from the cache, or after a (rate-limited, single-flight) refetch.
@@ -382,6 +382,52 @@ impl JwksVerifier {
             max_age,
         })
     }
+}
+
+/// Time, issuer and audience rules, run only on claims whose signature already verified.
+/// Returns the epoch second after which the token is refused anyway.
+fn check_claims(settings: &JwtSettings, claims: &Claims, now: i64) -> Result<i64, VerifyError> {
+    let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let leeway = secs(settings.leeway_secs);
+    let exp = numeric_date(claims, "exp")?
+        .ok_or_else(|| VerifyError::InvalidJwt("missing `exp` claim".to_owned()))?;
+    if exp.saturating_add(leeway) < now {
+        return Err(VerifyError::JwtExpired);
+    }
+    if numeric_date(claims, "nbf")?.is_some_and(|t| t.saturating_sub(leeway) > now) {
+        return Err(VerifyError::JwtNotYetValid);
+    }
+    // `iat` is what bounds a replay: without it a token is good for as long as its `exp`.
+    let iat = numeric_date(claims, "iat")?
+        .ok_or_else(|| VerifyError::InvalidJwt("missing `iat` claim".to_owned()))?;
+    if iat.saturating_sub(secs(settings.future_tolerance_secs)) > now {
+        return Err(VerifyError::JwtNotYetValid);
+    }
+    let age = now.saturating_sub(iat);
+    if age > secs(settings.max_age_secs) {
+        return Err(VerifyError::JwtTooOld {
+            age_secs: u64::try_from(age).unwrap_or(u64::MAX),
+            max_secs: settings.max_age_secs,
+        });
+    }
+    if let Some(expected) = &settings.issuer {
+        let ok = matches!(claims.get("iss"), Some(Value::String(iss)) if iss == expected);
+        if !ok {
+            return Err(VerifyError::JwtClaimMismatch("iss"));
+        }
+    }
+    let accepted = |aud: &str| settings.audiences.iter().any(|a| a == aud);
+    let ok = match claims.get("aud") {
+        Some(Value::String(aud)) => accepted(aud),
+        Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(accepted),
+        _ => false,
+    };
+    if !ok {
+        return Err(VerifyError::JwtClaimMismatch("aud"));
+    }
+    Ok(exp
+        .saturating_add(leeway)
+        .min(iat.saturating_add(secs(settings.max_age_secs))))
 }
 
 /// Reads the JOSE header without trusting anything else in the token: rejects every `alg`
@@ -554,6 +600,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     const NOW: i64 = 1_800_000_000;
+    const AUD: &str = "https://hooks.example/gemini";
 
     // ---- keys and tokens -------------------------------------------------------------------
 
@@ -597,7 +644,7 @@ mod tests {
     }
 
     fn claims() -> Value {
-        json!({"exp": NOW + 3600, "iat": NOW, "type": "batch.succeeded", "data": {"id": "batches/1"}})
+        json!({"exp": NOW + 3600, "iat": NOW, "aud": AUD, "type": "batch.succeeded", "data": {"id": "batches/1"}})
     }
 
     fn sign(key: &TestKey, kid: Option<&str>, claims: &Value) -> String {
@@ -681,7 +728,7 @@ mod tests {
         }
 
         fn settings(&self) -> JwtSettings {
-            let mut settings = JwtSettings::new(self.url.clone());
+            let mut settings = JwtSettings::new(self.url.clone(), vec![AUD.to_owned()]);
             settings.fetch_timeout = Duration::from_secs(3);
             settings
         }
@@ -793,8 +840,20 @@ mod tests {
 
         let token = sign(key_a(), Some("k1"), &claims());
         let verified = verifier.verify(&token, NOW).await.unwrap();
-        assert_eq!(verified.get("type"), Some(&json!("batch.succeeded")));
-        assert_eq!(verified.get("data"), Some(&json!({"id": "batches/1"})));
+        assert_eq!(verified.claims.get("type"), Some(&json!("batch.succeeded")));
+        assert_eq!(
+            verified.claims.get("data"),
+            Some(&json!({"id": "batches/1"}))
+        );
+        assert!(
+            verified.token_id.starts_with("sha256:"),
+            "no jti: the token's hash"
+        );
+        assert_eq!(
+            verified.usable_until,
+            NOW + 3600 + 60,
+            "exp + leeway before iat + max age"
+        );
         assert_eq!(server.hits(), 1);
 
         verifier.verify(&token, NOW + 1000).await.unwrap();
@@ -1219,7 +1278,7 @@ mod tests {
     // ---- claims ----------------------------------------------------------------------------
 
     fn with(extra: Value) -> Value {
-        let mut claims = json!({"exp": NOW + 300});
+        let mut claims = json!({"exp": NOW + 300, "iat": NOW, "aud": AUD});
         for (name, value) in extra.as_object().unwrap() {
             if value.is_null() {
                 claims.as_object_mut().unwrap().remove(name);
@@ -1236,6 +1295,7 @@ mod tests {
         let lenient = server.verifier(); // 60 s leeway
         let mut strict_settings = server.settings();
         strict_settings.leeway_secs = 0;
+        strict_settings.future_tolerance_secs = 0;
         let strict = verifier(strict_settings);
 
         let cases: [(Value, Option<VerifyError>, Option<VerifyError>); 9] = [
@@ -1262,7 +1322,7 @@ mod tests {
                 Some(VerifyError::JwtNotYetValid),
             ),
             (
-                with(json!({"iat": NOW + 61})),
+                with(json!({"iat": NOW + 301})),
                 Some(VerifyError::JwtNotYetValid),
                 Some(VerifyError::JwtNotYetValid),
             ),
@@ -1321,31 +1381,71 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn audience_is_checked_only_when_configured() {
+    async fn audience_is_always_required() {
         let server = server_with_a().await;
-        let unset = server.verifier();
+        let one = server.verifier();
         let mut settings = server.settings();
-        settings.audience = Some("https://hooks.example/gemini".into());
-        let set = verifier(settings);
+        settings.audiences = vec!["first".into(), AUD.into()];
+        let two = verifier(settings);
+        let mut settings = server.settings();
+        settings.audiences.clear();
+        let none = verifier(settings);
         let mismatch = Some(VerifyError::JwtClaimMismatch("aud"));
 
         let cases = [
-            (with(json!({"aud": "https://hooks.example/gemini"})), None),
-            (
-                with(json!({"aud": ["other", "https://hooks.example/gemini"]})),
-                None,
-            ),
+            (with(json!({"aud": AUD})), None),
+            (with(json!({"aud": ["other", AUD]})), None),
             (with(json!({"aud": "other"})), mismatch.clone()),
             (with(json!({"aud": ["other", "more"]})), mismatch.clone()),
             (with(json!({"aud": []})), mismatch.clone()),
             (with(json!({"aud": 5})), mismatch.clone()),
-            (with(json!({})), mismatch),
+            (with(json!({"aud": null})), mismatch.clone()),
         ];
         for (claims, expected) in cases {
             let token = sign(key_a(), Some("k1"), &claims);
-            assert_eq!(set.verify(&token, NOW).await.err(), expected, "{claims}");
-            assert_eq!(unset.verify(&token, NOW).await.err(), None, "{claims}");
+            assert_eq!(one.verify(&token, NOW).await.err(), expected, "{claims}");
+            assert_eq!(two.verify(&token, NOW).await.err(), expected, "{claims}");
+            // No configured audience accepts no token at all.
+            assert_eq!(none.verify(&token, NOW).await.err(), mismatch, "{claims}");
         }
+        let token = sign(key_a(), Some("k1"), &with(json!({"aud": "first"})));
+        assert_eq!(two.verify(&token, NOW).await.err(), None);
+    }
+
+    #[tokio::test]
+    async fn iat_is_required_and_bounds_the_token_age() {
+        let server = server_with_a().await;
+        let verifier = server.verifier();
+        let max = DEFAULT_MAX_AGE_SECS as i64;
+        // A 3-day-old token with a 30-day exp: refused, however long it would stay "valid".
+        let old = with(json!({"iat": NOW - 3 * 86_400, "exp": NOW + 30 * 86_400}));
+        let token = sign(key_a(), Some("k1"), &old);
+        assert_eq!(
+            verifier.verify(&token, NOW).await.err(),
+            Some(VerifyError::JwtTooOld {
+                age_secs: 3 * 86_400,
+                max_secs: DEFAULT_MAX_AGE_SECS
+            })
+        );
+        let edge = sign(key_a(), Some("k1"), &with(json!({"iat": NOW - max})));
+        let verified = verifier.verify(&edge, NOW).await.unwrap();
+        assert_eq!(verified.usable_until, NOW, "iat + max age comes before exp");
+        let over = sign(key_a(), Some("k1"), &with(json!({"iat": NOW - max - 1})));
+        assert!(matches!(
+            verifier.verify(&over, NOW).await,
+            Err(VerifyError::JwtTooOld { .. })
+        ));
+        let missing = sign(key_a(), Some("k1"), &with(json!({"iat": null})));
+        assert_eq!(
+            verifier.verify(&missing, NOW).await.err(),
+            Some(VerifyError::InvalidJwt("missing `iat` claim".into()))
+        );
+        // A jti identifies the token for single use.
+        let with_jti = sign(key_a(), Some("k1"), &with(json!({"jti": "t-1"})));
+        assert_eq!(
+            verifier.verify(&with_jti, NOW).await.unwrap().token_id,
+            "jti:t-1"
+        );
     }
 
     #[tokio::test]

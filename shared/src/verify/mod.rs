@@ -39,7 +39,9 @@ pub enum VerifyError {
     TimestampTooNew { seconds: u64, tolerance: u64 },
     #[error("the signature header has no `v1,` entry")]
     NoSupportedSignature,
-    #[error("no signature matched any of the {secrets} configured secret(s)")]
+    /// `secrets` is for logs and local diagnosis only: the message (what an unauthenticated
+    /// caller sees) does not reveal how many secrets are configured.
+    #[error("no signature matched")]
     NoMatchingSignature { secrets: usize },
     #[error("a static signature arrived but no signing secrets are configured")]
     StaticNotConfigured,
@@ -55,6 +57,8 @@ pub enum VerifyError {
     JwtExpired,
     #[error("JWT is not valid yet")]
     JwtNotYetValid,
+    #[error("JWT was issued {age_secs} s ago; at most {max_secs} s is accepted")]
+    JwtTooOld { age_secs: u64, max_secs: u64 },
     #[error("JWT claim `{0}` does not match the configured value")]
     JwtClaimMismatch(&'static str),
     #[error("the JWKS could not be fetched: {0}")]
@@ -87,6 +91,7 @@ impl VerifyError {
             Self::UnknownKeyId(_) => "jwt_unknown_kid",
             Self::JwtExpired => "jwt_expired",
             Self::JwtNotYetValid => "jwt_not_yet_valid",
+            Self::JwtTooOld { .. } => "jwt_too_old",
             Self::JwtClaimMismatch(_) => "jwt_claim_mismatch",
             Self::JwksUnavailable(_) => "jwks_unavailable",
         }
@@ -99,31 +104,42 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use crate::envelope::SignatureMode;
-use jwks::{Claims, JwksVerifier, looks_like_jwt};
+use jwks::{Claims, JwksVerifier, JwtSettings, looks_like_jwt};
 use standard::{SigningSecret, StandardVerifier};
 
 /// Longest `webhook-id` accepted; ids are opaque but short in every known sender.
 pub const MAX_ID_LEN: usize = 256;
 
-/// JWT claim names that, if a sender includes one, bind the token to the body bytes. Gemini does
-/// not document one (gemini-facts §2), so this is checked only when present.
+/// JWT claim names that, if a sender includes one, bind the token to the body bytes. Gemini
+/// documents none, so a body is only ever *bound* through one of these when it is present and
+/// matches; a mismatch is refused.
 const BODY_DIGEST_CLAIMS: [&str; 3] = ["body_sha256", "payload_sha256", "body_hash"];
 
 /// A delivery whose signature checked out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedDelivery {
-    /// Idempotency key: the `webhook-id` header, or for dynamic deliveries without one the JWT
-    /// `jti`, or else `sha256:<hex of body>`.
+    /// Idempotency key as the sender gave it: the `webhook-id` header, or for dynamic
+    /// deliveries without one the JWT `jti` (`jti:<jti>`), or else `sha256:<hex of body>`.
     pub webhook_id: String,
     /// Attempt time in epoch seconds.
     pub timestamp: i64,
     pub mode: SignatureMode,
+    /// Whether the body bytes are covered by the signature: always for static deliveries; for
+    /// dynamic ones only through a matching body-digest claim.
+    pub body_signed: bool,
+    /// The verified token of a dynamic delivery.
+    pub token: Option<jwks::VerifiedToken>,
+}
+
+impl VerifiedDelivery {
     /// Verified JWT claims of a dynamic delivery.
-    pub claims: Option<Claims>,
+    pub fn claims(&self) -> Option<&Claims> {
+        self.token.as_ref().map(|t| &t.claims)
+    }
 }
 
 /// Verifies any Gemini delivery: static (HMAC) or dynamic (JWT), chosen by the shape of the
-/// `webhook-signature` header.
+/// `webhook-signature` header. Dynamic verification exists only when an audience is configured.
 pub struct WebhookVerifier {
     /// Swappable so a refreshed secret list (Secrets Manager) applies without a restart.
     standard: Option<RwLock<Arc<StandardVerifier>>>,
@@ -165,13 +181,22 @@ impl WebhookVerifier {
             .map(|lock| Arc::clone(&lock.read().unwrap_or_else(PoisonError::into_inner)))
     }
 
+    /// The dynamic-webhook settings, when dynamic mode is on.
+    pub fn jwt_settings(&self) -> Option<&JwtSettings> {
+        self.jwt.as_ref().map(JwksVerifier::settings)
+    }
+
     /// Builds both verifiers from configuration. No network access happens here.
     pub fn from_config(config: &crate::config::VerifierConfig, http: reqwest::Client) -> Self {
         let standard = config
             .secrets
             .clone()
             .map(|secrets| StandardVerifier::new(secrets, config.tolerance_secs));
-        Self::new(standard, Some(JwksVerifier::new(config.jwt.clone(), http)))
+        let jwt = config
+            .jwt
+            .clone()
+            .map(|settings| JwksVerifier::new(settings, http));
+        Self::new(standard, jwt)
     }
 
     /// Verifies headers and raw body bytes at `now_secs`.
@@ -198,7 +223,8 @@ impl WebhookVerifier {
             webhook_id: id.to_owned(),
             timestamp,
             mode: SignatureMode::Static,
-            claims: None,
+            body_signed: true,
+            token: None,
         })
     }
 
@@ -210,29 +236,34 @@ impl WebhookVerifier {
         now_secs: i64,
     ) -> Result<VerifiedDelivery, VerifyError> {
         let jwt = self.jwt.as_ref().ok_or(VerifyError::DynamicNotConfigured)?;
-        let claims = jwt.verify(token, now_secs).await?;
+        let verified = jwt.verify(token, now_secs).await?;
+        let claims = &verified.claims;
         let digest_claim = BODY_DIGEST_CLAIMS
             .iter()
             .find_map(|name| claims.get(*name).and_then(serde_json::Value::as_str));
-        if let Some(expected) = digest_claim
-            && !constant_time_eq(
-                expected.to_ascii_lowercase().as_bytes(),
-                sha256_hex(body).as_bytes(),
-            )
-        {
-            return Err(VerifyError::JwtClaimMismatch("body digest"));
-        }
-        // Gemini does not document whether dynamic deliveries carry webhook-id/-timestamp: use
-        // them when present and well-formed, otherwise derive them from the verified token.
+        let body_signed = match digest_claim {
+            Some(expected) => {
+                if !constant_time_eq(
+                    expected.to_ascii_lowercase().as_bytes(),
+                    sha256_hex(body).as_bytes(),
+                ) {
+                    return Err(VerifyError::JwtClaimMismatch("body digest"));
+                }
+                true
+            }
+            None => false,
+        };
+        // The webhook-id/-timestamp headers of a dynamic delivery are not signed: they serve
+        // dedupe of Gemini's retries, never as proof of anything.
         let webhook_id = match single_header(headers, HEADER_ID)? {
             Some(id) => {
                 validate_id(id)?;
                 id.to_owned()
             }
-            None => match claims.get("jti").and_then(serde_json::Value::as_str) {
-                Some(jti) if !jti.is_empty() && jti.len() <= MAX_ID_LEN => format!("jti:{jti}"),
-                _ => format!("sha256:{}", sha256_hex(body)),
-            },
+            // Without a header: the token's `jti` if it has one, else the body itself, so a
+            // retry of the same body with a fresh token is still recognised.
+            None if verified.token_id.starts_with("jti:") => verified.token_id.clone(),
+            None => format!("sha256:{}", sha256_hex(body)),
         };
         let timestamp = single_header(headers, HEADER_TIMESTAMP)?
             .and_then(|t| t.parse::<i64>().ok())
@@ -242,7 +273,8 @@ impl WebhookVerifier {
             webhook_id,
             timestamp,
             mode: SignatureMode::Dynamic,
-            claims: Some(claims),
+            body_signed,
+            token: Some(verified),
         })
     }
 }
