@@ -172,7 +172,7 @@ pub struct WebhookCreateArgs {
         long,
         value_name = "EVENTS",
         value_delimiter = ',',
-        default_values = gemini_hooks::gemini::webhooks::SUBSCRIBABLE_EVENTS,
+        default_values = gemini_hooks::adapters::gemini::webhooks::SUBSCRIBABLE_EVENTS,
         hide_default_value = true
     )]
     pub events: Vec<String>,

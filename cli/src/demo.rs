@@ -8,11 +8,11 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use gemini_hooks::adapters::gemini::GeminiSettings;
 use gemini_hooks::config::{ReceiveLimits, VerifierConfig};
-use gemini_hooks::gemini::GeminiSettings;
-use gemini_hooks::jobs::JobRecord;
-use gemini_hooks::store::ResultsStore;
-use gemini_hooks::verify::standard::SigningSecret;
+use gemini_hooks::domain::jobs::JobRecord;
+use gemini_hooks::domain::verify::standard::SigningSecret;
+use gemini_hooks::ports::ResultsStore;
 
 use crate::args::DemoArgs;
 use crate::dev::{ConsumerSetup, Pipeline, PipelineConfig, bind};
@@ -77,13 +77,13 @@ pub async fn run(args: DemoArgs, out: &mut dyn Write) -> Result<(), CliError> {
         data_dir: data_dir.clone(),
         verifier: VerifierConfig {
             secrets: Some(vec![secret.clone()]),
-            tolerance_secs: 300,
+            tolerance_secs: gemini_hooks::config::defaults::TOLERANCE_SECONDS,
             jwt: None,
         },
         limits: ReceiveLimits::default(),
         consumer: Some(ConsumerSetup {
             gemini,
-            routes_json: None,
+            routes: Default::default(),
         }),
         local_jwks: None,
         visibility_ms: 60_000,

@@ -1,6 +1,6 @@
 //! `gemini-hooks dev`: the receiver and the consumer as one local process on the SQLite store.
 //!
-//! The HTTP side answers through [`gemini_hooks::http::handle`] with the same [`Receiver`] use
+//! The HTTP side answers through [`gemini_hooks::usecases::http::handle`] with the same [`Receiver`] use
 //! case as the Lambda; the consumer side receives from the durable SQLite queue and calls the
 //! same [`Consumer`] use case as the SQS-triggered Lambda. Only the adapters differ.
 
@@ -16,16 +16,19 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use gemini_hooks::clock::{SharedClock, SystemClock};
-use gemini_hooks::config::{ConfigError, Env, ReceiveLimits, VerifierConfig, env};
-use gemini_hooks::consume::{ConsumeError, ConsumeSettings, Consumer, Handled, Routes};
-use gemini_hooks::envelope::QueueEnvelope;
-use gemini_hooks::gemini::{DEFAULT_BASE_URL, GeminiClient, GeminiSettings};
-use gemini_hooks::http::{HttpReply, handle};
-use gemini_hooks::receive::Receiver;
-use gemini_hooks::store::sqlite::{LocalMessage, SqliteStore};
-use gemini_hooks::store::{EventQueue, ResultsStore};
-use gemini_hooks::verify::WebhookVerifier;
+use gemini_hooks::adapters::gemini::{DEFAULT_BASE_URL, GeminiClient, GeminiSettings};
+use gemini_hooks::adapters::jwks::StaticJwks;
+use gemini_hooks::adapters::sqlite::{LocalMessage, SqliteStore};
+use gemini_hooks::config::{
+    ConfigError, Env, ReceiveLimits, RouteTables, VerifierConfig, env, route_tables,
+};
+use gemini_hooks::domain::envelope::QueueEnvelope;
+use gemini_hooks::ports::clock::{SharedClock, SystemClock};
+use gemini_hooks::ports::keys::KeySource;
+use gemini_hooks::ports::{EventQueue, ResultsStore};
+use gemini_hooks::usecases::consume::{ConsumeError, ConsumeSettings, Consumer, Handled};
+use gemini_hooks::usecases::http::{HttpReply, handle};
+use gemini_hooks::usecases::receive::Receiver;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -57,7 +60,7 @@ const LOCAL_ROWS_PER_WRITE: usize = 500;
 #[derive(Debug, Clone)]
 pub struct ConsumerSetup {
     pub gemini: GeminiSettings,
-    pub routes_json: Option<String>,
+    pub routes: RouteTables,
 }
 
 /// Everything a local pipeline needs, already validated.
@@ -113,8 +116,21 @@ impl Pipeline {
         let http = gemini_hooks::wiring::http_client()
             .map_err(|e| CliError::Failed(format!("cannot build the HTTP client: {e}")))?;
         let shared: Arc<SqliteStore> = Arc::new(store.clone());
+        // `--local-jwks`: the data directory's key, verified in process (the JWKS endpoint is
+        // served too, for anyone who wants to look).
+        let keys: Option<Arc<dyn KeySource>> = match &config.local_jwks {
+            Some(doc) => Some(Arc::new(
+                StaticJwks::from_json(doc.to_string().as_bytes(), "the local dynamic-signing key")
+                    .map_err(CliError::Failed)?,
+            )),
+            None => None,
+        };
         let receiver = Receiver::new(
-            Arc::new(WebhookVerifier::from_config(&config.verifier, http.clone())),
+            Arc::new(gemini_hooks::wiring::webhook_verifier(
+                &config.verifier,
+                http.clone(),
+                keys,
+            )),
             shared.clone(),
             shared.clone(),
             Arc::clone(&clock),
@@ -199,25 +215,16 @@ fn build_consumer(
 ) -> Result<Consumer, CliError> {
     // Every table ROUTES names is its own SQLite file; open them all up front so a bad one is
     // a start-up error, not a failure on the first message of that group.
-    let mut tables: HashMap<String, Arc<dyn ResultsStore>> = HashMap::new();
-    if let Some(text) = setup.routes_json.as_deref()
-        && let Ok(map) = serde_json::from_str::<HashMap<String, Value>>(text)
-    {
-        for table in map.values().filter_map(Value::as_str).map(str::trim) {
-            if !tables.contains_key(table) && !table.is_empty() {
-                let path = table_path(&config.data_dir, table)?;
-                let store = SqliteStore::open(path)?;
-                tables.insert(table.to_owned(), Arc::new(store));
-            }
-        }
-    }
     let default_store: Arc<dyn ResultsStore> = default.clone();
-    let fallback = Arc::clone(&default_store);
-    let routes = Routes::from_config(setup.routes_json.as_deref(), default_store, |table| {
-        tables
-            .get(table)
-            .cloned()
-            .unwrap_or_else(|| Arc::clone(&fallback))
+    let mut opened: HashMap<String, Arc<dyn ResultsStore>> = HashMap::new();
+    let routes = gemini_hooks::wiring::routes(default_store, &setup.routes, |table| {
+        if let Some(store) = opened.get(table) {
+            return Ok::<_, CliError>(Arc::clone(store));
+        }
+        let store: Arc<dyn ResultsStore> =
+            Arc::new(SqliteStore::open(table_path(&config.data_dir, table)?)?);
+        opened.insert(table.to_owned(), Arc::clone(&store));
+        Ok(store)
     })?;
     let visibility = config.visibility_ms.max(1_000);
     let settings = ConsumeSettings {
@@ -230,7 +237,7 @@ fn build_consumer(
     };
     let queue: Arc<dyn EventQueue> = default;
     Ok(Consumer::new(
-        GeminiClient::new(setup.gemini.clone(), http),
+        std::sync::Arc::new(GeminiClient::new(setup.gemini.clone(), http)),
         routes,
         queue,
         clock,
@@ -511,7 +518,7 @@ pub fn consumer_setup(env: &Env<'_>) -> Result<ConsumerSetup, CliError> {
     gemini.base_url = env.url(env::GEMINI_API_BASE_URL, DEFAULT_BASE_URL)?;
     Ok(ConsumerSetup {
         gemini,
-        routes_json: env.optional(env::ROUTES),
+        routes: route_tables(env)?,
     })
 }
 
@@ -617,8 +624,8 @@ fn describe(config: &PipelineConfig) -> Vec<String> {
         |jwt| {
             format!(
                 "dynamic JWTs for audience {} against {}",
-                jwt.audiences.join(","),
-                jwt.jwks_url
+                jwt.rules.audiences.join(","),
+                jwt.jwks.url
             )
         },
     );

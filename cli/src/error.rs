@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use gemini_hooks::config::ConfigError;
-use gemini_hooks::store::StoreError;
+use gemini_hooks::ports::StoreError;
 
 /// Exit status of a command that ran but found a problem (verification failed, store error…).
 pub const EXIT_FAILURE: u8 = 1;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use gemini_hooks::store::sqlite::DB_FILE_NAME;
+use gemini_hooks::adapters::sqlite::DB_FILE_NAME;
 
 use crate::error::CliError;
 

@@ -1,7 +1,7 @@
-//! Logging for the CLI: like `gemini_hooks::telemetry` (stderr, JSON or text, `RUST_LOG`
+//! Logging for the CLI: like `gemini_hooks::adapters::telemetry` (stderr, JSON or text, `RUST_LOG`
 //! wins), but with a default level per command, so tools stay quiet and `dev` talks.
 
-use gemini_hooks::telemetry::LogFormat;
+use gemini_hooks::adapters::telemetry::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber on stderr; stdout stays the command's own output.

@@ -26,7 +26,7 @@ use clap::Parser;
 
 use args::{Cli, Command};
 use error::{CliError, EXIT_FAILURE};
-use gemini_hooks::telemetry::LogFormat;
+use gemini_hooks::adapters::telemetry::LogFormat;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -93,7 +93,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
             webhooks::run(c, out).await.map(|()| 0)
         }
         Command::Secret => {
-            let secret = gemini_hooks::verify::standard::SigningSecret::generate();
+            let secret = gemini_hooks::domain::verify::standard::SigningSecret::generate();
             util::line(out, &secret.to_whsec()).map(|()| 0)
         }
     }

@@ -3,10 +3,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use gemini_hooks::envelope::QueueEnvelope;
-use gemini_hooks::jobs::{JobRecord, ResultRow, RowStatus};
-use gemini_hooks::store::ResultsStore;
-use gemini_hooks::store::sqlite::{DeadLetter, SqliteStore};
+use gemini_hooks::adapters::sqlite::{DeadLetter, SqliteStore};
+use gemini_hooks::domain::envelope::QueueEnvelope;
+use gemini_hooks::domain::jobs::{JobRecord, ResultRow, RowStatus};
+use gemini_hooks::ports::ResultsStore;
 use serde_json::{Value, json};
 
 use crate::args::ResultsArgs;

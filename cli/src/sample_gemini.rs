@@ -145,8 +145,9 @@ pub async fn start() -> Result<(String, SocketAddr), CliError> {
 mod tests {
     use super::*;
     use futures::StreamExt;
-    use gemini_hooks::gemini::{BatchOutput, BatchState, GeminiClient, GeminiSettings};
-    use gemini_hooks::results::parse_line;
+    use gemini_hooks::adapters::gemini::{GeminiClient, GeminiSettings};
+    use gemini_hooks::domain::gemini::{BatchOutput, BatchState};
+    use gemini_hooks::domain::results::parse_line;
 
     #[tokio::test]
     async fn the_real_client_reads_the_sample_batches_and_file() {
@@ -154,6 +155,7 @@ mod tests {
         let mut settings = GeminiSettings::new(SAMPLE_API_KEY);
         settings.base_url = base;
         let client = GeminiClient::new(settings, reqwest::Client::new());
+        use gemini_hooks::ports::gemini::GeminiApi as _;
 
         let ok = client.get_batch(SUCCEEDED_BATCH).await.unwrap();
         assert_eq!(ok.state, BatchState::Succeeded);

@@ -87,7 +87,7 @@ pub fn sample_event(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use gemini_hooks::event::{Event, EventType, JobKind};
+    use gemini_hooks::domain::event::{Event, EventType, JobKind};
 
     #[test]
     fn every_known_sample_parses_as_its_event_with_a_job() {

@@ -7,11 +7,11 @@
 use aws_config::BehaviorVersion;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
-use gemini_hooks::gemini::WebhookSecret;
-use gemini_hooks::gemini::webhooks::{
+use gemini_hooks::adapters::gemini::WebhookSecret;
+use gemini_hooks::adapters::gemini::webhooks::{
     append_secret, keep_newest_secret, secret_list_entries, truncate_secret,
 };
-use gemini_hooks::verify::standard::{SecretListError, parse_secret_list};
+use gemini_hooks::domain::verify::standard::{SecretListError, parse_secret_list};
 
 use crate::args::StoreSecretArgs;
 use crate::error::CliError;

@@ -4,9 +4,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use gemini_hooks::event::Event;
-use gemini_hooks::verify::standard::{SigningSecret, parse_secret_list, sign};
-use gemini_hooks::verify::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, sha256_hex};
+use gemini_hooks::domain::event::Event;
+use gemini_hooks::domain::verify::standard::{SigningSecret, parse_secret_list, sign};
+use gemini_hooks::domain::verify::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, sha256_hex};
 use serde_json::{Value, json};
 
 use crate::args::SendArgs;
@@ -392,8 +392,8 @@ fn print_answer(out: &mut dyn Write, answer: &Answer) -> Result<(), CliError> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use gemini_hooks::verify::VerifyError;
-    use gemini_hooks::verify::standard::StandardVerifier;
+    use gemini_hooks::domain::verify::VerifyError;
+    use gemini_hooks::domain::verify::standard::StandardVerifier;
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 

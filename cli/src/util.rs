@@ -7,12 +7,12 @@ use crate::error::CliError;
 
 /// Wall-clock Unix seconds.
 pub fn now_secs() -> i64 {
-    gemini_hooks::clock::Clock::now_secs(&gemini_hooks::clock::SystemClock)
+    gemini_hooks::ports::clock::Clock::now_secs(&gemini_hooks::ports::clock::SystemClock)
 }
 
 /// Wall-clock Unix milliseconds.
 pub fn now_ms() -> i64 {
-    gemini_hooks::clock::Clock::now_ms(&gemini_hooks::clock::SystemClock)
+    gemini_hooks::ports::clock::Clock::now_ms(&gemini_hooks::ports::clock::SystemClock)
 }
 
 /// `2026-11-22T12:00:00Z` for Unix seconds (or the number itself if out of range).

@@ -10,16 +10,20 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+use gemini_hooks::adapters::jwks::{DEFAULT_JWKS_URL, HttpJwks, JwksSettings, StaticJwks};
 use gemini_hooks::config::ReceiveLimits;
-use gemini_hooks::event::Event;
-use gemini_hooks::http::reply;
-use gemini_hooks::receive::ReceiveError;
-use gemini_hooks::verify::jwks::{DEFAULT_JWKS_URL, JwksVerifier, JwtSettings, looks_like_jwt};
-use gemini_hooks::verify::standard::{SigningSecret, StandardVerifier};
-use gemini_hooks::verify::{
-    HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, VerifiedDelivery, VerifyError, WebhookVerifier,
-    single_header,
+use gemini_hooks::domain::event::Event;
+use gemini_hooks::domain::verify::jwt::JwtRules;
+use gemini_hooks::domain::verify::jwt::looks_like_jwt;
+use gemini_hooks::domain::verify::standard::{SigningSecret, StandardVerifier};
+use gemini_hooks::domain::verify::{
+    HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, VerifiedDelivery, VerifyError, single_header,
 };
+use gemini_hooks::ports::keys::KeySource;
+use gemini_hooks::usecases::http::reply;
+use gemini_hooks::usecases::receive::ReceiveError;
+use gemini_hooks::usecases::verify::DynamicVerifier;
+use gemini_hooks::usecases::verify::WebhookVerifier;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
@@ -179,7 +183,32 @@ pub struct Input {
     pub tolerance_secs: u64,
     pub now_secs: i64,
     pub ignore_timestamp: bool,
-    pub jwt: JwtSettings,
+    pub jwt: JwtInput,
+}
+
+/// How dynamic deliveries are checked: the claims policy and where the keys are.
+#[derive(Debug, Clone)]
+pub struct JwtInput {
+    pub rules: JwtRules,
+    pub keys: Keys,
+}
+
+/// Where `verify` finds the JWT keys.
+#[derive(Debug, Clone)]
+pub enum Keys {
+    /// A JWKS endpoint (`--jwks-url`, default Gemini's).
+    Url(String),
+    /// A fixed set read from a file (`--jwks FILE`, `--key FILE`): no network.
+    Static(StaticJwks),
+}
+
+impl Keys {
+    fn describe(&self) -> String {
+        match self {
+            Self::Url(url) => format!("the JWKS at {url}"),
+            Self::Static(set) => set.describe(),
+        }
+    }
 }
 
 /// Verifies and explains.
@@ -188,7 +217,17 @@ pub async fn diagnose(input: &Input, http: reqwest::Client) -> Report {
     let usable: Vec<SigningSecret> = given.iter().filter_map(|g| g.standard.clone()).collect();
     let standard =
         (!usable.is_empty()).then(|| StandardVerifier::new(usable.clone(), input.tolerance_secs));
-    let verifier = WebhookVerifier::new(standard, Some(JwksVerifier::new(input.jwt.clone(), http)));
+    let keys: Arc<dyn KeySource> = match &input.jwt.keys {
+        Keys::Url(url) => Arc::new(HttpJwks::new(JwksSettings::new(url.clone()), http)),
+        Keys::Static(set) => Arc::new(set.clone()),
+    };
+    let verifier = WebhookVerifier::new(
+        standard,
+        Some(DynamicVerifier {
+            rules: input.jwt.rules.clone(),
+            keys,
+        }),
+    );
 
     // With --ignore-timestamp the window is checked at the delivery's own time: the signature
     // still covers the timestamp text, so nothing else changes.
@@ -627,9 +666,9 @@ fn explain_jwt(input: &Input, err: &VerifyError, token: Option<&str>, d: &mut Ve
                 .into(),
         ),
         VerifyError::UnknownKeyId(_) => d.push(format!(
-            "No key with this kid is in the JWKS at {}. Was the token signed by another key \
+            "No key with this kid is in {}. Was the token signed by another key \
              (a local test key vs Gemini's)? For a local key use --key FILE or --jwks FILE.",
-            input.jwt.jwks_url
+            input.jwt.keys.describe()
         )),
         VerifyError::JwtExpired => {
             if let Some(exp) = time("exp") {
@@ -662,9 +701,8 @@ fn explain_jwt(input: &Input, err: &VerifyError, token: Option<&str>, d: &mut Ve
                 .map_or("missing".to_owned(), Value::to_string)
         )),
         VerifyError::JwksUnavailable(reason) => d.push(format!(
-            "The JWKS at {} could not be fetched ({reason}); offline, use --jwks FILE or --key \
-             FILE.",
-            input.jwt.jwks_url
+            "{} could not be fetched ({reason}); offline, use --jwks FILE or --key FILE.",
+            input.jwt.keys.describe()
         )),
         VerifyError::DynamicNotConfigured => {}
         _ => d.push(
@@ -675,51 +713,38 @@ fn explain_jwt(input: &Input, err: &VerifyError, token: Option<&str>, d: &mut Ve
     }
 }
 
-/// Serves a JWKS document on 127.0.0.1 for the life of the process (for `--jwks` / `--key`).
-async fn serve_jwks(jwks: Value) -> Result<String, CliError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot serve the local JWKS: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| CliError::Failed(format!("cannot serve the local JWKS: {e}")))?;
-    let doc = Arc::new(jwks);
-    let app = axum::Router::new().route(
-        "/jwks.json",
-        axum::routing::get(move || {
-            let doc = Arc::clone(&doc);
-            async move { axum::Json((*doc).clone()) }
-        }),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(format!("http://{addr}/jwks.json"))
-}
-
-async fn jwt_settings(args: &VerifyArgs) -> Result<JwtSettings, CliError> {
-    let url = if let Some(path) = &args.jwks {
+fn jwt_input(args: &VerifyArgs) -> Result<JwtInput, CliError> {
+    let keys = if let Some(path) = &args.jwks {
         let text = read_input(path)?;
-        let doc: Value = serde_json::from_slice(&text)
+        let is_jwks = serde_json::from_slice::<Value>(&text)
             .ok()
-            .filter(|v: &Value| v.get("keys").is_some_and(Value::is_array))
-            .ok_or_else(|| {
-                CliError::Usage(format!(
-                    "{}: not a JWKS (`{{\"keys\": [...]}}`)",
-                    path.display()
-                ))
-            })?;
-        serve_jwks(doc).await?
+            .is_some_and(|v| v.get("keys").is_some_and(Value::is_array));
+        if !is_jwks {
+            return Err(CliError::Usage(format!(
+                "{}: not a JWKS (`{{\"keys\": [...]}}`)",
+                path.display()
+            )));
+        }
+        Keys::Static(
+            StaticJwks::from_json(&text, format!("the JWKS file {}", path.display()))
+                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
+        )
     } else if let Some(path) = &args.key {
         let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;
         let jwk = public_jwk_from_pem(&text)
             .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-        serve_jwks(serde_json::json!({ "keys": [jwk] })).await?
+        let set = serde_json::json!({ "keys": [jwk] }).to_string();
+        Keys::Static(
+            StaticJwks::from_json(set.as_bytes(), format!("the key {}", path.display()))
+                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
+        )
     } else {
-        args.jwks_url
-            .clone()
-            .filter(|u| !u.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_JWKS_URL.to_owned())
+        Keys::Url(
+            args.jwks_url
+                .clone()
+                .filter(|u| !u.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_JWKS_URL.to_owned()),
+        )
     };
     let audiences = args
         .audience
@@ -728,9 +753,10 @@ async fn jwt_settings(args: &VerifyArgs) -> Result<JwtSettings, CliError> {
         .filter(|a| !a.is_empty())
         .map(str::to_owned)
         .collect();
-    let mut settings = JwtSettings::new(url, audiences);
-    settings.issuer = args.issuer.clone().filter(|a| !a.trim().is_empty());
-    Ok(settings)
+    let mut rules = JwtRules::new(audiences);
+    rules.issuer = args.issuer.clone().filter(|a| !a.trim().is_empty());
+    rules.future_tolerance_secs = args.tolerance;
+    Ok(JwtInput { rules, keys })
 }
 
 /// Runs `gemini-hooks verify`; returns whether the delivery verified.
@@ -755,7 +781,7 @@ pub async fn run(args: VerifyArgs, out: &mut dyn Write) -> Result<bool, CliError
         tolerance_secs: args.tolerance,
         now_secs: args.now.unwrap_or_else(now_secs),
         ignore_timestamp: args.ignore_timestamp,
-        jwt: jwt_settings(&args).await?,
+        jwt: jwt_input(&args)?,
     };
     let http = gemini_hooks::wiring::http_client()
         .map_err(|e| CliError::Failed(format!("cannot build the HTTP client: {e}")))?;
@@ -776,7 +802,7 @@ pub fn exit_status(verified: bool) -> u8 {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use gemini_hooks::verify::standard::sign;
+    use gemini_hooks::domain::verify::standard::sign;
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const NOW: i64 = 1_795_000_000;
@@ -802,7 +828,10 @@ mod tests {
             tolerance_secs: 300,
             now_secs: NOW,
             ignore_timestamp: false,
-            jwt: JwtSettings::new("http://127.0.0.1:1/jwks.json", vec![]),
+            jwt: JwtInput {
+                rules: JwtRules::new(vec![]),
+                keys: Keys::Url("http://127.0.0.1:1/jwks.json".into()),
+            },
         }
     }
 

@@ -1,15 +1,16 @@
 //! `gemini-hooks webhooks …`: the WebhookService from the command line. The HTTP and the
-//! secret-list rules live in `gemini_hooks::gemini::webhooks`; this module reads the
+//! secret-list rules live in `gemini_hooks::adapters::gemini::webhooks`; this module reads the
 //! environment, prints, and stores secrets through [`crate::secrets_manager`].
 
 use std::io::Write;
 
-use gemini_hooks::config::{Env, env};
-use gemini_hooks::gemini::webhooks::SUBSCRIBABLE_EVENTS;
-use gemini_hooks::gemini::{
-    DEFAULT_BASE_URL, GeminiError, GeminiSettings, NewWebhook, RevocationBehavior, Webhook,
-    WebhookClient, WebhookSecret, WebhookState,
+use gemini_hooks::adapters::gemini::webhooks::SUBSCRIBABLE_EVENTS;
+use gemini_hooks::adapters::gemini::{
+    DEFAULT_BASE_URL, GeminiSettings, NewWebhook, RevocationBehavior, Webhook, WebhookClient,
+    WebhookSecret, WebhookState,
 };
+use gemini_hooks::config::{Env, env};
+use gemini_hooks::ports::gemini::GeminiError;
 
 use crate::args::{
     PruneSecretsArgs, StoreSecretArgs, WebhookCreateArgs, WebhookGetArgs, WebhookListArgs,

@@ -4,13 +4,14 @@
 
 use std::sync::OnceLock;
 
-use gemini_hooks::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
-use gemini_hooks::event::Event;
-use gemini_hooks::results::{Line, LineSplitter, parse_line, record_from_line};
-use gemini_hooks::verify::standard::{
+use gemini_hooks::domain::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
+use gemini_hooks::domain::event::Event;
+use gemini_hooks::domain::results::{Line, LineSplitter, parse_line, record_from_line};
+use gemini_hooks::domain::verify::standard::{
     MAX_SIGNATURE_ENTRIES, MAX_SIGNATURE_HEADER_BYTES, SigningSecret, StandardVerifier, sign,
 };
-use gemini_hooks::verify::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, WebhookVerifier};
+use gemini_hooks::domain::verify::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use gemini_hooks::usecases::verify::WebhookVerifier;
 use http::{HeaderMap, HeaderValue};
 use serde_json::Value;
 

@@ -1,11 +1,20 @@
 //! Typed configuration, one struct per function. Every environment variable name is defined
-//! exactly once, here (DESIGN §3), and the template uses the same names.
+//! exactly once, here (the README's configuration table), and the template uses the same names.
 //!
 //! Missing or malformed required values fail at start-up with an error naming the variable;
 //! nothing falls back silently.
 
-use crate::verify::jwks::{DEFAULT_JWKS_URL, DEFAULT_MAX_AGE_SECS, JwtSettings};
-use crate::verify::standard::{SigningSecret, parse_secret_list};
+use crate::adapters::jwks::{DEFAULT_JWKS_URL, JwksSettings};
+use crate::domain::verify::jwt::{DEFAULT_MAX_AGE_SECS, JwtRules};
+use crate::domain::verify::standard::{SigningSecret, parse_secret_list};
+pub use crate::usecases::receive::ReceiveLimits;
+
+/// Dynamic (JWT) verification: the claims policy and where the keys are fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    pub rules: JwtRules,
+    pub jwks: JwksSettings,
+}
 
 /// Environment variable names (contract).
 pub mod env {
@@ -47,12 +56,11 @@ pub mod env {
     ];
 }
 
-/// Defaults (DESIGN §3).
+/// Defaults (the README's configuration table).
 pub mod defaults {
-    pub const TOLERANCE_SECONDS: u64 = 300;
-    pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-    /// Gemini retries for 24 h; a week leaves room for manual redelivery and clock trouble.
-    pub const DEDUPE_RETENTION_HOURS: u64 = 168;
+    pub const TOLERANCE_SECONDS: u64 = crate::domain::verify::standard::DEFAULT_TOLERANCE_SECS;
+    pub const MAX_BODY_BYTES: usize = crate::usecases::receive::DEFAULT_MAX_BODY_BYTES;
+    pub const DEDUPE_RETENTION_HOURS: u64 = crate::usecases::receive::DEFAULT_RETENTION_HOURS;
 }
 
 /// A configuration problem, naming the variable.
@@ -164,7 +172,7 @@ pub struct VerifierConfig {
     pub tolerance_secs: u64,
     /// Dynamic (JWT) verification; `None` unless `WEBHOOK_JWT_AUDIENCE` is set, so a JWT
     /// delivery is then refused (`dynamic_not_configured`) whoever signed it.
-    pub jwt: Option<JwtSettings>,
+    pub jwt: Option<JwtConfig>,
 }
 
 impl VerifierConfig {
@@ -217,7 +225,7 @@ fn jwt_settings(
     env: &Env<'_>,
     audiences: &str,
     tolerance_secs: u64,
-) -> Result<JwtSettings, ConfigError> {
+) -> Result<JwtConfig, ConfigError> {
     let audiences: Vec<String> = audiences
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|a| !a.is_empty())
@@ -229,24 +237,48 @@ fn jwt_settings(
             reason: "expected one or more audience values".into(),
         });
     }
-    let mut jwt = JwtSettings::new(env.url(env::WEBHOOK_JWKS_URL, DEFAULT_JWKS_URL)?, audiences);
-    jwt.issuer = env.optional(env::WEBHOOK_JWT_ISSUER);
-    jwt.future_tolerance_secs = tolerance_secs;
-    jwt.max_age_secs = env.number(env::WEBHOOK_JWT_MAX_AGE_SECONDS, DEFAULT_MAX_AGE_SECS)?;
-    if jwt.max_age_secs == 0 {
+    let jwks = JwksSettings::new(env.url(env::WEBHOOK_JWKS_URL, DEFAULT_JWKS_URL)?);
+    let mut rules = JwtRules::new(audiences);
+    rules.issuer = env.optional(env::WEBHOOK_JWT_ISSUER);
+    rules.future_tolerance_secs = tolerance_secs;
+    rules.max_age_secs = env.number(env::WEBHOOK_JWT_MAX_AGE_SECONDS, DEFAULT_MAX_AGE_SECS)?;
+    if rules.max_age_secs == 0 {
         return Err(ConfigError::Invalid {
             name: env::WEBHOOK_JWT_MAX_AGE_SECONDS,
             reason: "must be greater than 0 (default 86700: Gemini's 24 h retries + 300 s)".into(),
         });
     }
-    Ok(jwt)
+    Ok(JwtConfig { rules, jwks })
 }
 
-/// Receive-side limits shared by the receiver Lambda and local mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReceiveLimits {
-    pub max_body_bytes: usize,
-    pub retention_hours: u64,
+/// `ROUTES`, parsed: `job_group` → results table name.
+pub type RouteTables = std::collections::BTreeMap<String, String>;
+
+/// Reads `ROUTES` (`{"<job_group>": "<table>", …}`); unset or empty means no routes.
+pub fn route_tables(env: &Env<'_>) -> Result<RouteTables, ConfigError> {
+    let Some(text) = env.optional(env::ROUTES) else {
+        return Ok(RouteTables::new());
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: env::ROUTES,
+        reason,
+    };
+    let map: std::collections::BTreeMap<String, serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| invalid(format!("expected a JSON object of group → table ({e})")))?;
+    map.into_iter()
+        .map(|(group, table)| {
+            let table = table
+                .as_str()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "the table of group `{group}` must be a non-empty string"
+                    ))
+                })?;
+            Ok((group, table.to_owned()))
+        })
+        .collect()
 }
 
 impl ReceiveLimits {
@@ -272,15 +304,6 @@ impl ReceiveLimits {
             max_body_bytes,
             retention_hours,
         })
-    }
-}
-
-impl Default for ReceiveLimits {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: defaults::MAX_BODY_BYTES,
-            retention_hours: defaults::DEDUPE_RETENTION_HOURS,
-        }
     }
 }
 
@@ -379,10 +402,10 @@ mod tests {
         pairs.push(("WEBHOOK_TOLERANCE_SECONDS", "120"));
         let c = receiver(&pairs).unwrap();
         let jwt = c.verifier.jwt.unwrap();
-        assert_eq!(jwt.audiences, ["https://hooks.example/a", "other"]);
-        assert_eq!(jwt.jwks_url, DEFAULT_JWKS_URL);
-        assert_eq!(jwt.max_age_secs, 86_700);
-        assert_eq!(jwt.future_tolerance_secs, 120);
+        assert_eq!(jwt.rules.audiences, ["https://hooks.example/a", "other"]);
+        assert_eq!(jwt.jwks.url, DEFAULT_JWKS_URL);
+        assert_eq!(jwt.rules.max_age_secs, 86_700);
+        assert_eq!(jwt.rules.future_tolerance_secs, 120);
         for (name, value) in [
             ("WEBHOOK_JWT_MAX_AGE_SECONDS", "0"),
             ("WEBHOOK_JWT_MAX_AGE_SECONDS", "a day"),
@@ -445,8 +468,8 @@ mod tests {
         let c = receiver(&pairs).unwrap();
         assert!(c.verifier.secrets.is_none());
         let jwt = c.verifier.jwt.unwrap();
-        assert_eq!(jwt.audiences, ["aud"]);
-        assert_eq!(jwt.issuer, None);
+        assert_eq!(jwt.rules.audiences, ["aud"]);
+        assert_eq!(jwt.rules.issuer, None);
     }
 
     #[test]
@@ -501,7 +524,7 @@ pub struct GeminiConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiKeySource {
     /// `GEMINI_API_KEY` (or a key passed in).
-    Value(crate::gemini::ApiKey),
+    Value(crate::adapters::gemini::ApiKey),
     /// `GEMINI_API_KEY_ARN`: the secret's `SecretString`, read once at cold start (a rotated
     /// key takes effect on the next cold start; Gemini keeps the old key valid meanwhile).
     SecretsManager { arn: String },
@@ -521,14 +544,20 @@ impl GeminiConfig {
             (_, None, None) => return Err(ConfigError::Missing(env::GEMINI_API_KEY)),
         };
         Ok(Self {
-            base_url: env.url(env::GEMINI_API_BASE_URL, crate::gemini::DEFAULT_BASE_URL)?,
+            base_url: env.url(
+                env::GEMINI_API_BASE_URL,
+                crate::adapters::gemini::DEFAULT_BASE_URL,
+            )?,
             api_key,
         })
     }
 
     /// Client settings with production retry defaults, around the resolved `api_key`.
-    pub fn settings(&self, api_key: crate::gemini::ApiKey) -> crate::gemini::GeminiSettings {
-        let mut s = crate::gemini::GeminiSettings::new(api_key);
+    pub fn settings(
+        &self,
+        api_key: crate::adapters::gemini::ApiKey,
+    ) -> crate::adapters::gemini::GeminiSettings {
+        let mut s = crate::adapters::gemini::GeminiSettings::new(api_key);
         s.base_url = self.base_url.clone();
         s
     }
@@ -538,8 +567,8 @@ impl GeminiConfig {
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     pub results_table: String,
-    /// Raw `ROUTES` JSON (group → table), validated when the routes are built.
-    pub routes: Option<String>,
+    /// `ROUTES`: `job_group` → results table.
+    pub routes: RouteTables,
     pub gemini: GeminiConfig,
     /// Where continuation messages go (the events queue itself).
     pub queue_url: String,
@@ -549,7 +578,7 @@ impl ConsumerConfig {
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
         Ok(Self {
             results_table: env.required(env::RESULTS_TABLE)?,
-            routes: env.optional(env::ROUTES),
+            routes: route_tables(env)?,
             gemini: GeminiConfig::from_env(env, None)?,
             queue_url: env.required_url(env::QUEUE_URL)?,
         })
@@ -562,7 +591,8 @@ pub struct ReconcilerConfig {
     /// The consumer's default results table: a job finished there counts as handled.
     pub results_table: String,
     /// The consumer's `ROUTES`, so jobs routed to other tables are found too.
-    pub routes: Option<String>,
+    /// `ROUTES`: `job_group` → results table.
+    pub routes: RouteTables,
     /// Recovery ids are claimed here, like webhook ids, so no run enqueues one twice.
     pub dedupe_table: String,
     pub queue_url: String,
@@ -573,7 +603,7 @@ impl ReconcilerConfig {
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
         Ok(Self {
             results_table: env.required(env::RESULTS_TABLE)?,
-            routes: env.optional(env::ROUTES),
+            routes: route_tables(env)?,
             dedupe_table: env.required(env::DEDUPE_TABLE)?,
             queue_url: env.required_url(env::QUEUE_URL)?,
             gemini: GeminiConfig::from_env(env, None)?,
@@ -607,8 +637,8 @@ mod reconciler_config_tests {
         let c = reconciler(&BASE).unwrap();
         assert_eq!(c.results_table, "results");
         assert_eq!(c.dedupe_table, "dedupe");
-        assert_eq!(c.routes, None);
-        assert_eq!(c.gemini.base_url, crate::gemini::DEFAULT_BASE_URL);
+        assert!(c.routes.is_empty());
+        assert_eq!(c.gemini.base_url, crate::adapters::gemini::DEFAULT_BASE_URL);
     }
 
     #[test]

@@ -1,19 +1,51 @@
-//! Composition helpers for the binaries: build the use cases from configuration and AWS
-//! clients, once, at start-up (never per request).
+//! The composition root: the one place that builds use cases out of configuration and adapters,
+//! once, at start-up (never per request). It receives the clock and the randomness it injects.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::{SharedClock, SystemClock};
-use crate::config::{ApiKeySource, ConfigError, GeminiConfig, ReceiverConfig, env};
-use crate::gemini::ApiKey;
-use crate::receive::Receiver;
-use crate::secrets::{DEFAULT_TTL, RefreshingSecret, SecretsManagerSource, SigningSecretsRefresh};
-use crate::store::dynamodb::DynamoDbDedupeStore;
-use crate::store::sqs::SqsEventQueue;
-use crate::telemetry::Metrics;
-use crate::verify::WebhookVerifier;
-use crate::verify::standard::parse_secret_list;
+use crate::adapters::aws::dynamodb_dedupe::DynamoDbDedupeStore;
+use crate::adapters::aws::dynamodb_results::DynamoDbResultsStore;
+use crate::adapters::aws::secrets_manager::SecretsManagerSource;
+use crate::adapters::aws::sqs::SqsEventQueue;
+use crate::adapters::gemini::{ApiKey, GeminiClient};
+use crate::adapters::jwks::HttpJwks;
+use crate::adapters::telemetry::emf_stdout;
+use crate::config::{
+    ApiKeySource, ConfigError, ConsumerConfig, GeminiConfig, ReceiverConfig, ReconcilerConfig,
+    RouteTables, VerifierConfig, env,
+};
+use crate::domain::verify::standard::{StandardVerifier, parse_secret_list};
+use crate::ports::ResultsStore;
+use crate::ports::clock::SharedClock;
+use crate::ports::gemini::GeminiApi;
+use crate::ports::ids::SharedIds;
+use crate::ports::keys::KeySource;
+use crate::usecases::consume::{ConsumeSettings, Consumer};
+use crate::usecases::enqueue_once::EnqueueOnce;
+use crate::usecases::receive::Receiver;
+use crate::usecases::reconcile::Reconciler;
+use crate::usecases::routes::Routes;
+use crate::usecases::secrets::{DEFAULT_TTL, RefreshingSecret, SigningSecretsRefresh};
+use crate::usecases::verify::{DynamicVerifier, WebhookVerifier};
+
+/// The clock and randomness every use case gets: the system's in the binaries, fixed ones in
+/// tests.
+#[derive(Clone)]
+pub struct Runtime {
+    pub clock: SharedClock,
+    pub ids: SharedIds,
+}
+
+impl Runtime {
+    /// The wall clock and random v4 UUIDs.
+    pub fn system() -> Self {
+        Self {
+            clock: Arc::new(crate::ports::clock::SystemClock),
+            ids: Arc::new(crate::ports::ids::RandomIds),
+        }
+    }
+}
 
 /// Loads the AWS SDK configuration from the environment (honours `AWS_ENDPOINT_URL`).
 pub async fn aws_sdk_config() -> aws_config::SdkConfig {
@@ -28,6 +60,42 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("gemini-hooks/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// The verifier of `config`; dynamic mode (when configured) takes its keys from `keys`, or from
+/// the configured JWKS over HTTP.
+pub fn webhook_verifier(
+    config: &VerifierConfig,
+    http: reqwest::Client,
+    keys: Option<Arc<dyn KeySource>>,
+) -> WebhookVerifier {
+    let standard = config
+        .secrets
+        .clone()
+        .map(|secrets| StandardVerifier::new(secrets, config.tolerance_secs));
+    let dynamic = config.jwt.as_ref().map(|jwt| DynamicVerifier {
+        rules: jwt.rules.clone(),
+        keys: keys.unwrap_or_else(|| Arc::new(HttpJwks::new(jwt.jwks.clone(), http))),
+    });
+    WebhookVerifier::new(standard, dynamic)
+}
+
+/// The Gemini API over HTTP with `key`.
+pub fn gemini_api(config: &GeminiConfig, key: ApiKey, http: reqwest::Client) -> Arc<dyn GeminiApi> {
+    Arc::new(GeminiClient::new(config.settings(key), http))
+}
+
+/// Routes over the stores `make` builds for the default table and each routed table.
+pub fn routes<E>(
+    default: Arc<dyn ResultsStore>,
+    tables: &RouteTables,
+    mut make: impl FnMut(&str) -> Result<Arc<dyn ResultsStore>, E>,
+) -> Result<Routes, E> {
+    let groups = tables
+        .iter()
+        .map(|(group, table)| Ok((group.clone(), make(table)?)))
+        .collect::<Result<Vec<_>, E>>()?;
+    Ok(Routes::new(default, groups))
 }
 
 /// Reads the secret `arn` (named by the variable `name`) for a cold start; a failure is a
@@ -51,30 +119,30 @@ pub async fn load_secret(
 pub async fn gemini_api_key(
     config: &GeminiConfig,
     aws: &aws_config::SdkConfig,
+    clock: SharedClock,
 ) -> Result<ApiKey, ConfigError> {
     match &config.api_key {
         ApiKeySource::Value(key) => Ok(key.clone()),
         ApiKeySource::SecretsManager { arn } => {
-            let secret =
-                load_secret(aws, env::GEMINI_API_KEY_ARN, arn, Arc::new(SystemClock)).await?;
+            let secret = load_secret(aws, env::GEMINI_API_KEY_ARN, arn, clock).await?;
             Ok(ApiKey::new(secret.current().to_string()))
         }
     }
 }
 
 /// The receiver use case on DynamoDB and SQS, with EMF metrics on stdout. With
-/// `WEBHOOK_SIGNING_SECRETS_ARN` the secret list is read now and refreshed on a TTL of `clock`.
+/// `WEBHOOK_SIGNING_SECRETS_ARN` the secret list is read now and refreshed on a TTL.
 pub async fn aws_receiver(
     config: &ReceiverConfig,
     aws: &aws_config::SdkConfig,
     http: reqwest::Client,
-    clock: SharedClock,
+    runtime: Runtime,
 ) -> Result<Receiver, ConfigError> {
     let mut verifier_config = config.verifier.clone();
     let mut refresh = None;
     if let Some(arn) = &config.signing_secrets_arn {
         let name = env::WEBHOOK_SIGNING_SECRETS_ARN;
-        let secret = load_secret(aws, name, arn, Arc::clone(&clock)).await?;
+        let secret = load_secret(aws, name, arn, Arc::clone(&runtime.clock)).await?;
         let list = parse_secret_list(&secret.current()).map_err(|e| ConfigError::Invalid {
             name,
             reason: format!("the secret's value: {e}"),
@@ -83,7 +151,7 @@ pub async fn aws_receiver(
         refresh = Some(Arc::new(SigningSecretsRefresh::new(secret)));
     }
     let receiver = Receiver::new(
-        Arc::new(WebhookVerifier::from_config(&verifier_config, http)),
+        Arc::new(webhook_verifier(&verifier_config, http, None)),
         Arc::new(DynamoDbDedupeStore::new(
             aws_sdk_dynamodb::Client::new(aws),
             config.dedupe_table.clone(),
@@ -92,10 +160,11 @@ pub async fn aws_receiver(
             aws_sdk_sqs::Client::new(aws),
             config.queue_url.clone(),
         )),
-        clock,
+        runtime.clock,
         config.limits,
     )
-    .with_metrics(Metrics::lambda_stdout("receiver"));
+    .with_ids(runtime.ids)
+    .with_metrics(emf_stdout("receiver"));
     Ok(match refresh {
         Some(r) => receiver.with_secrets_refresh(r),
         None => receiver,
@@ -106,76 +175,67 @@ pub async fn aws_receiver(
 fn dynamodb_routes(
     aws: &aws_config::SdkConfig,
     results_table: &str,
-    routes_json: Option<&str>,
-) -> Result<crate::consume::Routes, crate::config::ConfigError> {
-    use crate::store::dynamodb_results::DynamoDbResultsStore;
-
+    tables: &RouteTables,
+) -> Routes {
     let ddb = aws_sdk_dynamodb::Client::new(aws);
     let default = Arc::new(DynamoDbResultsStore::new(ddb.clone(), results_table));
-    crate::consume::Routes::from_config(routes_json, default, |table| {
-        Arc::new(DynamoDbResultsStore::new(ddb.clone(), table))
-    })
+    let built: Result<Routes, std::convert::Infallible> = routes(default, tables, |table| {
+        Ok(Arc::new(DynamoDbResultsStore::new(ddb.clone(), table)))
+    });
+    match built {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
 }
 
 /// The consume use case on DynamoDB (results, with `ROUTES`) and SQS (continuations), with EMF
 /// metrics on stdout.
 pub async fn aws_consumer(
-    config: &crate::config::ConsumerConfig,
+    config: &ConsumerConfig,
     aws: &aws_config::SdkConfig,
     http: reqwest::Client,
-) -> Result<crate::consume::Consumer, crate::config::ConfigError> {
-    use crate::consume::{ConsumeSettings, Consumer};
-
-    let routes = dynamodb_routes(aws, &config.results_table, config.routes.as_deref())?;
+    runtime: Runtime,
+) -> Result<Consumer, ConfigError> {
+    let key = gemini_api_key(&config.gemini, aws, Arc::clone(&runtime.clock)).await?;
     Ok(Consumer::new(
-        crate::gemini::GeminiClient::new(
-            config
-                .gemini
-                .settings(gemini_api_key(&config.gemini, aws).await?),
-            http,
-        ),
-        routes,
+        gemini_api(&config.gemini, key, http),
+        dynamodb_routes(aws, &config.results_table, &config.routes),
         Arc::new(SqsEventQueue::new(
             aws_sdk_sqs::Client::new(aws),
             config.queue_url.clone(),
         )),
-        Arc::new(SystemClock),
+        runtime.clock,
         ConsumeSettings::default(),
     )
-    .with_metrics(Metrics::lambda_stdout("consumer")))
+    .with_metrics(emf_stdout("consumer")))
 }
 
 /// The reconcile use case: the consumer's results stores (with `ROUTES`), recovery ids claimed in
 /// the dedupe table, synthetic events on the events queue, EMF metrics on stdout.
 pub async fn aws_reconciler(
-    config: &crate::config::ReconcilerConfig,
+    config: &ReconcilerConfig,
     aws: &aws_config::SdkConfig,
     http: reqwest::Client,
-) -> Result<crate::reconcile::Reconciler, crate::config::ConfigError> {
-    use crate::enqueue_once::EnqueueOnce;
-
-    let routes = dynamodb_routes(aws, &config.results_table, config.routes.as_deref())?;
-    let clock = Arc::new(SystemClock);
-    Ok(crate::reconcile::Reconciler::new(
-        crate::gemini::GeminiClient::new(
-            config
-                .gemini
-                .settings(gemini_api_key(&config.gemini, aws).await?),
-            http,
-        ),
-        routes,
-        EnqueueOnce::new(
-            Arc::new(DynamoDbDedupeStore::new(
-                aws_sdk_dynamodb::Client::new(aws),
-                config.dedupe_table.clone(),
-            )),
-            Arc::new(SqsEventQueue::new(
-                aws_sdk_sqs::Client::new(aws),
-                config.queue_url.clone(),
-            )),
-            clock.clone(),
-        ),
-        clock,
-        Metrics::lambda_stdout("reconciler"),
+    runtime: Runtime,
+) -> Result<Reconciler, ConfigError> {
+    let key = gemini_api_key(&config.gemini, aws, Arc::clone(&runtime.clock)).await?;
+    let once = EnqueueOnce::new(
+        Arc::new(DynamoDbDedupeStore::new(
+            aws_sdk_dynamodb::Client::new(aws),
+            config.dedupe_table.clone(),
+        )),
+        Arc::new(SqsEventQueue::new(
+            aws_sdk_sqs::Client::new(aws),
+            config.queue_url.clone(),
+        )),
+        Arc::clone(&runtime.clock),
+    )
+    .with_ids(runtime.ids);
+    Ok(Reconciler::new(
+        gemini_api(&config.gemini, key, http),
+        dynamodb_routes(aws, &config.results_table, &config.routes),
+        once,
+        runtime.clock,
+        emf_stdout("reconciler"),
     ))
 }

@@ -95,7 +95,7 @@ fn run_or_save(target: &str, check: Check, input: &[u8]) {
     if outcome.is_err() {
         let path = std::env::temp_dir().join(format!(
             "gemini-hooks-{target}-crash-{}",
-            gemini_hooks::verify::sha256_hex(input)
+            gemini_hooks::domain::verify::sha256_hex(input)
         ));
         std::fs::write(&path, input).unwrap();
         panic!("{target}: check failed; input saved to {}", path.display());

@@ -7,11 +7,11 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use gemini_hooks::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
-use gemini_hooks::event::{Event, EventError, MAX_EVENT_DEPTH};
-use gemini_hooks::results::{Line, LineSplitter, Outcome, parse_line, record_from_line};
-use gemini_hooks::verify::VerifyError;
-use gemini_hooks::verify::standard::{SigningSecret, StandardVerifier, sign};
+use gemini_hooks::domain::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
+use gemini_hooks::domain::event::{Event, EventError, MAX_EVENT_DEPTH};
+use gemini_hooks::domain::results::{Line, LineSplitter, Outcome, parse_line, record_from_line};
+use gemini_hooks::domain::verify::VerifyError;
+use gemini_hooks::domain::verify::standard::{SigningSecret, StandardVerifier, sign};
 use hmac::{Hmac, KeyInit, Mac};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};

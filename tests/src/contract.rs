@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use gemini_hooks::store::{ClaimOutcome, ClaimRequest, DedupeStatus, DedupeStore, StoreError};
+use gemini_hooks::domain::dedupe::{ClaimOutcome, ClaimRequest, DedupeStatus};
+use gemini_hooks::ports::{DedupeStore, StoreError};
 
 const NOW_MS: i64 = 1_795_000_000_000;
 
@@ -140,9 +141,9 @@ pub async fn dedupe_store_contract(store: Arc<dyn DedupeStore>, prefix: &str) {
     assert_eq!(winners, 1, "exactly one concurrent claim may win");
 }
 
-use gemini_hooks::event::JobKind;
-use gemini_hooks::jobs::{JobRecord, JobState, ResultRow, RowStatus};
-use gemini_hooks::store::ResultsStore;
+use gemini_hooks::domain::event::JobKind;
+use gemini_hooks::domain::jobs::{JobRecord, JobState, ResultRow, RowStatus};
+use gemini_hooks::ports::ResultsStore;
 use serde_json::json;
 
 fn job(id: &str, state: JobState, updated_at_ms: i64) -> JobRecord {
@@ -226,7 +227,7 @@ pub async fn results_store_contract(store: Arc<dyn ResultsStore>, prefix: &str) 
     must_save(s, &again, true, "same state replay").await;
     assert_eq!(must_load(s, &id).await.counts.rows_ingested, 7);
     let mut ingesting = job(&id, JobState::Ingesting, NOW_MS + 10);
-    ingesting.checkpoint = Some(gemini_hooks::jobs::Checkpoint {
+    ingesting.checkpoint = Some(gemini_hooks::domain::jobs::Checkpoint {
         file: "files/batch-x".to_owned(),
         byte_offset: 1234,
         lines: 10,

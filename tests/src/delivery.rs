@@ -2,7 +2,7 @@
 //! and Lambda function URL (payload 2.0) events around them.
 
 use base64::Engine;
-use gemini_hooks::verify::standard::{SigningSecret, sign};
+use gemini_hooks::domain::verify::standard::{SigningSecret, sign};
 use http::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 

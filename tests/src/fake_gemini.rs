@@ -710,7 +710,7 @@ fn webhook_json(hook: &FakeWebhook) -> Value {
 }
 
 fn new_secret() -> String {
-    gemini_hooks::verify::standard::SigningSecret::generate().to_whsec()
+    gemini_hooks::domain::verify::standard::SigningSecret::generate().to_whsec()
 }
 
 fn now_rfc3339() -> String {

@@ -126,3 +126,20 @@ async fn serve_jwks(State(state): State<JwksState>) -> axum::Json<Value> {
     let body = state.jwks.lock().map(|g| g.clone()).unwrap_or(Value::Null);
     axum::Json(body)
 }
+
+/// Dynamic verification against the JWKS at `url` for `audiences`, with the default rules: what
+/// the receiver builds from `WEBHOOK_JWKS_URL` and `WEBHOOK_JWT_AUDIENCE`.
+pub fn http_dynamic(
+    url: &str,
+    audiences: &[&str],
+) -> gemini_hooks::usecases::verify::DynamicVerifier {
+    use gemini_hooks::adapters::jwks::{HttpJwks, JwksSettings};
+    use gemini_hooks::domain::verify::jwt::JwtRules;
+    gemini_hooks::usecases::verify::DynamicVerifier {
+        rules: JwtRules::new(audiences.iter().map(|a| (*a).to_owned()).collect()),
+        keys: Arc::new(HttpJwks::new(
+            JwksSettings::new(url),
+            reqwest::Client::new(),
+        )),
+    }
+}

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use gemini_hooks::verify::sha256_hex;
-use gemini_hooks::verify::standard::{SigningSecret, sign};
+use gemini_hooks::domain::verify::sha256_hex;
+use gemini_hooks::domain::verify::standard::{SigningSecret, sign};
 use gemini_hooks_tests::delivery::{TEST_SECRET, batch_succeeded_body, test_secret};
 use gemini_hooks_tests::jwt::{KEY_1_PEM, KEY_2_PEM, TestSigner};
 use gemini_hooks_tests::local::{CliOutput, TempDir, run_cli};

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aws_sdk_secretsmanager::Client as SecretsClient;
-use gemini_hooks::verify::standard::parse_secret_list;
+use gemini_hooks::domain::verify::standard::parse_secret_list;
 use gemini_hooks_tests::fake_gemini::{EnumCase, FakeGemini};
 use gemini_hooks_tests::local::{CliOutput, run_cli};
 use gemini_hooks_tests::moto;
@@ -424,7 +424,7 @@ async fn create_into_an_existing_secret_replaces_a_placeholder() {
     let g = Gemini::start().await;
     let sm = secrets_client().await;
     let name = moto::unique_name("gemini-hooks-existing");
-    let placeholder = gemini_hooks::verify::standard::SigningSecret::generate().to_whsec();
+    let placeholder = gemini_hooks::domain::verify::standard::SigningSecret::generate().to_whsec();
     let arn = sm
         .create_secret()
         .name(&name)

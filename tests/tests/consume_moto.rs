@@ -6,17 +6,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gemini_hooks::clock::{Clock, ManualClock};
-use gemini_hooks::consume::{
-    ConsumeError, ConsumeSettings, Consumer, Handled, InboundMessage, Routes,
+use gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore;
+use gemini_hooks::adapters::aws::sqs::SqsEventQueue;
+use gemini_hooks::adapters::gemini::{GeminiClient, GeminiSettings, RetryPolicy};
+use gemini_hooks::domain::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
+use gemini_hooks::domain::event::Event;
+use gemini_hooks::domain::jobs::{JobRecord, JobState, ResultRow, RowStatus};
+use gemini_hooks::ports::clock::{Clock, ManualClock};
+use gemini_hooks::ports::{ResultsStore, StoreError};
+use gemini_hooks::usecases::consume::{
+    ConsumeError, ConsumeSettings, Consumer, Handled, InboundMessage,
 };
-use gemini_hooks::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
-use gemini_hooks::event::Event;
-use gemini_hooks::gemini::{GeminiClient, GeminiSettings, RetryPolicy};
-use gemini_hooks::jobs::{JobRecord, JobState, ResultRow, RowStatus};
-use gemini_hooks::store::dynamodb_results::DynamoDbResultsStore;
-use gemini_hooks::store::sqs::SqsEventQueue;
-use gemini_hooks::store::{ResultsStore, StoreError};
+use gemini_hooks::usecases::routes::Routes;
 use gemini_hooks_tests::fake_gemini::{
     FakeGemini, Fault, OutputSpec, error_line, inline_error, inline_success, operation_json,
     sample_key, sample_results, sample_text, success_line, with_stats,
@@ -62,7 +63,7 @@ impl Harness {
         };
         gs.request_timeout = Duration::from_secs(5);
         Consumer::new(
-            GeminiClient::new(gs, reqwest::Client::new()),
+            std::sync::Arc::new(GeminiClient::new(gs, reqwest::Client::new())),
             routes,
             Arc::new(SqsEventQueue::new(self.sqs.clone(), self.queue_url.clone())),
             Arc::new(self.clock.clone()),
@@ -626,13 +627,9 @@ async fn routes_send_a_job_group_to_its_own_table_and_other_events_are_recorded(
     let h = Harness::new().await;
     let exp_table = moto::unique_name("results-exp");
     moto::create_results_table(&h.ddb, &exp_table).await;
-    let ddb = h.ddb.clone();
-    let routes = Routes::from_config(
-        Some(&format!(r#"{{"experiments": "{exp_table}"}}"#)),
-        h.store.clone(),
-        move |t| Arc::new(DynamoDbResultsStore::new(ddb.clone(), t)),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let exp_store: Arc<dyn ResultsStore> =
+        Arc::new(DynamoDbResultsStore::new(h.ddb.clone(), exp_table.clone()));
+    let routes = Routes::new(h.store.clone(), [("experiments".to_owned(), exp_store)]);
     let c = h.consumer_with(ConsumeSettings::default(), routes);
     h.gemini.put_operation(operation_json(
         "exp1",
@@ -729,10 +726,8 @@ impl ResultsStore for PanickingStore {
 #[tokio::test]
 async fn a_panic_fails_only_its_own_message() {
     let h = Harness::new().await;
-    let routes = Routes::from_config(Some(r#"{"boom": "ignored"}"#), h.store.clone(), |_| {
-        Arc::new(PanickingStore)
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let boom: Arc<dyn ResultsStore> = Arc::new(PanickingStore);
+    let routes = Routes::new(h.store.clone(), [("boom".to_owned(), boom)]);
     h.gemini.put_operation(operation_json(
         "ok1",
         "BATCH_STATE_SUCCEEDED",

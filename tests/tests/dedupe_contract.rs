@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use gemini_hooks::store::dynamodb::DynamoDbDedupeStore;
+use gemini_hooks::adapters::aws::dynamodb_dedupe::DynamoDbDedupeStore;
 use gemini_hooks_tests::{contract, moto};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -17,7 +17,7 @@ async fn dynamodb_dedupe_store_obeys_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_dedupe_store_obeys_the_contract() {
     let dir = gemini_hooks_tests::local::TempDir::new("dedupe-contract");
-    let store = gemini_hooks::store::sqlite::SqliteStore::open(dir.join("store.sqlite3"))
+    let store = gemini_hooks::adapters::sqlite::SqliteStore::open(dir.join("store.sqlite3"))
         .unwrap_or_else(|e| panic!("open: {e}"));
     contract::dedupe_store_contract(Arc::new(store), "sqlite").await;
 }
@@ -29,6 +29,7 @@ async fn dynamodb_results_store_obeys_the_contract() {
     let ddb = moto::dynamodb().await;
     let table = moto::unique_name("results");
     moto::create_results_table(&ddb, &table).await;
-    let store = gemini_hooks::store::dynamodb_results::DynamoDbResultsStore::new(ddb, table);
+    let store =
+        gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore::new(ddb, table);
     contract::results_store_contract(Arc::new(store), "ddb").await;
 }

@@ -11,10 +11,11 @@ mod reliability_common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gemini_hooks::jobs::{JobState, RowStatus};
-use gemini_hooks::store::ResultsStore;
-use gemini_hooks::store::dynamodb_results::DynamoDbResultsStore;
-use gemini_hooks::telemetry::{metric, validate_emf};
+use gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore;
+use gemini_hooks::adapters::telemetry::validate_emf;
+use gemini_hooks::domain::jobs::{JobState, RowStatus};
+use gemini_hooks::ports::ResultsStore;
+use gemini_hooks::ports::metrics::metric;
 use gemini_hooks_tests::bins::bin_path;
 use gemini_hooks_tests::delivery::{
     TEST_SECRET, batch_succeeded_body, function_url_event, signed_headers, test_secret,
@@ -162,7 +163,7 @@ impl Stack {
         DynamoDbResultsStore::new(self.aws.ddb.clone(), table)
     }
 
-    async fn job(&self, table: &str, id: &str) -> Option<gemini_hooks::jobs::JobRecord> {
+    async fn job(&self, table: &str, id: &str) -> Option<gemini_hooks::domain::jobs::JobRecord> {
         self.store(table)
             .load_job(id)
             .await

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use gemini_hooks::gemini::{
-    BatchOutput, BatchState, ByteStream, GeminiClient, GeminiError, GeminiSettings, RetryPolicy,
-};
-use gemini_hooks::results::{LineSplitter, Outcome, ResultRecord, record_from_line};
+use gemini_hooks::adapters::gemini::{GeminiClient, GeminiSettings, RetryPolicy};
+use gemini_hooks::domain::gemini::{BatchOutput, BatchState};
+use gemini_hooks::domain::results::{LineSplitter, Outcome, ResultRecord, record_from_line};
+use gemini_hooks::ports::gemini::GeminiApi as _;
+use gemini_hooks::ports::gemini::{ByteStream, GeminiError};
 use gemini_hooks_tests::fake_gemini::{
     FakeGemini, Fault, OutputSpec, inline_error, inline_success, operation_json, sample_key,
     sample_line, sample_results, sample_text, with_stats,

@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use gemini_hooks::gemini::webhooks::SUBSCRIBABLE_EVENTS;
-use gemini_hooks::gemini::{
-    GeminiError, GeminiSettings, NewWebhook, RetryPolicy, RevocationBehavior, WebhookClient,
-    WebhookState,
+use gemini_hooks::adapters::gemini::webhooks::SUBSCRIBABLE_EVENTS;
+use gemini_hooks::adapters::gemini::{
+    GeminiSettings, NewWebhook, RetryPolicy, RevocationBehavior, WebhookClient, WebhookState,
 };
-use gemini_hooks::verify::standard::SigningSecret;
+use gemini_hooks::domain::verify::standard::SigningSecret;
+use gemini_hooks::ports::gemini::GeminiError;
 use gemini_hooks_tests::fake_gemini::{EnumCase, FakeGemini, Fault};
 use serde_json::{Value, json};
 

@@ -5,20 +5,22 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gemini_hooks::clock::{Clock, ManualClock};
+use gemini_hooks::adapters::aws::dynamodb_dedupe::DynamoDbDedupeStore;
+use gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore;
+use gemini_hooks::adapters::aws::sqs::SqsEventQueue;
+use gemini_hooks::adapters::gemini::{GeminiClient, GeminiSettings, RetryPolicy};
+use gemini_hooks::adapters::telemetry::{CapturedMetrics, validate_emf};
 use gemini_hooks::config::ReceiveLimits;
-use gemini_hooks::consume::{ConsumeSettings, Consumer, InboundMessage, Routes};
-use gemini_hooks::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
-use gemini_hooks::event::Event;
-use gemini_hooks::gemini::{GeminiClient, GeminiSettings, RetryPolicy};
-use gemini_hooks::http::handle;
-use gemini_hooks::receive::Receiver;
-use gemini_hooks::store::dynamodb::DynamoDbDedupeStore;
-use gemini_hooks::store::dynamodb_results::DynamoDbResultsStore;
-use gemini_hooks::store::sqs::SqsEventQueue;
-use gemini_hooks::telemetry::{CapturedMetrics, metric, validate_emf};
-use gemini_hooks::verify::WebhookVerifier;
-use gemini_hooks::verify::standard::StandardVerifier;
+use gemini_hooks::domain::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
+use gemini_hooks::domain::event::Event;
+use gemini_hooks::domain::verify::standard::StandardVerifier;
+use gemini_hooks::ports::clock::{Clock, ManualClock};
+use gemini_hooks::ports::metrics::metric;
+use gemini_hooks::usecases::consume::{ConsumeSettings, Consumer, InboundMessage};
+use gemini_hooks::usecases::http::handle;
+use gemini_hooks::usecases::receive::Receiver;
+use gemini_hooks::usecases::routes::Routes;
+use gemini_hooks::usecases::verify::WebhookVerifier;
 use gemini_hooks_tests::bins::bin_path;
 use gemini_hooks_tests::delivery::{
     TEST_SECRET, batch_succeeded_body, function_url_event, header_map, signed_headers, test_secret,
@@ -158,7 +160,7 @@ async fn consumer_counts_rows_jobs_lag_and_failed_messages() {
     };
     let consumer = Arc::new(
         Consumer::new(
-            GeminiClient::new(gs, reqwest::Client::new()),
+            std::sync::Arc::new(GeminiClient::new(gs, reqwest::Client::new())),
             Routes::single(Arc::new(DynamoDbResultsStore::new(ddb, table))),
             Arc::new(SqsEventQueue::new(sqs, queue.url)),
             Arc::new(clock.clone()),

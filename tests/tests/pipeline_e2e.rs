@@ -5,9 +5,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use gemini_hooks::jobs::{JobState, RowStatus};
-use gemini_hooks::store::ResultsStore;
-use gemini_hooks::store::dynamodb_results::DynamoDbResultsStore;
+use gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore;
+use gemini_hooks::domain::jobs::{JobState, RowStatus};
+use gemini_hooks::ports::ResultsStore;
 use gemini_hooks_tests::bins::bin_path;
 use gemini_hooks_tests::delivery::{
     TEST_SECRET, batch_succeeded_body, function_url_event, signed_headers, test_secret,

@@ -3,17 +3,16 @@
 
 use std::sync::Arc;
 
-use gemini_hooks::clock::{Clock, ManualClock};
+use gemini_hooks::adapters::aws::dynamodb_dedupe::DynamoDbDedupeStore;
+use gemini_hooks::adapters::aws::sqs::SqsEventQueue;
 use gemini_hooks::config::ReceiveLimits;
-use gemini_hooks::http::{HttpReply, handle};
-use gemini_hooks::receive::Receiver;
-use gemini_hooks::store::dynamodb::DynamoDbDedupeStore;
-use gemini_hooks::store::sqs::SqsEventQueue;
-use gemini_hooks::verify::WebhookVerifier;
-use gemini_hooks::verify::jwks::{JwksVerifier, JwtSettings};
-use gemini_hooks::verify::standard::{SigningSecret, StandardVerifier, sign};
+use gemini_hooks::domain::verify::standard::{SigningSecret, StandardVerifier, sign};
+use gemini_hooks::ports::clock::{Clock, ManualClock};
+use gemini_hooks::usecases::http::{HttpReply, handle};
+use gemini_hooks::usecases::receive::Receiver;
+use gemini_hooks::usecases::verify::WebhookVerifier;
 use gemini_hooks_tests::delivery::{batch_succeeded_body, header_map, signed_headers, test_secret};
-use gemini_hooks_tests::jwt::{JwksServer, KEY_1_PEM, KEY_2_PEM, TestSigner};
+use gemini_hooks_tests::jwt::{JwksServer, KEY_1_PEM, KEY_2_PEM, TestSigner, http_dynamic};
 use gemini_hooks_tests::moto;
 use http::Method;
 use serde_json::{Value, json};
@@ -47,10 +46,9 @@ impl Harness {
         let clock = ManualClock::at_secs(T0);
         let signer = TestSigner::new("kid-1", KEY_1_PEM);
         let jwks = JwksServer::start(&[&signer]).await;
-        let jwt = JwtSettings::new(jwks.url(), vec!["https://hooks.example.com".into()]);
         let verifier = WebhookVerifier::new(
             Some(StandardVerifier::new(vec![test_secret()], 300)),
-            Some(JwksVerifier::new(jwt, reqwest::Client::new())),
+            Some(http_dynamic(jwks.url(), &["https://hooks.example.com"])),
         );
         let receiver = Receiver::new(
             Arc::new(verifier),
@@ -332,7 +330,10 @@ async fn live_lease_answers_409_with_retry_after_and_dead_lease_is_taken_over() 
         .item("owner", S("someone-else".into()))
         .item("lease_until_ms", N((T0 * 1000 + 20_000).to_string()))
         .item("expires_at", N((T0 + 3600).to_string()))
-        .item("body_sha256", S(gemini_hooks::verify::sha256_hex(&body)))
+        .item(
+            "body_sha256",
+            S(gemini_hooks::domain::verify::sha256_hex(&body)),
+        )
         .send()
         .await
         .unwrap_or_else(|e| panic!("put_item: {e:?}"));
@@ -784,12 +785,9 @@ async fn jwks_unreachable_answers_503_so_gemini_retries() {
     let h = Harness::new().await;
     let verifier = WebhookVerifier::new(
         None,
-        Some(JwksVerifier::new(
-            JwtSettings::new(
-                "http://127.0.0.1:9/jwks.json",
-                vec!["https://hooks.example.com".into()],
-            ),
-            reqwest::Client::new(),
+        Some(http_dynamic(
+            "http://127.0.0.1:9/jwks.json",
+            &["https://hooks.example.com"],
         )),
     );
     let receiver = Receiver::new(

@@ -5,19 +5,24 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gemini_hooks::clock::ManualClock;
-use gemini_hooks::consume::{ConsumeSettings, Consumer, Handled, Routes};
-use gemini_hooks::enqueue_once::EnqueueOnce;
-use gemini_hooks::envelope::{QueueEnvelope, SignatureMode};
-use gemini_hooks::event::JobKind;
-use gemini_hooks::gemini::{GeminiClient, GeminiSettings, RetryPolicy};
-use gemini_hooks::jobs::{JobRecord, JobState};
-use gemini_hooks::reconcile::{ReconcileError, ReconcileOptions, ReconcileReport, Reconciler};
-use gemini_hooks::store::ResultsStore;
-use gemini_hooks::store::dynamodb::DynamoDbDedupeStore;
-use gemini_hooks::store::dynamodb_results::DynamoDbResultsStore;
-use gemini_hooks::store::sqs::SqsEventQueue;
-use gemini_hooks::telemetry::{CapturedMetrics, metric, validate_emf};
+use gemini_hooks::adapters::aws::dynamodb_dedupe::DynamoDbDedupeStore;
+use gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore;
+use gemini_hooks::adapters::aws::sqs::SqsEventQueue;
+use gemini_hooks::adapters::gemini::{GeminiClient, GeminiSettings, RetryPolicy};
+use gemini_hooks::adapters::telemetry::{CapturedMetrics, validate_emf};
+use gemini_hooks::domain::envelope::{QueueEnvelope, SignatureMode};
+use gemini_hooks::domain::event::JobKind;
+use gemini_hooks::domain::jobs::{JobRecord, JobState};
+use gemini_hooks::ports::ResultsStore;
+use gemini_hooks::ports::clock::ManualClock;
+use gemini_hooks::ports::gemini::GeminiApi;
+use gemini_hooks::ports::metrics::metric;
+use gemini_hooks::usecases::consume::{ConsumeSettings, Consumer, Handled};
+use gemini_hooks::usecases::enqueue_once::EnqueueOnce;
+use gemini_hooks::usecases::reconcile::{
+    ReconcileError, ReconcileOptions, ReconcileReport, Reconciler,
+};
+use gemini_hooks::usecases::routes::Routes;
 use gemini_hooks_tests::bins::bin_path;
 use gemini_hooks_tests::fake_gemini::{
     FakeGemini, Fault, OutputSpec, inline_success, operation_json,
@@ -90,7 +95,7 @@ impl Harness {
         }
     }
 
-    fn client(&self) -> GeminiClient {
+    fn client(&self) -> Arc<dyn GeminiApi> {
         let mut gs = GeminiSettings::new(FakeGemini::API_KEY);
         gs.base_url = self.gemini.base_url();
         gs.retry = RetryPolicy {
@@ -98,17 +103,12 @@ impl Harness {
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
         };
-        GeminiClient::new(gs, reqwest::Client::new())
+        Arc::new(GeminiClient::new(gs, reqwest::Client::new()))
     }
 
     fn routes(&self) -> Routes {
-        let routed = self.routed.clone();
-        Routes::from_config(
-            Some(r#"{"exp": "routed"}"#),
-            self.results.clone(),
-            move |_| routed.clone(),
-        )
-        .unwrap_or_else(|e| panic!("routes: {e}"))
+        let routed: Arc<dyn ResultsStore> = self.routed.clone();
+        Routes::new(self.results.clone(), [("exp".to_owned(), routed)])
     }
 
     fn queue(&self) -> Arc<SqsEventQueue> {

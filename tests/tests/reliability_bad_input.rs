@@ -1,5 +1,5 @@
 //! Issue #6 item 3: a catalog of hostile or broken deliveries through the HTTP contract
-//! (`gemini_hooks::http::handle`, the function the Lambda handler and `gemini-hooks dev` both
+//! (`gemini_hooks::usecases::http::handle`, the function the Lambda handler and `gemini-hooks dev` both
 //! call) with the real DynamoDB and SQS adapters on moto. Every case must get its exact status
 //! and error code, must not panic (each runs in its own task, so a panic is a failed join), must
 //! not echo its signature, and none may leave state behind: no dedupe item, no queue message.
@@ -18,13 +18,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use gemini_hooks::clock::ManualClock;
 use gemini_hooks::config::ReceiveLimits;
-use gemini_hooks::http::{HttpReply, handle};
-use gemini_hooks::receive::Receiver;
-use gemini_hooks::verify::WebhookVerifier;
-use gemini_hooks::verify::jwks::{JwksVerifier, JwtSettings};
-use gemini_hooks::verify::standard::{SigningSecret, StandardVerifier, sign};
+use gemini_hooks::domain::verify::standard::{SigningSecret, StandardVerifier, sign};
+use gemini_hooks::ports::clock::ManualClock;
+use gemini_hooks::usecases::http::{HttpReply, handle};
+use gemini_hooks::usecases::receive::Receiver;
+use gemini_hooks::usecases::verify::WebhookVerifier;
 use gemini_hooks_tests::bins::bin_path;
 use gemini_hooks_tests::delivery::{TEST_SECRET, function_url_event, test_secret};
 use gemini_hooks_tests::jwt::{JwksServer, KEY_1_PEM, KEY_2_PEM, TestSigner};
@@ -715,7 +714,7 @@ fn catalog(signer: &TestSigner) -> Vec<Case> {
     let key2 = rsa_key(KEY_2_PEM);
     let rs256 = |kid: &str| json!({"alg": "RS256", "typ": "JWT", "kid": kid});
     let hs_key = EncodingKey::from_secret(public_pem_of_key_1().as_bytes());
-    let other_body_digest = gemini_hooks::verify::sha256_hex(b"another body");
+    let other_body_digest = gemini_hooks::domain::verify::sha256_hex(b"another body");
     let jwt_cases: Vec<(&str, String, u16, &str)> = vec![
         (
             "alg none, no signature",
@@ -966,11 +965,11 @@ async fn harness() -> Harness {
     let aws = AwsStack::new("bad", 30).await;
     let signer = TestSigner::new("kid-1", KEY_1_PEM);
     let jwks = JwksServer::start(&[&signer]).await;
-    let mut jwt = JwtSettings::new(jwks.url(), vec![AUDIENCE.into()]);
-    jwt.issuer = Some(ISSUER.into());
+    let mut jwt = gemini_hooks_tests::jwt::http_dynamic(jwks.url(), &[AUDIENCE]);
+    jwt.rules.issuer = Some(ISSUER.into());
     let verifier = WebhookVerifier::new(
         Some(StandardVerifier::new(vec![test_secret()], 300)),
-        Some(JwksVerifier::new(jwt, reqwest::Client::new())),
+        Some(jwt),
     );
     let receiver = aws
         .receiver(

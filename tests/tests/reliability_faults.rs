@@ -29,19 +29,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gemini_hooks::clock::{ManualClock, SystemClock};
+use gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore;
+use gemini_hooks::adapters::aws::sqs::SqsEventQueue;
+use gemini_hooks::adapters::gemini::{GeminiClient, GeminiSettings, RetryPolicy};
 use gemini_hooks::config::ReceiveLimits;
-use gemini_hooks::consume::{ConsumeSettings, Consumer, Routes};
-use gemini_hooks::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
-use gemini_hooks::event::Event;
-use gemini_hooks::gemini::{GeminiClient, GeminiSettings, RetryPolicy};
-use gemini_hooks::http::handle;
-use gemini_hooks::jobs::{JobRecord, JobState};
-use gemini_hooks::store::ResultsStore;
-use gemini_hooks::store::dynamodb_results::DynamoDbResultsStore;
-use gemini_hooks::store::sqs::SqsEventQueue;
-use gemini_hooks::verify::WebhookVerifier;
-use gemini_hooks::verify::standard::StandardVerifier;
+use gemini_hooks::domain::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
+use gemini_hooks::domain::event::Event;
+use gemini_hooks::domain::jobs::{JobRecord, JobState};
+use gemini_hooks::domain::verify::standard::StandardVerifier;
+use gemini_hooks::ports::ResultsStore;
+use gemini_hooks::ports::clock::{ManualClock, SystemClock};
+use gemini_hooks::usecases::consume::{ConsumeSettings, Consumer};
+use gemini_hooks::usecases::http::handle;
+use gemini_hooks::usecases::routes::Routes;
+use gemini_hooks::usecases::verify::WebhookVerifier;
 use gemini_hooks_tests::bins::bin_path;
 use gemini_hooks_tests::delivery::{
     TEST_SECRET, batch_succeeded_body, function_url_event, header_map, signed_headers, test_secret,
@@ -609,7 +610,7 @@ async fn gemini_timeouts_are_retried_and_a_stalled_download_resumes() {
         max_delay: Duration::from_millis(20),
     };
     let consumer = Consumer::new(
-        GeminiClient::new(settings, reqwest::Client::new()),
+        std::sync::Arc::new(GeminiClient::new(settings, reqwest::Client::new())),
         Routes::single(store.clone()),
         Arc::new(SqsEventQueue::new(aws.sqs.clone(), aws.queue.url.clone())),
         Arc::new(ManualClock::at_ms(1_795_000_000_000)),

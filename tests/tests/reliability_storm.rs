@@ -22,15 +22,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gemini_hooks::clock::SystemClock;
+use gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore;
 use gemini_hooks::config::ReceiveLimits;
-use gemini_hooks::http::handle;
-use gemini_hooks::jobs::JobState;
-use gemini_hooks::receive::Receiver;
-use gemini_hooks::store::ResultsStore;
-use gemini_hooks::store::dynamodb_results::DynamoDbResultsStore;
-use gemini_hooks::verify::WebhookVerifier;
-use gemini_hooks::verify::standard::StandardVerifier;
+use gemini_hooks::domain::jobs::JobState;
+use gemini_hooks::domain::verify::standard::StandardVerifier;
+use gemini_hooks::ports::ResultsStore;
+use gemini_hooks::ports::clock::SystemClock;
+use gemini_hooks::usecases::http::handle;
+use gemini_hooks::usecases::receive::Receiver;
+use gemini_hooks::usecases::verify::WebhookVerifier;
 use gemini_hooks_tests::bins::bin_path;
 use gemini_hooks_tests::delivery::{
     TEST_SECRET, batch_succeeded_body, function_url_event, header_map, signed_headers, test_secret,

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_secretsmanager::Client as SecretsClient;
-use gemini_hooks::clock::{Clock, ManualClock};
 use gemini_hooks::config::{ConfigError, ConsumerConfig, Env, ReceiverConfig};
-use gemini_hooks::receive::{Delivery, Receipt, ReceiveError, Receiver};
-use gemini_hooks::verify::VerifyError;
-use gemini_hooks::verify::standard::SigningSecret;
+use gemini_hooks::domain::verify::VerifyError;
+use gemini_hooks::domain::verify::standard::SigningSecret;
+use gemini_hooks::ports::clock::{Clock, ManualClock, SystemClock};
+use gemini_hooks::usecases::receive::{Delivery, Receipt, ReceiveError, Receiver};
 use gemini_hooks::wiring;
 use gemini_hooks_tests::bins::bin_path;
 use gemini_hooks_tests::delivery::{
@@ -81,7 +81,10 @@ async fn receiver_with_arn(arn: &str, clock: &ManualClock) -> Result<Receiver, C
         &config,
         &moto::sdk_config().await,
         wiring::http_client().unwrap(),
-        Arc::new(clock.clone()),
+        wiring::Runtime {
+            clock: Arc::new(clock.clone()),
+            ids: Arc::new(gemini_hooks::ports::ids::RandomIds),
+        },
     )
     .await
 }
@@ -200,7 +203,8 @@ async fn gemini_api_key_is_read_from_its_arn() {
         ]);
         ConsumerConfig::from_env(&Env::from_fn(|k| map.get(k).cloned())).unwrap()
     };
-    let key = wiring::gemini_api_key(&consumer(&arn).gemini, &aws)
+    let clock: gemini_hooks::ports::clock::SharedClock = Arc::new(SystemClock);
+    let key = wiring::gemini_api_key(&consumer(&arn).gemini, &aws, Arc::clone(&clock))
         .await
         .unwrap();
     assert_eq!(key.expose(), "AIza-test-key");
@@ -208,6 +212,7 @@ async fn gemini_api_key_is_read_from_its_arn() {
     let err = wiring::gemini_api_key(
         &consumer("arn:aws:secretsmanager:us-east-1:123456789012:secret:nope-AbCdEf").gemini,
         &aws,
+        clock,
     )
     .await
     .unwrap_err()

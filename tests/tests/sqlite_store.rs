@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use gemini_hooks::clock::ManualClock;
-use gemini_hooks::store::sqlite::{QueueStats, SqliteStore};
-use gemini_hooks::store::{EventQueue, OutgoingMessage};
+use gemini_hooks::adapters::sqlite::{QueueStats, SqliteStore};
+use gemini_hooks::domain::envelope::OutgoingMessage;
+use gemini_hooks::ports::EventQueue;
+use gemini_hooks::ports::clock::ManualClock;
 use gemini_hooks_tests::contract;
 use gemini_hooks_tests::local::TempDir;
 
@@ -39,7 +40,7 @@ async fn receive(
     store: &SqliteStore,
     visibility_ms: i64,
     now_ms: i64,
-) -> Option<gemini_hooks::store::sqlite::LocalMessage> {
+) -> Option<gemini_hooks::adapters::sqlite::LocalMessage> {
     store
         .receive(visibility_ms, now_ms)
         .await

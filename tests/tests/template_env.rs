@@ -15,7 +15,7 @@ use std::path::Path;
 use gemini_hooks::config::{
     ConfigError, ConsumerConfig, Env, ReceiverConfig, ReconcilerConfig, env,
 };
-use gemini_hooks::telemetry::{NAMESPACE, metric};
+use gemini_hooks::ports::metrics::{NAMESPACE, metric};
 use gemini_hooks_tests::delivery::TEST_SECRET;
 
 fn workspace_file(relative: &str) -> String {

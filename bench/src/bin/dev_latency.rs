@@ -20,9 +20,9 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use gemini_hooks::jobs::{JobRecord, JobState};
-use gemini_hooks::store::ResultsStore;
-use gemini_hooks::store::sqlite::{DB_FILE_NAME, SqliteStore};
+use gemini_hooks::adapters::sqlite::{DB_FILE_NAME, SqliteStore};
+use gemini_hooks::domain::jobs::{JobRecord, JobState};
+use gemini_hooks::ports::ResultsStore;
 use gemini_hooks_bench::{Args, BenchError, quantile, render_table};
 use gemini_hooks_tests::delivery::{
     TEST_SECRET, batch_succeeded_body, signed_headers, test_secret,

@@ -26,14 +26,16 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gemini_hooks::clock::SystemClock;
-use gemini_hooks::consume::{ConsumeSettings, Consumer, Handled, Routes};
-use gemini_hooks::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
-use gemini_hooks::event::Event;
-use gemini_hooks::gemini::{GeminiClient, GeminiSettings};
-use gemini_hooks::jobs::{JobRecord, ResultRow, RowStatus};
-use gemini_hooks::store::sqlite::SqliteStore;
-use gemini_hooks::store::{EventQueue, OutgoingMessage, QueueError, ResultsStore, StoreError};
+use gemini_hooks::adapters::gemini::{GeminiClient, GeminiSettings};
+use gemini_hooks::adapters::sqlite::SqliteStore;
+use gemini_hooks::domain::envelope::OutgoingMessage;
+use gemini_hooks::domain::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
+use gemini_hooks::domain::event::Event;
+use gemini_hooks::domain::jobs::{JobRecord, ResultRow, RowStatus};
+use gemini_hooks::ports::clock::SystemClock;
+use gemini_hooks::ports::{EventQueue, QueueError, ResultsStore, StoreError};
+use gemini_hooks::usecases::consume::{ConsumeSettings, Consumer, Handled};
+use gemini_hooks::usecases::routes::Routes;
 use gemini_hooks_bench::{
     Args, BenchError, group, parse_number, proc_cpu_seconds, proc_status_kb, render_table,
 };
@@ -271,7 +273,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
         let mut settings = GeminiSettings::new(FakeGemini::API_KEY);
         settings.base_url = base_url;
         let consumer = Consumer::new(
-            GeminiClient::new(settings, reqwest::Client::new()),
+            std::sync::Arc::new(GeminiClient::new(settings, reqwest::Client::new())),
             Routes::single(Arc::clone(&store)),
             Arc::new(NoQueue),
             Arc::new(SystemClock),
@@ -372,9 +374,9 @@ fn count_stored_rows(db: &str, job: &str) -> Result<u64, BenchError> {
 /// Times the CPU stages of the pipeline on an in-memory file, cumulatively: split only, split +
 /// parse, split + parse + row. Printed as CPU µs per line; explains the rows/s of the full run.
 fn stages(args: &Args) -> Result<(), BenchError> {
-    use gemini_hooks::consume::to_row;
-    use gemini_hooks::event::JobKind;
-    use gemini_hooks::results::{LineSplitter, record_from_line};
+    use gemini_hooks::domain::event::JobKind;
+    use gemini_hooks::domain::results::{LineSplitter, record_from_line};
+    use gemini_hooks::usecases::consume::to_row;
 
     let lines = args.number("lines", 100_000)?;
     let mut body = Vec::new();

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use gemini_hooks::verify::standard::{
+use gemini_hooks::domain::verify::standard::{
     DEFAULT_TOLERANCE_SECS, SigningSecret, StandardVerifier, sign,
 };
 use gemini_hooks_bench::{Args, BenchError, Timing, render_table, time_op};

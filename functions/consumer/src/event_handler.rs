@@ -5,8 +5,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use gemini_hooks::consume::{Consumer, InboundMessage, retry_delay_secs};
-use gemini_hooks::store::sqs::SqsEventQueue;
+use gemini_hooks::adapters::aws::sqs::SqsEventQueue;
+use gemini_hooks::usecases::consume::{Consumer, InboundMessage, retry_delay_secs};
 use lambda_runtime::LambdaEvent;
 
 /// What the handler needs, built once in `main`.

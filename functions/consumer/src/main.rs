@@ -4,9 +4,9 @@ mod event_handler;
 
 use std::sync::Arc;
 
+use gemini_hooks::adapters::aws::sqs::SqsEventQueue;
+use gemini_hooks::adapters::telemetry::{LogFormat, init_logging};
 use gemini_hooks::config::{ConsumerConfig, Env};
-use gemini_hooks::store::sqs::SqsEventQueue;
-use gemini_hooks::telemetry::{LogFormat, init_logging};
 use gemini_hooks::wiring;
 use lambda_runtime::{Error, service_fn};
 
@@ -18,13 +18,18 @@ async fn main() -> Result<(), Error> {
     let aws = wiring::aws_sdk_config().await;
     let deps = event_handler::Deps {
         consumer: Arc::new(
-            wiring::aws_consumer(&config, &aws, wiring::http_client()?)
-                .await
-                .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?,
+            wiring::aws_consumer(
+                &config,
+                &aws,
+                wiring::http_client()?,
+                wiring::Runtime::system(),
+            )
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?,
         ),
         queue: SqsEventQueue::new(aws_sdk_sqs::Client::new(&aws), config.queue_url.clone()),
     };
-    tracing::info!(results_table = %config.results_table, routes = config.routes.is_some(), "consumer configured");
+    tracing::info!(results_table = %config.results_table, routes = config.routes.len(), "consumer configured");
     lambda_runtime::run(service_fn(|event| {
         event_handler::function_handler(&deps, event)
     }))

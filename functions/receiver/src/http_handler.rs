@@ -2,8 +2,8 @@
 
 use std::convert::Infallible;
 
-use gemini_hooks::http::{HttpReply, handle};
-use gemini_hooks::receive::Receiver;
+use gemini_hooks::usecases::http::{HttpReply, handle};
+use gemini_hooks::usecases::receive::Receiver;
 use lambda_http::{Body, Request, RequestExt, Response};
 
 /// Answers one delivery. `lambda_http` has already base64-decoded the body when the function

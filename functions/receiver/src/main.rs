@@ -2,11 +2,8 @@
 
 mod http_handler;
 
-use std::sync::Arc;
-
-use gemini_hooks::clock::SystemClock;
+use gemini_hooks::adapters::telemetry::{LogFormat, init_logging};
 use gemini_hooks::config::{Env, ReceiverConfig};
-use gemini_hooks::telemetry::{LogFormat, init_logging};
 use gemini_hooks::wiring;
 use lambda_http::{Error, service_fn};
 
@@ -17,10 +14,14 @@ async fn main() -> Result<(), Error> {
     let config = ReceiverConfig::from_env(&Env::process())
         .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let aws = wiring::aws_sdk_config().await;
-    let receiver =
-        wiring::aws_receiver(&config, &aws, wiring::http_client()?, Arc::new(SystemClock))
-            .await
-            .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let receiver = wiring::aws_receiver(
+        &config,
+        &aws,
+        wiring::http_client()?,
+        wiring::Runtime::system(),
+    )
+    .await
+    .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     tracing::info!(
         static_secrets = config.verifier.secrets.as_ref().map_or(0, Vec::len),
         secrets_from_arn = config.signing_secrets_arn.is_some(),
@@ -29,7 +30,7 @@ async fn main() -> Result<(), Error> {
             .verifier
             .jwt
             .as_ref()
-            .map_or("", |j| j.jwks_url.as_str()),
+            .map_or("", |j| j.jwks.url.as_str()),
         tolerance_secs = config.verifier.tolerance_secs,
         "receiver configured"
     );

@@ -3,7 +3,7 @@
 //! The payload is taken as plain JSON: an EventBridge schedule sends its event envelope (options
 //! under `detail`), or, when the rule sets `Input`, exactly that JSON (options at the top level).
 
-use gemini_hooks::reconcile::{ReconcileOptions, Reconciler};
+use gemini_hooks::usecases::reconcile::{ReconcileOptions, Reconciler};
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HandlerError {
     #[error(transparent)]
-    Reconcile(#[from] gemini_hooks::reconcile::ReconcileError),
+    Reconcile(#[from] gemini_hooks::usecases::reconcile::ReconcileError),
     #[error("{0} batches could not be reconciled; they are retried on the next run")]
     Incomplete(u64),
 }
@@ -19,9 +19,9 @@ pub(crate) enum HandlerError {
 impl From<HandlerError> for lambda_runtime::Diagnostic {
     fn from(e: HandlerError) -> Self {
         let error_type = match &e {
-            HandlerError::Reconcile(gemini_hooks::reconcile::ReconcileError::Input(_)) => {
-                "InvalidInput"
-            }
+            HandlerError::Reconcile(gemini_hooks::usecases::reconcile::ReconcileError::Input(
+                _,
+            )) => "InvalidInput",
             HandlerError::Reconcile(_) => "ListFailed",
             HandlerError::Incomplete(_) => "Incomplete",
         };

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use gemini_hooks::clock::SharedClock;
+use gemini_hooks::adapters::aws::dynamodb_dedupe::DynamoDbDedupeStore;
+use gemini_hooks::adapters::aws::sqs::SqsEventQueue;
 use gemini_hooks::config::ReceiveLimits;
-use gemini_hooks::receive::Receiver;
-use gemini_hooks::store::dynamodb::DynamoDbDedupeStore;
-use gemini_hooks::store::sqs::SqsEventQueue;
-use gemini_hooks::verify::WebhookVerifier;
+use gemini_hooks::ports::clock::SharedClock;
+use gemini_hooks::usecases::receive::Receiver;
+use gemini_hooks::usecases::verify::WebhookVerifier;
 use gemini_hooks_tests::moto::{self, TestQueue};
 use serde_json::{Value, json};
 

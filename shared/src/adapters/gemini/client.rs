@@ -1,0 +1,781 @@
+//! The HTTP adapter of the [`GeminiApi`] port: retries with jittered backoff, error classes
+//! ("retry later" vs "give up"), and the streamed, resumable download.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use rand::Rng;
+use reqwest::header::{CONTENT_RANGE, HeaderMap, HeaderValue, RANGE, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+
+use super::DEFAULT_BASE_URL;
+use crate::domain::gemini::{
+    BatchOperation, FileInfo, Interaction, VideoOperation, normalize_batch_id, normalize_file_name,
+};
+use crate::ports::gemini::{BatchPage, ByteStream, GeminiApi, GeminiError};
+
+/// Header Gemini reads the API key from.
+const API_KEY_HEADER: &str = "x-goog-api-key";
+/// How much of an error body is read to extract `error.message` (bodies are not kept).
+const ERROR_BODY_LIMIT: usize = 8 * 1024;
+/// Longest server error message carried into a [`GeminiError::Fatal`].
+const ERROR_MESSAGE_LIMIT: usize = 200;
+
+/// The Gemini API key. `Debug` is redacted so settings can be logged safely.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// The secret itself; only for the request header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl From<String> for ApiKey {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for ApiKey {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// Client configuration.
+#[derive(Debug, Clone)]
+pub struct GeminiSettings {
+    /// Scheme and host, e.g. [`DEFAULT_BASE_URL`]; a trailing `/` is ignored.
+    pub base_url: String,
+    pub api_key: ApiKey,
+    pub retry: RetryPolicy,
+    /// Per attempt for JSON calls (headers and body); for downloads, the wait for headers and
+    /// the longest silence between two chunks.
+    pub request_timeout: Duration,
+}
+
+impl GeminiSettings {
+    /// Production defaults around `api_key`.
+    pub fn new(api_key: impl Into<ApiKey>) -> Self {
+        Self {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            api_key: api_key.into(),
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Exponential backoff with full jitter (sleep uniformly in `[0, min(max, base·2^n)]`), so many
+/// consumers hitting the same 429 spread out instead of retrying in lockstep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts including the first; 0 is treated as 1.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Upper bound of the sleep before retry number `retry` (1 = the first retry).
+    pub fn backoff_cap(&self, retry: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(retry.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.base_delay
+            .checked_mul(factor)
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay)
+    }
+
+    /// A jittered sleep before retry number `retry`.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let cap = u64::try_from(self.backoff_cap(retry).as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(rand::rng().random_range(0..=cap))
+    }
+
+    /// The server's `Retry-After` wins when present (capped by `max_delay`).
+    fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        retry_after.map_or_else(|| self.backoff(retry), |d| d.min(self.max_delay))
+    }
+}
+
+/// Whether a call may simply be sent again after an unclear outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replay {
+    /// Reads and idempotent writes: retried on 429, 5xx, timeouts and connection failures.
+    Safe,
+    /// Retried only when the server provably did not act on it: 429, or no connection at all.
+    /// Any other unclear outcome is a [`GeminiError::Unconfirmed`].
+    Unsafe,
+}
+
+/// Gemini Batch API client. Cheap to clone (the HTTP pool is shared).
+#[derive(Debug, Clone)]
+pub struct GeminiClient {
+    settings: GeminiSettings,
+    http: reqwest::Client,
+}
+
+/// Result of one attempt.
+enum Step<T> {
+    Done(T),
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    Fail(GeminiError),
+}
+
+impl<T> Step<T> {
+    /// The value, or this non-success step retyped for the caller's own result.
+    fn into_done<U>(self) -> Result<T, Step<U>> {
+        match self {
+            Self::Done(v) => Ok(v),
+            Self::Retry {
+                reason,
+                retry_after,
+            } => Err(Step::Retry {
+                reason,
+                retry_after,
+            }),
+            Self::Fail(e) => Err(Step::Fail(e)),
+        }
+    }
+}
+
+impl GeminiClient {
+    pub fn new(settings: GeminiSettings, http: reqwest::Client) -> Self {
+        Self { settings, http }
+    }
+
+    pub fn settings(&self) -> &GeminiSettings {
+        &self.settings
+    }
+
+    pub(crate) fn url(&self, path: &str) -> Result<Url, GeminiError> {
+        let base = self.settings.base_url.trim_end_matches('/');
+        Url::parse(&format!("{base}{path}"))
+            .map_err(|e| GeminiError::Invalid(format!("bad base URL: {e}")))
+    }
+
+    fn request(&self, method: Method, url: Url, range_from: u64) -> reqwest::RequestBuilder {
+        let key = self.settings.api_key.expose();
+        let mut req = self.http.request(method, url);
+        // An unset key is sent as no header, so Gemini answers with its clear 401.
+        if !key.is_empty() {
+            req = match HeaderValue::from_str(key) {
+                Ok(mut v) => {
+                    // Keeps the key out of any `Debug` of the request.
+                    v.set_sensitive(true);
+                    req.header(API_KEY_HEADER, v)
+                }
+                // Left to fail as a builder error (`GeminiError::Invalid`), which never echoes it.
+                Err(_) => req.header(API_KEY_HEADER, key),
+            };
+        }
+        if range_from > 0 {
+            req.header(RANGE, format!("bytes={range_from}-"))
+        } else {
+            req
+        }
+    }
+
+    /// GET a JSON document; each attempt (headers and body) is bounded by `request_timeout`.
+    async fn get_json(&self, what: &str, url: Url) -> Result<Value, GeminiError> {
+        self.call_json(Method::GET, what, url, None, Replay::Safe)
+            .await
+    }
+
+    /// Sends `body` (if any) as JSON and reads a JSON answer; an empty answer reads as `{}`.
+    /// Each attempt (headers and body) is bounded by `request_timeout`.
+    pub(crate) async fn call_json(
+        &self,
+        method: Method,
+        what: &str,
+        url: Url,
+        body: Option<&Value>,
+        replay: Replay,
+    ) -> Result<Value, GeminiError> {
+        let timeout = self.settings.request_timeout;
+        // Once an unsafe call may have reached the server, any unclear outcome is final.
+        let unclear = |reason: String| match replay {
+            Replay::Safe => Step::Retry {
+                reason,
+                retry_after: None,
+            },
+            Replay::Unsafe => Step::Fail(GeminiError::Unconfirmed {
+                what: what.to_owned(),
+                reason,
+            }),
+        };
+        self.with_retries(what, || {
+            let mut req = self.request(method.clone(), url.clone(), 0);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            async move {
+                let attempt = async {
+                    let resp = match req.send().await {
+                        Ok(r) => r,
+                        // Without a connection nothing reached the server: safe to resend.
+                        Err(e)
+                            if replay == Replay::Unsafe && !e.is_connect() && !e.is_builder() =>
+                        {
+                            return unclear(describe(&e));
+                        }
+                        Err(e) => return send_error_step(&e),
+                    };
+                    let status = resp.status();
+                    // 429 means "not done, come back later"; 5xx and 408 leave it open.
+                    if replay == Replay::Unsafe
+                        && (status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT)
+                    {
+                        return unclear(format!("HTTP {}", status.as_u16()));
+                    }
+                    let resp = match classify(resp, what).await.into_done() {
+                        Ok(r) => r,
+                        Err(step) => return step,
+                    };
+                    match resp.bytes().await {
+                        Err(e) => unclear(format!("reading body: {}", describe(&e))),
+                        Ok(body) if body.iter().all(u8::is_ascii_whitespace) => {
+                            Step::Done(Value::Object(serde_json::Map::new()))
+                        }
+                        Ok(body) => match serde_json::from_slice::<Value>(&body) {
+                            Ok(v) => Step::Done(v),
+                            Err(e) => Step::Fail(GeminiError::Decode(format!(
+                                "invalid JSON ({:?} error at line {} column {})",
+                                e.classify(),
+                                e.line(),
+                                e.column()
+                            ))),
+                        },
+                    }
+                };
+                tokio::time::timeout(timeout, attempt)
+                    .await
+                    .unwrap_or_else(|_| unclear("timed out".into()))
+            }
+        })
+        .await
+    }
+
+    async fn with_retries<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, GeminiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Step<T>>,
+    {
+        let policy = self.settings.retry;
+        let attempts = policy.max_attempts.max(1);
+        let mut last = String::new();
+        for n in 1..=attempts {
+            match attempt().await {
+                Step::Done(v) => return Ok(v),
+                Step::Fail(e) => return Err(e),
+                Step::Retry {
+                    reason,
+                    retry_after,
+                } => {
+                    if n < attempts {
+                        let delay = policy.delay(n, retry_after);
+                        tracing::warn!(
+                            resource = what,
+                            attempt = n,
+                            reason = %reason,
+                            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                            "Gemini call failed, retrying"
+                        );
+                        tokio::time::sleep(delay).await;
+                    }
+                    last = reason;
+                }
+            }
+        }
+        Err(GeminiError::Transient {
+            what: what.to_owned(),
+            attempts,
+            last,
+        })
+    }
+}
+
+#[async_trait]
+impl GeminiApi for GeminiClient {
+    /// `GET /v1beta/batches/<id>`; `id` may be `abc`, `batches/abc` or a full URL.
+    async fn get_batch(&self, id: &str) -> Result<BatchOperation, GeminiError> {
+        let name = normalize_batch_id(id);
+        check_resource_id(&name, "batches/")?;
+        let url = self.url(&format!("/v1beta/{name}"))?;
+        let body = self.get_json(&name, url).await?;
+        Ok(BatchOperation::from_value(&body)?)
+    }
+
+    /// `GET /v1beta/interactions/<id>`; `id` may carry the `interactions/` prefix.
+    async fn get_interaction(&self, id: &str) -> Result<Interaction, GeminiError> {
+        let bare = id.trim().trim_start_matches("interactions/");
+        let name = format!("interactions/{bare}");
+        check_resource_id(&name, "interactions/")?;
+        let url = self.url(&format!("/v1beta/{name}"))?;
+        Ok(Interaction::from_value(&self.get_json(&name, url).await?)?)
+    }
+
+    /// `GET /v1beta/<name>` of a long-running video operation
+    /// (`models/<model>/operations/<id>` or `operations/<id>`).
+    async fn get_video_operation(&self, name: &str) -> Result<VideoOperation, GeminiError> {
+        let name = name.trim();
+        check_operation_name(name)?;
+        let url = self.url(&format!("/v1beta/{name}"))?;
+        Ok(VideoOperation::from_value(
+            &self.get_json(name, url).await?,
+        )?)
+    }
+
+    /// `GET /v1beta/files/<id>`: a file's metadata.
+    async fn get_file(&self, file: &str) -> Result<FileInfo, GeminiError> {
+        let name = normalize_file_name(file)
+            .ok_or_else(|| GeminiError::Invalid("not a Files API file reference".into()))?;
+        let url = self.url(&format!("/v1beta/{name}"))?;
+        Ok(FileInfo::from_value(&self.get_json(&name, url).await?)?)
+    }
+
+    /// `GET /v1beta/batches?pageSize=&pageToken=`.
+    async fn list_batches(
+        &self,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<BatchPage, GeminiError> {
+        let mut url = self.url("/v1beta/batches")?;
+        {
+            let mut q = url.query_pairs_mut();
+            if page_size > 0 {
+                q.append_pair("pageSize", &page_size.to_string());
+            }
+            if let Some(t) = page_token.filter(|t| !t.is_empty()) {
+                q.append_pair("pageToken", t);
+            }
+        }
+        let body = self.get_json("batches list", url).await?;
+        let operations = match body.get("operations") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(ops)) => ops
+                .iter()
+                .map(BatchOperation::from_value)
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(GeminiError::Decode("`operations` is not a list".into())),
+        };
+        let next_page_token = body
+            .get("nextPageToken")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        Ok(BatchPage {
+            operations,
+            next_page_token,
+        })
+    }
+
+    /// Streams `GET /download/v1beta/<file>:download?alt=media` from byte `offset`.
+    ///
+    /// Uses `Range: bytes=<offset>-` when `offset > 0`; if the server ignores it and answers 200,
+    /// the first `offset` bytes are skipped here. Only getting the response headers is retried;
+    /// a break mid-body is a [`GeminiError::Stream`] so the caller resumes from its checkpoint.
+    async fn download(&self, file: &str, offset: u64) -> Result<ByteStream, GeminiError> {
+        let name = normalize_file_name(file)
+            .ok_or_else(|| GeminiError::Invalid("not a Files API file reference".into()))?;
+        let mut url = self.url(&format!("/download/v1beta/{name}:download"))?;
+        url.query_pairs_mut().append_pair("alt", "media");
+        let timeout = self.settings.request_timeout;
+
+        let resp = self
+            .with_retries(&name, || {
+                let req = self.request(Method::GET, url.clone(), offset);
+                let name = name.as_str();
+                async move {
+                    match tokio::time::timeout(timeout, req.send()).await {
+                        Err(_) => Step::Retry {
+                            reason: "timed out waiting for response headers".into(),
+                            retry_after: None,
+                        },
+                        Ok(Err(e)) => send_error_step(&e),
+                        Ok(Ok(resp)) => {
+                            if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE && offset > 0 {
+                                Step::Done(resp)
+                            } else {
+                                classify(resp, name).await
+                            }
+                        }
+                    }
+                }
+            })
+            .await?;
+
+        let skip = match resp.status() {
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                // Resuming exactly at end of file is legitimate: nothing left to read.
+                return match content_range_total(resp.headers()) {
+                    Some(total) if offset > total => Err(GeminiError::Fatal {
+                        status: 416,
+                        message: format!(
+                            "offset {offset} is beyond the end of {name} ({total} bytes)"
+                        ),
+                    }),
+                    _ => Ok(Box::pin(futures::stream::empty())),
+                };
+            }
+            StatusCode::PARTIAL_CONTENT => match content_range_start(resp.headers()) {
+                None => 0,
+                Some(start) if start <= offset => offset - start,
+                Some(start) => {
+                    return Err(GeminiError::Decode(format!(
+                        "asked for bytes from {offset}, server sent from {start}"
+                    )));
+                }
+            },
+            _ => offset,
+        };
+
+        let state = Download {
+            inner: Box::pin(resp.bytes_stream()),
+            skip,
+            idle: timeout,
+            done: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(state, Download::next)))
+    }
+}
+
+/// Sorts a response into success, retry or failure; reads (a bounded prefix of) error bodies
+/// only to extract Google's `error.message`.
+async fn classify(resp: reqwest::Response, what: &str) -> Step<reqwest::Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Step::Done(resp);
+    }
+    if status == StatusCode::NOT_FOUND {
+        return Step::Fail(GeminiError::NotFound {
+            what: what.to_owned(),
+        });
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+    {
+        return Step::Retry {
+            reason: format!("HTTP {}", status.as_u16()),
+            retry_after: retry_after(resp.headers()),
+        };
+    }
+    let message = error_message(resp).await;
+    Step::Fail(GeminiError::Fatal {
+        status: status.as_u16(),
+        message: format!("{what}: {message}"),
+    })
+}
+
+fn send_error_step<T>(e: &reqwest::Error) -> Step<T> {
+    if e.is_builder() {
+        Step::Fail(GeminiError::Invalid(describe(e)))
+    } else {
+        Step::Retry {
+            reason: describe(e),
+            retry_after: None,
+        }
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is left to the backoff).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+/// `STATUS: message` from Google's `{"error": {…}}`, shortened; the body is not kept.
+async fn error_message(mut resp: reqwest::Response) -> String {
+    let reason = resp
+        .status()
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_owned();
+    let mut buf = Vec::new();
+    while buf.len() < ERROR_BODY_LIMIT {
+        match resp.chunk().await {
+            Ok(Some(c)) => buf.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&buf) else {
+        return reason;
+    };
+    let status = v
+        .pointer("/error/status")
+        .and_then(Value::as_str)
+        .unwrap_or(&reason);
+    match v.pointer("/error/message").and_then(Value::as_str) {
+        Some(m) if !m.is_empty() => {
+            let short: String = m.chars().take(ERROR_MESSAGE_LIMIT).collect();
+            format!("{status}: {short}")
+        }
+        _ => status.to_owned(),
+    }
+}
+
+/// A reqwest error as its kind and cause chain, without the URL.
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect error"
+    } else if e.is_body() {
+        "body error"
+    } else if e.is_decode() {
+        "decode error"
+    } else if e.is_builder() {
+        "bad request"
+    } else {
+        "request error"
+    };
+    let mut out = kind.to_owned();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// `Content-Range: bytes S-E/T` → S.
+fn content_range_start(headers: &HeaderMap) -> Option<u64> {
+    let v = headers.get(CONTENT_RANGE)?.to_str().ok()?;
+    let range = v.trim().strip_prefix("bytes")?.trim_start();
+    range.split(['-', '/']).next()?.trim().parse().ok()
+}
+
+/// `Content-Range: bytes */T` (or `S-E/T`) → T.
+fn content_range_total(headers: &HeaderMap) -> Option<u64> {
+    let v = headers.get(CONTENT_RANGE)?.to_str().ok()?;
+    v.rsplit_once('/')?.1.trim().parse().ok()
+}
+
+/// State of a download stream: skips unrequested bytes and turns silence into an error.
+struct Download {
+    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    skip: u64,
+    idle: Duration,
+    done: bool,
+}
+
+impl Download {
+    async fn next(mut self) -> Option<(Result<Bytes, GeminiError>, Self)> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let item = match tokio::time::timeout(self.idle, self.inner.next()).await {
+                Err(_) => Err(GeminiError::Stream(format!(
+                    "no data for {} ms",
+                    self.idle.as_millis()
+                ))),
+                Ok(None) if self.skip > 0 => Err(GeminiError::Decode(
+                    "the file is shorter than the requested offset".into(),
+                )),
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => Err(GeminiError::Stream(describe(&e))),
+                Ok(Some(Ok(mut chunk))) => {
+                    if self.skip > 0 {
+                        let n = usize::try_from(self.skip)
+                            .unwrap_or(usize::MAX)
+                            .min(chunk.len());
+                        chunk = chunk.slice(n..);
+                        self.skip -= n as u64;
+                    }
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    return Some((Ok(chunk), self));
+                }
+            };
+            self.done = true;
+            return Some((item, self));
+        }
+    }
+}
+
+/// Ids go into URL paths: only plain id characters, so nothing can walk to another endpoint.
+/// `models/<model>/operations/<id>` or `operations/<id>`, each segment a plain id (so an event
+/// cannot steer the request to another path).
+pub(crate) fn check_operation_name(name: &str) -> Result<(), GeminiError> {
+    let segments: Vec<&str> = name.split('/').collect();
+    let shape_ok = matches!(
+        segments.as_slice(),
+        ["operations", _] | ["models", _, "operations", _]
+    );
+    let plain = |s: &&str| {
+        !s.is_empty()
+            && *s != "."
+            && *s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if shape_ok && segments.iter().all(plain) {
+        Ok(())
+    } else {
+        Err(GeminiError::Invalid(
+            "not a long-running operation name".into(),
+        ))
+    }
+}
+
+pub(crate) fn check_resource_id(name: &str, prefix: &str) -> Result<(), GeminiError> {
+    let id = name.strip_prefix(prefix).unwrap_or(name);
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(GeminiError::Invalid(format!(
+            "`{prefix}` id has unexpected characters"
+        )))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_names_are_checked_segment_by_segment() {
+        for ok in ["operations/abc", "models/veo-3.0-generate/operations/a_b.c"] {
+            assert!(check_operation_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "batches/x",
+            "models/veo/operations/../x",
+            "models/veo/operations/a/b",
+            "operations/",
+            "models/../operations/x",
+            "files/x",
+            "operations/a?x=1",
+        ] {
+            assert!(check_operation_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn api_key_debug_is_redacted() {
+        let s = GeminiSettings::new("super-secret-key");
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("super-secret-key"), "{dbg}");
+        assert!(dbg.contains("redacted"));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        assert_eq!(p.backoff_cap(1), Duration::from_millis(100));
+        assert_eq!(p.backoff_cap(2), Duration::from_millis(200));
+        assert_eq!(p.backoff_cap(4), Duration::from_millis(800));
+        assert_eq!(p.backoff_cap(5), Duration::from_secs(1));
+        assert_eq!(p.backoff_cap(200), Duration::from_secs(1));
+        for retry in 1..20 {
+            assert!(p.backoff(retry) <= p.backoff_cap(retry));
+        }
+        // Full jitter actually varies.
+        let samples: std::collections::HashSet<_> = (0..50).map(|_| p.backoff(5)).collect();
+        assert!(samples.len() > 1);
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(30))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            p.delay(1, Some(Duration::from_millis(300))),
+            Duration::from_millis(300)
+        );
+    }
+
+    #[test]
+    fn transient_classes() {
+        assert!(GeminiError::NotFound { what: "x".into() }.is_transient());
+        assert!(
+            GeminiError::Transient {
+                what: "x".into(),
+                attempts: 1,
+                last: String::new()
+            }
+            .is_transient()
+        );
+        assert!(GeminiError::Stream("x".into()).is_transient());
+        assert!(
+            !GeminiError::Fatal {
+                status: 401,
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(!GeminiError::Decode("x".into()).is_transient());
+        assert!(!GeminiError::Invalid("x".into()).is_transient());
+    }
+
+    #[test]
+    fn content_range_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_RANGE, "bytes 100-199/200".parse().unwrap());
+        assert_eq!(content_range_start(&h), Some(100));
+        assert_eq!(content_range_total(&h), Some(200));
+        h.insert(CONTENT_RANGE, "bytes */42".parse().unwrap());
+        assert_eq!(content_range_start(&h), None);
+        assert_eq!(content_range_total(&h), Some(42));
+    }
+
+    #[test]
+    fn ids_are_checked_before_going_into_a_path() {
+        assert!(check_resource_id("batches/abc-1_2", "batches/").is_ok());
+        assert!(check_resource_id("batches/..", "batches/").is_err());
+        assert!(check_resource_id("batches/", "batches/").is_err());
+        assert!(check_resource_id("batches/a%2f", "batches/").is_err());
+        assert!(check_resource_id("batches/a b", "batches/").is_err());
+    }
+}

@@ -1,0 +1,704 @@
+//! Gemini WebhookService client (docs/gemini.md §7): register, list, read, enable, delete and
+//! ping project-level webhooks, and rotate their signing secret.
+//!
+//! Wire format is snake_case under `/v1/webhooks`, authenticated with `x-goog-api-key`, and
+//! shares the Batch client's retry policy and error classes. Two documented contradictions are
+//! settled here:
+//! - Rotation uses the SDK path `POST /v1/webhooks/{id}:rotateSigningSecret`, not the docs'
+//!   `/rotate_secret` (the SDKs are generated from the API spec).
+//! - Enum values are sent lowercase like the SDKs (`revoke_previous_secrets_after_h24`,
+//!   `enabled`). If the server answers 400 naming that field, the call is repeated once with the
+//!   UPPER spelling the docs samples use. A 400 means the request was refused, so repeating even
+//!   a rotation cannot rotate twice.
+
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::client::{Replay, check_resource_id};
+use super::{GeminiClient, GeminiSettings};
+use crate::domain::verify::standard::{SecretListError, SigningSecret, parse_secret_list};
+use crate::ports::gemini::GeminiError;
+
+/// API version of the WebhookService (all docs samples use `v1`).
+const WEBHOOKS_PATH: &str = "/v1/webhooks";
+/// Page size asked for when listing every webhook.
+const LIST_PAGE_SIZE: u32 = 50;
+/// Pages [`WebhookClient::list_all`] follows at most, so a server that keeps returning a
+/// token cannot loop forever.
+const MAX_LIST_PAGES: usize = 100;
+
+/// Events a webhook can subscribe to, as in the SDK enum since 2026-04-29. The enum is open and
+/// the docs still list `batch.cancelled`, so other values are sent as given.
+pub const SUBSCRIBABLE_EVENTS: &[&str] = &[
+    "batch.succeeded",
+    "batch.expired",
+    "batch.failed",
+    "interaction.requires_action",
+    "interaction.completed",
+    "interaction.failed",
+    "video.generated",
+];
+
+/// A once-only `whsec_…` signing secret as Gemini returns it. `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(String);
+
+impl WebhookSecret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into().trim().to_owned())
+    }
+
+    /// The secret itself: to print once for the operator, or to store.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `whsec_...abcd`, the form Gemini lists as `truncated_secret`, to compare without
+    /// revealing the secret.
+    pub fn truncated(&self) -> String {
+        truncate_secret(&self.0)
+    }
+
+    /// Whether the receiver would accept it as a signing secret.
+    pub fn check(&self) -> Result<(), crate::domain::verify::standard::SecretError> {
+        SigningSecret::parse(&self.0).map(|_| ())
+    }
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+/// `whsec_...` plus the last four characters.
+pub fn truncate_secret(secret: &str) -> String {
+    let s = secret.trim();
+    let chars: Vec<char> = s.chars().collect();
+    let tail: String = chars[chars.len().saturating_sub(4)..].iter().collect();
+    format!("whsec_...{tail}")
+}
+
+/// Lifecycle state of a webhook. Read case-insensitively; unknown values are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum WebhookState {
+    Enabled,
+    Disabled,
+    /// Gemini stopped delivering after repeated failures; re-enable once the endpoint works.
+    DisabledDueToFailedDeliveries,
+    Other(String),
+}
+
+impl WebhookState {
+    /// The lowercase wire value.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+            Self::DisabledDueToFailedDeliveries => "disabled_due_to_failed_deliveries",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+impl From<String> for WebhookState {
+    fn from(s: String) -> Self {
+        let lower = s.trim().to_ascii_lowercase();
+        match lower.strip_prefix("state_").unwrap_or(&lower) {
+            "enabled" => Self::Enabled,
+            "disabled" => Self::Disabled,
+            "disabled_due_to_failed_deliveries" => Self::DisabledDueToFailedDeliveries,
+            _ => Self::Other(s),
+        }
+    }
+}
+
+impl From<WebhookState> for String {
+    fn from(s: WebhookState) -> Self {
+        s.as_str().to_owned()
+    }
+}
+
+impl std::fmt::Display for WebhookState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of `signing_secrets`: only the truncated form is ever listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SigningSecretInfo {
+    #[serde(
+        default,
+        alias = "truncatedSecret",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub truncated_secret: Option<String>,
+    /// Set on the previous secret after a rotation with the 24-hour overlap.
+    #[serde(default, alias = "expireTime", skip_serializing_if = "Option::is_none")]
+    pub expire_time: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A webhook as the WebhookService returns it (never with its secret: see [`CreatedWebhook`]).
+/// Unknown fields are kept in `extra`, so JSON output shows everything the server sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Webhook {
+    #[serde(default)]
+    pub id: String,
+    /// Display name. (In the April 2026 SDK it was `webhooks/{id}`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub uri: String,
+    #[serde(default, alias = "subscribedEvents")]
+    pub subscribed_events: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<WebhookState>,
+    #[serde(default, alias = "signingSecrets")]
+    pub signing_secrets: Vec<SigningSecretInfo>,
+    #[serde(default, alias = "createTime", skip_serializing_if = "Option::is_none")]
+    pub create_time: Option<String>,
+    #[serde(default, alias = "updateTime", skip_serializing_if = "Option::is_none")]
+    pub update_time: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Webhook {
+    /// Parses a Webhook resource, taking the id from a `webhooks/{id}` name if `id` is absent.
+    pub fn from_value(v: Value) -> Result<Self, GeminiError> {
+        let mut w: Self = serde_json::from_value(v)
+            .map_err(|e| GeminiError::Decode(format!("not a Webhook resource: {e}")))?;
+        if w.id.is_empty()
+            && let Some(id) = w.name.as_deref().and_then(|n| n.strip_prefix("webhooks/"))
+        {
+            w.id = id.to_owned();
+        }
+        Ok(w)
+    }
+}
+
+/// The answer to create: the webhook and its signing secret, which Gemini shows only here.
+#[derive(Debug, Clone)]
+pub struct CreatedWebhook {
+    pub webhook: Webhook,
+    /// `None` if the server sent none (then the secret must be rotated to obtain one).
+    pub secret: Option<WebhookSecret>,
+}
+
+/// What to register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWebhook {
+    pub uri: String,
+    pub subscribed_events: Vec<String>,
+    pub name: Option<String>,
+}
+
+/// One page of `GET /v1/webhooks`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookPage {
+    pub webhooks: Vec<Webhook>,
+    /// `None` on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// What happens to the previous secrets on rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationBehavior {
+    /// Gemini keeps signing with the old and the new secret for 24 hours.
+    AfterH24,
+    /// Old secrets stop working at once (after a leak).
+    Immediately,
+}
+
+impl RevocationBehavior {
+    /// The lowercase wire value the SDKs send.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AfterH24 => "revoke_previous_secrets_after_h24",
+            Self::Immediately => "revoke_previous_secrets_immediately",
+        }
+    }
+}
+
+/// The answer to a rotation.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// The new secret, shown only this once.
+    pub secret: WebhookSecret,
+    /// The server refused the lowercase enum and accepted the UPPER spelling.
+    pub upper_case_enum: bool,
+}
+
+/// WebhookService client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WebhookClient {
+    gemini: GeminiClient,
+}
+
+impl WebhookClient {
+    pub fn new(settings: GeminiSettings, http: reqwest::Client) -> Self {
+        Self::from_client(GeminiClient::new(settings, http))
+    }
+
+    /// Shares an existing client's settings and connection pool.
+    pub fn from_client(gemini: GeminiClient) -> Self {
+        Self { gemini }
+    }
+
+    /// `POST /v1/webhooks`. Not retried after an unclear outcome (that could register twice);
+    /// such a failure is [`GeminiError::Unconfirmed`].
+    pub async fn create(&self, new: &NewWebhook) -> Result<CreatedWebhook, GeminiError> {
+        if new.uri.trim().is_empty() {
+            return Err(GeminiError::Invalid("the webhook URI is empty".into()));
+        }
+        if new.subscribed_events.is_empty() {
+            return Err(GeminiError::Invalid("no events to subscribe to".into()));
+        }
+        let mut body = json!({
+            "uri": new.uri.trim(),
+            "subscribed_events": new.subscribed_events,
+        });
+        if let Some(name) = new.name.as_deref().filter(|n| !n.trim().is_empty()) {
+            body["name"] = json!(name.trim());
+        }
+        let url = self.gemini.url(WEBHOOKS_PATH)?;
+        let mut v = self
+            .gemini
+            .call_json(
+                Method::POST,
+                "create webhook",
+                url,
+                Some(&body),
+                Replay::Unsafe,
+            )
+            .await?;
+        let secret = match v.as_object_mut().and_then(|o| {
+            o.remove("new_signing_secret")
+                .or_else(|| o.remove("newSigningSecret"))
+        }) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(WebhookSecret::new(s)),
+            Some(_) => {
+                return Err(GeminiError::Decode(
+                    "`new_signing_secret` is not a non-empty string".into(),
+                ));
+            }
+        };
+        Ok(CreatedWebhook {
+            webhook: Webhook::from_value(v)?,
+            secret,
+        })
+    }
+
+    /// `GET /v1/webhooks?page_size=&page_token=`.
+    pub async fn list_page(
+        &self,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<WebhookPage, GeminiError> {
+        let mut url = self.gemini.url(WEBHOOKS_PATH)?;
+        {
+            let mut q = url.query_pairs_mut();
+            if page_size > 0 {
+                q.append_pair("page_size", &page_size.to_string());
+            }
+            if let Some(t) = page_token.filter(|t| !t.is_empty()) {
+                q.append_pair("page_token", t);
+            }
+        }
+        let body = self
+            .gemini
+            .call_json(Method::GET, "webhooks list", url, None, Replay::Safe)
+            .await?;
+        let webhooks = match body.get("webhooks") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .cloned()
+                .map(Webhook::from_value)
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(GeminiError::Decode("`webhooks` is not a list".into())),
+        };
+        let next_page_token = body
+            .get("next_page_token")
+            .or_else(|| body.get("nextPageToken"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        Ok(WebhookPage {
+            webhooks,
+            next_page_token,
+        })
+    }
+
+    /// Every webhook of the project, following page tokens.
+    pub async fn list_all(&self) -> Result<Vec<Webhook>, GeminiError> {
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let page = self.list_page(LIST_PAGE_SIZE, token.as_deref()).await?;
+            all.extend(page.webhooks);
+            match page.next_page_token {
+                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
+                Some(_) => {
+                    return Err(GeminiError::Decode(
+                        "the server repeated the same page token".into(),
+                    ));
+                }
+                None => return Ok(all),
+            }
+        }
+        Err(GeminiError::Decode(format!(
+            "more than {MAX_LIST_PAGES} pages of webhooks"
+        )))
+    }
+
+    /// `GET /v1/webhooks/{id}`.
+    pub async fn get(&self, id: &str) -> Result<Webhook, GeminiError> {
+        let (id, url) = self.resource_url(id, "")?;
+        let v = self
+            .gemini
+            .call_json(Method::GET, &what(&id), url, None, Replay::Safe)
+            .await?;
+        Webhook::from_value(v)
+    }
+
+    /// `PATCH /v1/webhooks/{id}?update_mask=state` with `{"state": …}`.
+    pub async fn set_state(&self, id: &str, state: &WebhookState) -> Result<Webhook, GeminiError> {
+        let (id, mut url) = self.resource_url(id, "")?;
+        url.query_pairs_mut().append_pair("update_mask", "state");
+        let v = self
+            .with_upper_enum_fallback(
+                Method::PATCH,
+                &what(&id),
+                url,
+                ("state", state.as_str()),
+                Replay::Safe,
+            )
+            .await?
+            .0;
+        Webhook::from_value(v)
+    }
+
+    /// Re-enables a webhook, e.g. one Gemini set to `disabled_due_to_failed_deliveries`.
+    pub async fn enable(&self, id: &str) -> Result<Webhook, GeminiError> {
+        self.set_state(id, &WebhookState::Enabled).await
+    }
+
+    /// `DELETE /v1/webhooks/{id}`.
+    pub async fn delete(&self, id: &str) -> Result<(), GeminiError> {
+        let (id, url) = self.resource_url(id, "")?;
+        self.gemini
+            .call_json(Method::DELETE, &what(&id), url, None, Replay::Safe)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/webhooks/{id}:ping`: Gemini sends a ping event to the webhook's URI.
+    pub async fn ping(&self, id: &str) -> Result<(), GeminiError> {
+        let (id, url) = self.resource_url(id, ":ping")?;
+        self.gemini
+            .call_json(
+                Method::POST,
+                &what(&id),
+                url,
+                Some(&json!({})),
+                Replay::Safe,
+            )
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/webhooks/{id}:rotateSigningSecret`. Not retried after an unclear outcome.
+    pub async fn rotate_signing_secret(
+        &self,
+        id: &str,
+        behavior: RevocationBehavior,
+    ) -> Result<Rotation, GeminiError> {
+        let (id, url) = self.resource_url(id, ":rotateSigningSecret")?;
+        let (v, upper_case_enum) = self
+            .with_upper_enum_fallback(
+                Method::POST,
+                &what(&id),
+                url,
+                ("revocation_behavior", behavior.as_str()),
+                Replay::Unsafe,
+            )
+            .await?;
+        match v.get("secret").and_then(Value::as_str) {
+            Some(s) if !s.trim().is_empty() => Ok(Rotation {
+                secret: WebhookSecret::new(s),
+                upper_case_enum,
+            }),
+            _ => Err(GeminiError::Decode(
+                "the rotation answer has no `secret`".into(),
+            )),
+        }
+    }
+
+    /// Sends `{field: value}` (a one-field body holding an enum) lowercase, and once more in
+    /// UPPER case if the server refuses it with a 400 that names the field. Returns the answer
+    /// and whether the UPPER spelling was needed.
+    async fn with_upper_enum_fallback(
+        &self,
+        method: Method,
+        what: &str,
+        url: reqwest::Url,
+        (field, value): (&str, &str),
+        replay: Replay,
+    ) -> Result<(Value, bool), GeminiError> {
+        let lower = json!({ field: value.to_ascii_lowercase() });
+        // Sent at most twice, and the second only after a 400 (refused, so nothing happened).
+        let first = self
+            .gemini
+            .call_json(method.clone(), what, url.clone(), Some(&lower), replay)
+            .await;
+        match first {
+            Err(GeminiError::Fatal {
+                status: 400,
+                ref message,
+            }) if names_field(server_part(message, what), field) => {
+                tracing::warn!(
+                    resource = what,
+                    field,
+                    "Gemini refused the lowercase enum value; retrying with the UPPER spelling"
+                );
+                let upper = json!({ field: value.to_ascii_uppercase() });
+                self.gemini
+                    .call_json(method, what, url, Some(&upper), replay)
+                    .await
+                    .map(|v| (v, true))
+            }
+            other => other.map(|v| (v, false)),
+        }
+    }
+
+    /// The id as typed (`abc`, `webhooks/abc`, or a URL ending in it) → `abc`, and its URL with
+    /// `suffix` (`:ping`, …) appended.
+    fn resource_url(&self, id: &str, suffix: &str) -> Result<(String, reqwest::Url), GeminiError> {
+        let id = normalize_webhook_id(id);
+        check_resource_id(&id, "webhooks/")?;
+        let url = self.gemini.url(&format!("{WEBHOOKS_PATH}/{id}{suffix}"))?;
+        Ok((id, url))
+    }
+}
+
+fn what(id: &str) -> String {
+    format!("webhook {id}")
+}
+
+/// `abc`, `webhooks/abc` or `https://…/v1/webhooks/abc[:op|?q]` → `abc`.
+pub fn normalize_webhook_id(id: &str) -> String {
+    let s = id.trim();
+    let tail = s.rsplit_once("webhooks/").map_or(s, |(_, t)| t);
+    let end = tail.find(['/', '?', '#', ':']).unwrap_or(tail.len());
+    tail[..end].to_owned()
+}
+
+/// The server's words in a [`GeminiError::Fatal`] message (`"{what}: {message}"`), so an id
+/// that happens to contain a field name is not mistaken for the server naming it.
+fn server_part<'a>(message: &'a str, what: &str) -> &'a str {
+    message
+        .strip_prefix(what)
+        .and_then(|m| m.strip_prefix(": "))
+        .unwrap_or(message)
+}
+
+/// Whether a 400 message is about `field` (snake_case or camelCase, any case).
+fn names_field(message: &str, field: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    let snake = field.to_ascii_lowercase();
+    let flat = snake.replace('_', "");
+    m.contains(&snake) || m.contains(&flat)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stored secret list (`WEBHOOK_SIGNING_SECRETS` format: comma separated).
+// ---------------------------------------------------------------------------------------------
+
+/// The non-empty entries of a secret list, split like [`parse_secret_list`] does.
+pub fn secret_list_entries(text: &str) -> Vec<&str> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+/// `existing` (may be empty) with `new` appended as the last entry, comma separated: during a
+/// rotation's overlap the receiver must accept both. An entry equal to `new` is not repeated.
+/// Every entry, old and new, must be a valid secret, so the result always loads.
+pub fn append_secret(existing: &str, new: &WebhookSecret) -> Result<String, SecretListError> {
+    let mut entries = if existing.trim().is_empty() {
+        Vec::new()
+    } else {
+        parse_secret_list(existing)?;
+        secret_list_entries(existing)
+    };
+    new.check().map_err(|source| SecretListError::Invalid {
+        index: entries.len() + 1,
+        source,
+    })?;
+    entries.retain(|e| *e != new.expose());
+    entries.push(new.expose());
+    Ok(entries.join(","))
+}
+
+/// Only the last (newest) entry of `existing`, and how many were dropped.
+pub fn keep_newest_secret(existing: &str) -> Result<(String, usize), SecretListError> {
+    parse_secret_list(existing)?;
+    let entries = secret_list_entries(existing);
+    match entries.split_last() {
+        Some((last, older)) => Ok(((*last).to_owned(), older.len())),
+        None => Err(SecretListError::Empty),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn secret() -> WebhookSecret {
+        WebhookSecret::new(SigningSecret::generate().to_whsec())
+    }
+
+    #[test]
+    fn secret_debug_is_redacted_and_truncation_keeps_four_chars() {
+        let s = WebhookSecret::new("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+        assert_eq!(format!("{s:?}"), "WebhookSecret(<redacted>)");
+        assert_eq!(s.truncated(), "whsec_...ZXQ=");
+        assert_eq!(truncate_secret("ab"), "whsec_...ab");
+    }
+
+    #[test]
+    fn ids_are_normalized_and_checked() {
+        assert_eq!(normalize_webhook_id(" abc "), "abc");
+        assert_eq!(normalize_webhook_id("webhooks/abc"), "abc");
+        assert_eq!(
+            normalize_webhook_id("https://generativelanguage.googleapis.com/v1/webhooks/abc:ping"),
+            "abc"
+        );
+        let c = WebhookClient::new(GeminiSettings::new("k"), reqwest::Client::new());
+        assert!(c.resource_url("../batches", "").is_err());
+        assert!(c.resource_url("", "").is_err());
+        assert!(c.resource_url("a b", "").is_err());
+        let (_, url) = c.resource_url("webhooks/k0h9", ":ping").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://generativelanguage.googleapis.com/v1/webhooks/k0h9:ping"
+        );
+    }
+
+    #[test]
+    fn webhook_parses_snake_and_camel_case_and_keeps_unknown_fields() {
+        let w = Webhook::from_value(json!({
+            "id": "k0h9",
+            "name": "prod",
+            "uri": "https://example.com/hook",
+            "subscribed_events": ["batch.succeeded"],
+            "state": "DISABLED_DUE_TO_FAILED_DELIVERIES",
+            "signing_secrets": [{"truncated_secret": "whsec_...3frh", "expire_time": "2026-05-05T00:00:00Z"}],
+            "create_time": null,
+            "future_field": 7,
+        }))
+        .unwrap();
+        assert_eq!(w.state, Some(WebhookState::DisabledDueToFailedDeliveries));
+        assert_eq!(w.signing_secrets.len(), 1);
+        assert_eq!(
+            w.signing_secrets[0].expire_time.as_deref(),
+            Some("2026-05-05T00:00:00Z")
+        );
+        assert_eq!(w.create_time, None);
+        assert_eq!(w.extra.get("future_field"), Some(&json!(7)));
+        let out = serde_json::to_value(&w).unwrap();
+        assert_eq!(out["state"], "disabled_due_to_failed_deliveries");
+        assert_eq!(out["future_field"], 7);
+
+        let camel = Webhook::from_value(json!({
+            "name": "webhooks/abc",
+            "uri": "u",
+            "subscribedEvents": ["batch.failed"],
+            "state": "weird",
+        }))
+        .unwrap();
+        assert_eq!(camel.id, "abc");
+        assert_eq!(camel.subscribed_events, ["batch.failed"]);
+        assert_eq!(camel.state, Some(WebhookState::Other("weird".into())));
+        assert!(Webhook::from_value(json!({"uri": 5})).is_err());
+    }
+
+    #[test]
+    fn field_names_are_found_in_error_messages() {
+        assert!(names_field(
+            "webhook x: INVALID_ARGUMENT: Invalid value at 'revocation_behavior' (TYPE_ENUM)",
+            "revocation_behavior"
+        ));
+        assert!(names_field(
+            "Invalid value at 'revocationBehavior'",
+            "revocation_behavior"
+        ));
+        assert!(!names_field("API key not valid", "revocation_behavior"));
+        assert!(names_field("Invalid value at 'webhook.state'", "state"));
+        let msg = "webhook mystate: INVALID_ARGUMENT: bad uri";
+        assert!(!names_field(server_part(msg, "webhook mystate"), "state"));
+    }
+
+    #[test]
+    fn append_keeps_old_secrets_first_and_never_duplicates() {
+        let (a, b) = (secret(), secret());
+        let one = append_secret("", &a).unwrap();
+        assert_eq!(one, a.expose());
+        let two = append_secret(&format!("{one}\n"), &b).unwrap();
+        assert_eq!(two, format!("{},{}", a.expose(), b.expose()));
+        assert_eq!(parse_secret_list(&two).unwrap().len(), 2);
+        // Storing the same secret again (a re-run) does not grow the list.
+        assert_eq!(append_secret(&two, &b).unwrap(), two);
+        // Re-appending an older one moves it to the end.
+        assert_eq!(
+            append_secret(&two, &a).unwrap(),
+            format!("{},{}", b.expose(), a.expose())
+        );
+    }
+
+    #[test]
+    fn append_refuses_what_the_receiver_could_not_load() {
+        let good = secret();
+        assert!(matches!(
+            append_secret("not a secret", &good),
+            Err(SecretListError::Invalid { index: 1, .. })
+        ));
+        assert!(matches!(
+            append_secret(good.expose(), &WebhookSecret::new("whsec_short")),
+            Err(SecretListError::Invalid { index: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn keep_newest_drops_all_but_the_last() {
+        let (a, b, c) = (secret(), secret(), secret());
+        let list = format!("{}, {} ,{}", a.expose(), b.expose(), c.expose());
+        let (kept, dropped) = keep_newest_secret(&list).unwrap();
+        assert_eq!(kept, c.expose());
+        assert_eq!(dropped, 2);
+        assert_eq!(keep_newest_secret(a.expose()).unwrap().1, 0);
+        assert!(keep_newest_secret(" , ").is_err());
+        assert!(keep_newest_secret("garbage").is_err());
+    }
+
+    #[test]
+    fn states_read_any_case() {
+        assert_eq!(
+            WebhookState::from("ENABLED".to_owned()),
+            WebhookState::Enabled
+        );
+        assert_eq!(
+            WebhookState::from("STATE_DISABLED".to_owned()),
+            WebhookState::Disabled
+        );
+        assert_eq!(WebhookState::Enabled.to_string(), "enabled");
+    }
+}

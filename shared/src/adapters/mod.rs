@@ -1,0 +1,9 @@
+//! Adapters: each implements a port (or two) on one technology, named `<Tech><Port>`. They may use
+//! the domain and the ports, never the use cases.
+
+pub mod aws;
+pub mod gemini;
+pub mod jwks;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+pub mod telemetry;

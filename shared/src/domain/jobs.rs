@@ -1,0 +1,248 @@
+//! Job records and result rows: what the consumer writes (DESIGN §7).
+//!
+//! A job's state only moves forward ([`JobState::rank`]): a late or replayed event can never
+//! turn a finished job back into a running one.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::event::JobKind;
+
+/// Lifecycle of a job as this system knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    /// An event arrived; nothing fetched yet.
+    Received,
+    Pending,
+    Running,
+    /// Interactions: a function call needs the user.
+    RequiresAction,
+    /// Results are being ingested (possibly across several invocations).
+    Ingesting,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl JobState {
+    /// Ordering used for forward-only updates; all terminal states share the top rank, so one
+    /// terminal state never replaces another.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Received => 0,
+            Self::Pending => 10,
+            Self::Running => 20,
+            Self::RequiresAction => 30,
+            Self::Ingesting => 40,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::Expired => 100,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self.rank() == 100
+    }
+
+    /// Whether a record in state `self` may be replaced by one in state `next`.
+    pub fn may_become(self, next: JobState) -> bool {
+        self == next || self.rank() < next.rank()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "RECEIVED",
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::RequiresAction => "REQUIRES_ACTION",
+            Self::Ingesting => "INGESTING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+            Self::Expired => "EXPIRED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "RECEIVED" => Self::Received,
+            "PENDING" => Self::Pending,
+            "RUNNING" => Self::Running,
+            "REQUIRES_ACTION" => Self::RequiresAction,
+            "INGESTING" => Self::Ingesting,
+            "SUCCEEDED" => Self::Succeeded,
+            "FAILED" => Self::Failed,
+            "CANCELLED" => Self::Cancelled,
+            "EXPIRED" => Self::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// Where an interrupted ingest resumes: a byte offset into the results file (HTTP `Range`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// `files/…` name of the results file.
+    pub file: String,
+    /// Offset just after the last line whose row is stored.
+    pub byte_offset: u64,
+    /// Number of lines consumed up to `byte_offset`.
+    pub lines: u64,
+}
+
+/// Counters kept on the job record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCounts {
+    /// From the operation's `batchStats` (Gemini's view).
+    pub request_count: Option<i64>,
+    pub successful_request_count: Option<i64>,
+    pub failed_request_count: Option<i64>,
+    /// Rows written by this system (all statuses) — cumulative across continuations.
+    pub rows_ingested: u64,
+    /// Rows with an `error` line.
+    pub error_rows: u64,
+    /// Lines that could not be parsed.
+    pub malformed_rows: u64,
+}
+
+/// Error details of a failed job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobErrorInfo {
+    /// Code as sent (its type is undocumented, so kept as text).
+    pub code: Option<String>,
+    pub message: String,
+    /// Where it came from: `event` or `operation`.
+    pub source: String,
+}
+
+/// The record of one job (`pk = JOB#<id>`, `sk = JOB`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub kind: JobKind,
+    pub state: JobState,
+    /// Canonical type of the last event applied.
+    pub last_event: Option<String>,
+    pub last_webhook_id: Option<String>,
+    pub user_metadata: Option<Value>,
+    /// Routing group (`user_metadata.job_group`).
+    pub job_group: Option<String>,
+    pub counts: JobCounts,
+    pub checkpoint: Option<Checkpoint>,
+    pub error: Option<JobErrorInfo>,
+    /// Output pointers (results file, video file, …) as JSON.
+    pub output: Option<Value>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub completed_at_ms: Option<i64>,
+    /// When the receiver accepted the delivery that led here (ingest-lag metric).
+    pub event_received_at_ms: Option<i64>,
+}
+
+impl JobRecord {
+    /// A fresh record for a job first seen at `now_ms`.
+    pub fn new(job_id: impl Into<String>, kind: JobKind, now_ms: i64) -> Self {
+        Self {
+            job_id: job_id.into(),
+            kind,
+            state: JobState::Received,
+            last_event: None,
+            last_webhook_id: None,
+            user_metadata: None,
+            job_group: None,
+            counts: JobCounts::default(),
+            checkpoint: None,
+            error: None,
+            output: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            completed_at_ms: None,
+            event_received_at_ms: None,
+        }
+    }
+}
+
+/// Outcome of one request of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowStatus {
+    Ok,
+    Error,
+    Malformed,
+}
+
+impl RowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Malformed => "malformed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ok" => Some(Self::Ok),
+            "error" => Some(Self::Error),
+            "malformed" => Some(Self::Malformed),
+            _ => None,
+        }
+    }
+}
+
+/// One result row (`pk = JOB#<id>`, `sk = RESULT#<key>`). Replays overwrite the same row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRow {
+    pub job_id: String,
+    pub key: String,
+    /// 1-based line in the results file (index + 1 for inline results).
+    pub line: u64,
+    pub status: RowStatus,
+    pub text: Option<String>,
+    pub finish_reason: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub candidates_tokens: Option<i64>,
+    pub total_tokens: Option<i64>,
+    pub thoughts_tokens: Option<i64>,
+    pub model_version: Option<String>,
+    /// The response JSON exactly as Gemini returned it (never truncated).
+    pub response_json: Option<String>,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
+    pub user_metadata: Option<Value>,
+    pub ingested_at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_only_moves_forward() {
+        assert!(JobState::Received.may_become(JobState::Ingesting));
+        assert!(JobState::Ingesting.may_become(JobState::Ingesting));
+        assert!(JobState::Ingesting.may_become(JobState::Succeeded));
+        assert!(!JobState::Succeeded.may_become(JobState::Ingesting));
+        assert!(!JobState::Succeeded.may_become(JobState::Failed));
+        assert!(!JobState::Expired.may_become(JobState::Succeeded));
+        assert!(JobState::Failed.may_become(JobState::Failed));
+        assert!(!JobState::Running.may_become(JobState::Pending));
+    }
+
+    #[test]
+    fn state_strings_round_trip() {
+        for s in [
+            JobState::Received,
+            JobState::Pending,
+            JobState::Running,
+            JobState::RequiresAction,
+            JobState::Ingesting,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Cancelled,
+            JobState::Expired,
+        ] {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+        }
+    }
+}

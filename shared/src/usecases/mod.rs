@@ -1,0 +1,12 @@
+//! The use cases: receive, consume and reconcile, and the verification they start with. They
+//! talk to the outside only through ports, so the Lambdas and `gemini-hooks dev` run the same
+//! code on different adapters.
+
+pub mod consume;
+pub mod enqueue_once;
+pub mod http;
+pub mod receive;
+pub mod reconcile;
+pub mod routes;
+pub mod secrets;
+pub mod verify;
