@@ -544,11 +544,10 @@ mod tests {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+    use aws_lc_rs::rsa::{KeyPair, KeySize};
+    use aws_lc_rs::signature::KeyPair as _;
     use jsonwebtoken::{EncodingKey, Header, encode};
-    use rsa::RsaPrivateKey;
-    use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
-    use rsa::pkcs8::{EncodePublicKey, LineEnding};
-    use rsa::traits::PublicKeyParts;
     use serde_json::json;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
@@ -565,15 +564,30 @@ mod tests {
         e: String,
     }
 
+    /// PEM text (RFC 7468), 64-character lines.
+    fn pem(label: &str, der: &[u8]) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let mut text = format!("-----BEGIN {label}-----\n");
+        for chunk in b64.as_bytes().chunks(64) {
+            text.push_str(std::str::from_utf8(chunk).unwrap());
+            text.push('\n');
+        }
+        text.push_str(&format!("-----END {label}-----\n"));
+        text
+    }
+
     fn generate() -> TestKey {
-        let private = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-        let public = private.to_public_key();
+        let private = KeyPair::generate(KeySize::Rsa2048).unwrap();
+        let public = private.public_key();
+        let pkcs8: Pkcs8V1Der<'static> = private.as_der().unwrap();
+        let spki: PublicKeyX509Der<'static> = public.as_der().unwrap();
         TestKey {
-            private_pem: private.to_pkcs1_pem(LineEnding::LF).unwrap().to_string(),
-            public_pem: public.to_public_key_pem(LineEnding::LF).unwrap(),
-            public_der: public.to_pkcs1_der().unwrap().as_bytes().to_vec(),
-            n: URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
-            e: URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+            private_pem: pem("PRIVATE KEY", pkcs8.as_ref()),
+            public_pem: pem("PUBLIC KEY", spki.as_ref()),
+            // `as_ref` is the PKCS#1 `RSAPublicKey` DER.
+            public_der: public.as_ref().to_vec(),
+            n: URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+            e: URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
         }
     }
 
