@@ -7,7 +7,8 @@
 # cargo-lambda from PyPI into ./.venv (the package brings the zig it cross-compiles with, so no
 # Docker and no cross toolchain are needed) and the aarch64 standard library with rustup.
 #
-# Output: target/lambda/{receiver,consumer,reconciler}/bootstrap. Extra arguments go to
+# Output: target/lambda/{receiver,consumer,reconciler}/bootstrap (under CARGO_TARGET_DIR when
+# set; cargo-lambda's --target-dir flag is broken, the variable works). Extra arguments go to
 # `cargo lambda build` (e.g. --output-format zip).
 set -euo pipefail
 
@@ -20,6 +21,7 @@ PYTHON="${PYTHON:-python3}"
 CARGO_LAMBDA_VERSION="${CARGO_LAMBDA_VERSION:-1.9.2}"
 TARGET=aarch64-unknown-linux-gnu
 FUNCTIONS=(receiver consumer reconciler)
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 
 section() { printf '\n==> %s\n' "$*"; }
 die() {
@@ -56,7 +58,7 @@ end=$(date +%s)
 section "result"
 printf 'built in %d s\n' "$((end - start))"
 for f in "${FUNCTIONS[@]}"; do
-  bin="target/lambda/$f/bootstrap"
+  bin="$TARGET_DIR/lambda/$f/bootstrap"
   [[ -f "$bin" ]] || die "$bin is missing"
   printf '%-11s %8.1f MiB  %s\n' "$f" "$(awk -v b="$(wc -c <"$bin")" 'BEGIN { print b / 1048576 }')" "$bin"
   if command -v file >/dev/null; then
