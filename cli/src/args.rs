@@ -1,7 +1,6 @@
 //! Command-line interface (clap derive). Only the shape of the commands lives here; each
 //! command's logic is in its own module.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -11,6 +10,9 @@ pub const DEFAULT_DATA_DIR: &str = ".gemini-hooks";
 /// Default address of `dev` and default target of `send`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9000";
 pub const DEFAULT_URL: &str = "http://127.0.0.1:9000/";
+/// `aud` of the tokens `send --dynamic` signs, and the audience `dev --local-jwks` accepts
+/// unless WEBHOOK_JWT_AUDIENCE says otherwise.
+pub const LOCAL_AUDIENCE: &str = "gemini-hooks-local";
 
 const ABOUT: &str = "Receive Google Gemini API webhooks — on AWS, or on your laptop.";
 
@@ -23,6 +25,7 @@ SQLite store instead of DynamoDB and SQS. No AWS account is needed.
 Start here:
   gemini-hooks demo                  the whole story with sample data, in one command
   gemini-hooks dev                   the pipeline on http://127.0.0.1:9000/ (needs a signing secret)
+  gemini-hooks dev --sample-gemini   the same, with a SAMPLE Gemini endpoint instead of a key
   gemini-hooks send batch.succeeded  a signed delivery to it; try --duplicate, --wrong-signature
   gemini-hooks verify --headers h.txt --body body.json
                                      why does this captured delivery fail verification?
@@ -53,6 +56,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// List jobs, result rows and dead letters from the local store.
     Results(ResultsArgs),
+    /// Move the local dead letters back to the queue (after fixing what made them fail).
+    #[command(long_about = REDRIVE_ABOUT)]
+    Redrive(RedriveArgs),
     /// Print the JWKS of the local key that `send --dynamic` signs with.
     Jwks(JwksArgs),
     /// Print a new random `whsec_` signing secret (for local use).
@@ -74,7 +80,17 @@ with visibility timeouts, retries and dead letters. Everything lives in one SQLi
 data directory, so queued work survives a restart.
 
 Required: WEBHOOK_SIGNING_SECRETS (or --secret), and GEMINI_API_KEY for the consumer (or
---receive-only). Set GEMINI_API_BASE_URL to use another Gemini-compatible endpoint.";
+--receive-only, or --sample-gemini). Set GEMINI_API_BASE_URL to use another Gemini-compatible
+endpoint. One `dev` per data directory: a second one on the same directory refuses to start.";
+
+const REDRIVE_ABOUT: &str = "\
+Move the local dead letters back to the queue, as an SQS redrive does for the deployed DLQ.
+
+A message lands in the dead letters after --max-receive-count failed receives; `gemini-hooks
+results --dead-letters` shows why its last receive failed. Fix the cause, then redrive: the
+messages go to the end of the queue with a fresh receive count, and a running `gemini-hooks dev`
+picks them up within a second (otherwise the next start does). Replays are safe: rows are keyed
+by (job, key) and job state only moves forward.";
 
 const SEND_ABOUT: &str = "\
 Build a delivery the way Gemini sends it, sign it and POST it.
@@ -82,7 +98,12 @@ Build a delivery the way Gemini sends it, sign it and POST it.
 The body is a built-in sample for the event type (or --body FILE, sent byte for byte). Static
 signing (the default) uses the first secret of --secret / WEBHOOK_SIGNING_SECRETS; --dynamic signs
 an RS256 JWT with a local RSA key (--key FILE, or one generated in the data directory; its JWKS is
-printed by `gemini-hooks jwks` and served by `gemini-hooks dev --local-jwks`).
+printed by `gemini-hooks jwks` and served by `gemini-hooks dev --local-jwks`). The token carries
+`iat`, `exp`, `jti` and `aud` (--audience) but, as Gemini documents it, no digest of the body
+unless --bind-body asks for one.
+
+Exit status: 0 when every answer is 2xx, 1 otherwise (including the deliberate failures), 2 on
+usage errors.
 
 The failure options build deliveries that a correct receiver must refuse, so you can watch it
 happen: --wrong-signature (401), --stale-timestamp 600 (401), --duplicate (the second answer is
@@ -93,7 +114,10 @@ Verify a captured delivery offline, and explain the first check that fails in pl
 
 Headers come from a file of `Name: value` lines (as captured by a proxy, a request bin or
 `send --capture`) and/or flags; the body is read from a file as raw bytes. Secrets come from
---secret or WEBHOOK_SIGNING_SECRETS. Exit status: 0 verified, 1 not verified, 2 usage error.";
+--secret or WEBHOOK_SIGNING_SECRETS. For a dynamic (JWT) delivery it prints the token's header
+and claims (never its signature), so you can see which `aud` to put in WEBHOOK_JWT_AUDIENCE.
+
+Exit status: 0 verified, 1 not verified, 2 usage error (including unreadable input files).";
 
 const DEMO_ABOUT: &str = "\
 Show the whole story with sample data, in one command, with no AWS account and no Gemini key.
@@ -237,9 +261,10 @@ pub struct DataDirArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct DevArgs {
-    /// Address the receiver listens on (port 0 picks a free port).
+    /// Address the receiver listens on, e.g. 127.0.0.1:9000 or localhost:9000 (port 0 picks
+    /// a free port).
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_ADDR)]
-    pub addr: SocketAddr,
+    pub addr: String,
 
     #[command(flatten)]
     pub data: DataDirArg,
@@ -250,8 +275,14 @@ pub struct DevArgs {
 
     /// Receive and queue only; do not run the consumer (no GEMINI_API_KEY needed). Queued
     /// messages stay in the store for the next run.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sample_gemini")]
     pub receive_only: bool,
+
+    /// Run the consumer against a local SAMPLE Gemini endpoint (the demo's bundled sample
+    /// batches and results file) instead of Google: no GEMINI_API_KEY needed. Every
+    /// `batches/sample-…` id is a sample batch (`gemini-hooks send` uses such ids).
+    #[arg(long)]
+    pub sample_gemini: bool,
 
     /// Serve the JWKS of the local dynamic-signing key at /.well-known/jwks.json and verify
     /// dynamic deliveries against it (instead of WEBHOOK_JWKS_URL).
@@ -300,18 +331,19 @@ pub struct SendArgs {
     #[arg(long, default_value = DEFAULT_URL)]
     pub url: String,
 
-    /// Static signing secret(s), comma separated; the first one signs.
-    #[arg(
-        long,
-        env = "WEBHOOK_SIGNING_SECRETS",
-        value_name = "WHSEC",
-        hide_env_values = true
-    )]
+    /// Static signing secret(s), comma separated; the first one signs. Default: the
+    /// WEBHOOK_SIGNING_SECRETS environment variable.
+    #[arg(long, value_name = "WHSEC")]
     pub secret: Option<String>,
 
     /// Sign as a dynamic webhook: an RS256 JWT in `webhook-signature`.
     #[arg(long)]
     pub dynamic: bool,
+
+    /// With --dynamic: also put the body's SHA-256 in the token (`body_sha256`), binding the
+    /// body to the signature. Gemini documents no such claim, so by default there is none.
+    #[arg(long)]
+    pub bind_body: bool,
 
     /// RSA private key (PEM) for --dynamic; default: the data directory's key, created if missing.
     #[arg(long, value_name = "FILE")]
@@ -321,9 +353,9 @@ pub struct SendArgs {
     #[arg(long)]
     pub kid: Option<String>,
 
-    /// `aud` claim of the JWT.
-    #[arg(long)]
-    pub audience: Option<String>,
+    /// `aud` claim of the JWT (what `dev --local-jwks` accepts by default).
+    #[arg(long, default_value = LOCAL_AUDIENCE)]
+    pub audience: String,
 
     /// `iss` claim of the JWT.
     #[arg(long)]
@@ -463,6 +495,17 @@ pub struct ResultsArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct RedriveArgs {
+    /// Only this dead letter (its MESSAGE id in `results --dead-letters`); repeatable.
+    /// Default: all of them.
+    #[arg(long = "id", value_name = "MESSAGE_ID")]
+    pub ids: Vec<String>,
+
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct JwksArgs {
     /// RSA private key (PEM); default: the data directory's key, created if missing.
     #[arg(long, value_name = "FILE")]
@@ -481,7 +524,7 @@ pub struct DemoArgs {
 
     /// Address of the demo's receiver (default: a free port).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
-    pub addr: SocketAddr,
+    pub addr: String,
 
     /// Show the pipeline's logs (normally only warnings and errors).
     #[arg(short, long)]

@@ -18,6 +18,7 @@ use crate::args::DemoArgs;
 use crate::dev::{ConsumerSetup, Pipeline, PipelineConfig, bind};
 use crate::error::CliError;
 use crate::layout::store_path;
+use crate::lock::DataDirLock;
 use crate::results::{job_note, row_text};
 use crate::sample_gemini::{self, FAILED_BATCH, SAMPLE_API_KEY, SUCCEEDED_BATCH};
 use crate::samples::sample_event;
@@ -90,7 +91,8 @@ pub async fn run(args: DemoArgs, out: &mut dyn Write) -> Result<(), CliError> {
         max_receive_count: 5,
         concurrency: 4,
     };
-    let pipeline = Pipeline::start(bind(args.addr).await?, config).await?;
+    let lock = DataDirLock::acquire(&data_dir)?;
+    let pipeline = Pipeline::start(bind(&args.addr).await?, config, lock).await?;
     let url = format!("http://{}/", pipeline.addr);
     let result = story(out, &pipeline, &url, &gemini_url, secret, &data_dir).await;
     pipeline.stop().await;

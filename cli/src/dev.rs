@@ -23,6 +23,7 @@ use gemini_hooks::config::{
     ConfigError, Env, ReceiveLimits, RouteTables, VerifierConfig, env, route_tables,
 };
 use gemini_hooks::domain::envelope::QueueEnvelope;
+use gemini_hooks::domain::verify::standard::parse_secret_list;
 use gemini_hooks::ports::clock::{SharedClock, SystemClock};
 use gemini_hooks::ports::keys::KeySource;
 use gemini_hooks::ports::{EventQueue, ResultsStore};
@@ -34,10 +35,12 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::args::DevArgs;
+use crate::args::{DevArgs, LOCAL_AUDIENCE};
 use crate::error::CliError;
 use crate::keys::LocalKey;
 use crate::layout::{store_path, table_path};
+use crate::lock::DataDirLock;
+use crate::sample_gemini::{self, SAMPLE_API_KEY};
 use crate::util::{line, now_ms};
 
 /// How often the consumer looks at the queue when nothing woke it (other processes, delays).
@@ -87,23 +90,46 @@ pub struct Pipeline {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     consumer: Option<JoinHandle<()>>,
+    /// Released when the pipeline is dropped, after it stopped.
+    _lock: DataDirLock,
 }
 
-/// Binds `addr` first, so the JWKS URL of `--local-jwks` (which names the port) is known before
-/// the verifier is configured.
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, CliError> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        CliError::Failed(format!(
-            "cannot listen on {addr}: {e} (is another `gemini-hooks dev` running? use --addr)"
-        ))
+/// Binds `addr` (`HOST:PORT`; a name such as `localhost` is resolved, IPv4 first) before the
+/// verifier is configured, so the JWKS URL of `--local-jwks` (which names the port) is known.
+pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, CliError> {
+    let mut candidates: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "--addr {addr}: {e} (expected HOST:PORT, e.g. 127.0.0.1:9000 or localhost:9000)"
+            ))
+        })?
+        .collect();
+    // `send` and the printed URLs default to 127.0.0.1, so prefer IPv4 when a name has both.
+    candidates.sort_by_key(|a| !a.is_ipv4());
+    let mut last = None;
+    for candidate in candidates {
+        match tokio::net::TcpListener::bind(candidate).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some((candidate, e)),
+        }
+    }
+    Err(match last {
+        Some((candidate, e)) => CliError::Failed(format!(
+            "cannot listen on {candidate}: {e} (another program, or another `gemini-hooks dev` \
+             with another --data-dir, may use the port: pass --addr)"
+        )),
+        None => CliError::Usage(format!("--addr {addr}: the name resolves to no address")),
     })
 }
 
 impl Pipeline {
     /// Opens the store and starts the HTTP server and (if configured) the consumer loop.
+    /// `lock` is the data directory's lock, held for as long as the pipeline lives.
     pub async fn start(
         listener: tokio::net::TcpListener,
         config: PipelineConfig,
+        lock: DataDirLock,
     ) -> Result<Self, CliError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| CliError::io(&config.data_dir, e))?;
         let clock: SharedClock = Arc::new(SystemClock);
@@ -192,6 +218,7 @@ impl Pipeline {
             shutdown,
             server,
             consumer,
+            _lock: lock,
         })
     }
 
@@ -369,6 +396,7 @@ impl Worker {
         }
         let now = self.clock.now_ms();
         for (_, flight) in in_flight.drain() {
+            // Not a failure: the next run retries it at once, with its last error kept.
             if let Err(e) = self.store.release(&flight.message_id, 0, now).await {
                 tracing::warn!(error = %e, message_id = %flight.message_id, "could not release an unfinished message");
             } else {
@@ -435,6 +463,8 @@ impl Worker {
                     .store
                     .max_receive_count()
                     .saturating_sub(flight.receive_count);
+                // The one line per failed receive: the Gemini client's own retries log at
+                // debug level, and this carries their last reason.
                 if e.is_retryable() {
                     tracing::warn!(
                         message_id = id,
@@ -455,11 +485,19 @@ impl Worker {
                         "message cannot be handled; it goes to the dead letters after its last attempt"
                     );
                 }
-                self.store.release(id, delay, now).await.map(|_| ())
+                let reason = format!("{}: {e}", e.code());
+                self.store
+                    .release_failed(id, delay, now, &reason)
+                    .await
+                    .map(|_| ())
             }
             Err(join) => {
-                tracing::error!(message_id = id, error = %join, "message handler panicked");
-                self.store.release(id, 0, now).await.map(|_| ())
+                tracing::error!(message_id = id, outcome = "panic", error = %join, "message handler panicked");
+                let reason = format!("panic: {join}");
+                self.store
+                    .release_failed(id, 0, now, &reason)
+                    .await
+                    .map(|_| ())
             }
         };
         if let Err(e) = result {
@@ -522,23 +560,55 @@ pub fn consumer_setup(env: &Env<'_>) -> Result<ConsumerSetup, CliError> {
     })
 }
 
+/// The consumer of `--sample-gemini`: the bundled sample endpoint, on a free local port.
+async fn sample_consumer(env: &Env<'_>) -> Result<ConsumerSetup, CliError> {
+    let (url, _) = sample_gemini::start().await?;
+    let mut gemini = GeminiSettings::new(SAMPLE_API_KEY);
+    gemini.base_url = url;
+    Ok(ConsumerSetup {
+        gemini,
+        routes: route_tables(env)?,
+    })
+}
+
 fn secrets_hint(e: ConfigError) -> CliError {
-    let hint = matches!(e, ConfigError::Missing(_) | ConfigError::NoVerification).then(|| {
-        "export WEBHOOK_SIGNING_SECRETS=$(gemini-hooks secret) — or pass --secret — and use \
-         the same value with `gemini-hooks send`"
-            .to_owned()
-    });
-    CliError::Config(e, hint)
+    let hint = match &e {
+        ConfigError::Missing(_) | ConfigError::NoVerification => Some(
+            "export WEBHOOK_SIGNING_SECRETS=$(gemini-hooks secret) — or pass --secret — and use \
+             the same value with `gemini-hooks send`",
+        ),
+        ConfigError::Invalid { name, .. } if *name == env::WEBHOOK_SIGNING_SECRETS => Some(
+            "`gemini-hooks secret` prints a valid new one (whsec_ + base64 of 24 to 64 random \
+             bytes)",
+        ),
+        _ => None,
+    };
+    CliError::Config(e, hint.map(str::to_owned))
+}
+
+/// `--secret`, checked on its own so an error names the flag, not the variable it overrides.
+fn secret_flag(flag: Option<&str>) -> Result<Option<String>, CliError> {
+    let Some(secret) = flag.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    parse_secret_list(secret).map_err(|e| {
+        CliError::Usage(format!(
+            "--secret: {e}\n  hint: `gemini-hooks secret` prints a valid new one"
+        ))
+    })?;
+    Ok(Some(secret.to_owned()))
 }
 
 /// Runs `gemini-hooks dev` until Ctrl-C / SIGTERM.
 pub async fn run(args: DevArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let listener = bind(args.addr).await?;
+    // The lock first: a second `dev` on this directory must say so, not fail on the port.
+    let lock = DataDirLock::acquire(&args.data.data_dir)?;
+    let listener = bind(&args.addr).await?;
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::Failed(format!("cannot read the bound address: {e}")))?;
     let mut overrides = HashMap::new();
-    if let Some(secret) = args.secret.clone().filter(|s| !s.trim().is_empty()) {
+    if let Some(secret) = secret_flag(args.secret.as_deref())? {
         overrides.insert(env::WEBHOOK_SIGNING_SECRETS, secret);
     }
     let local_jwks = if args.local_jwks {
@@ -550,12 +620,12 @@ pub async fn run(args: DevArgs, out: &mut dyn Write) -> Result<(), CliError> {
             env::WEBHOOK_JWKS_URL,
             format!("http://{addr}/.well-known/jwks.json"),
         );
-        // Dynamic mode needs an audience; locally it is the one `send --dynamic` signs for.
-        if Env::process().optional(env::WEBHOOK_JWT_AUDIENCE).is_none() {
-            overrides.insert(
-                env::WEBHOOK_JWT_AUDIENCE,
-                crate::send::LOCAL_AUDIENCE.to_owned(),
-            );
+        // Dynamic mode needs an audience; locally it is the one `send --dynamic` signs for,
+        // unless the operator chose another.
+        let audience_set =
+            std::env::var(env::WEBHOOK_JWT_AUDIENCE).is_ok_and(|v| !v.trim().is_empty());
+        if !audience_set {
+            overrides.insert(env::WEBHOOK_JWT_AUDIENCE, LOCAL_AUDIENCE.to_owned());
         }
         Some(key.jwks(key.kid()))
     } else {
@@ -566,6 +636,8 @@ pub async fn run(args: DevArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let limits = ReceiveLimits::from_env(&env)?;
     let consumer = if args.receive_only {
         None
+    } else if args.sample_gemini {
+        Some(sample_consumer(&env).await?)
     } else {
         Some(consumer_setup(&env)?)
     };
@@ -580,8 +652,8 @@ pub async fn run(args: DevArgs, out: &mut dyn Write) -> Result<(), CliError> {
         max_receive_count: args.max_receive_count,
         concurrency: args.concurrency,
     };
-    let summary = describe(&config);
-    let pipeline = Pipeline::start(listener, config).await?;
+    let summary = describe(&config, args.sample_gemini);
+    let pipeline = Pipeline::start(listener, config, lock).await?;
     let stats = pipeline.store.queue_stats(now_ms()).await?;
     line(
         out,
@@ -604,9 +676,17 @@ pub async fn run(args: DevArgs, out: &mut dyn Write) -> Result<(), CliError> {
     for l in summary {
         line(out, &l)?;
     }
+    let send_url = if pipeline.addr.port() == 9000 && pipeline.addr.ip().is_loopback() {
+        String::new()
+    } else {
+        format!(" --url http://{}/", pipeline.addr)
+    };
     line(
         out,
-        "  try        gemini-hooks send batch.succeeded   (same WEBHOOK_SIGNING_SECRETS); Ctrl-C stops",
+        &format!(
+            "  try        gemini-hooks send batch.succeeded{send_url}   (same \
+             WEBHOOK_SIGNING_SECRETS); Ctrl-C stops"
+        ),
     )?;
     out.flush()
         .map_err(|e| CliError::io(Path::new("<stdout>"), e))?;
@@ -617,18 +697,20 @@ pub async fn run(args: DevArgs, out: &mut dyn Write) -> Result<(), CliError> {
     Ok(())
 }
 
-fn describe(config: &PipelineConfig) -> Vec<String> {
+fn describe(config: &PipelineConfig, sample: bool) -> Vec<String> {
     let v = &config.verifier;
-    let dynamic = v.jwt.as_ref().map_or_else(
-        || "dynamic JWTs off (no WEBHOOK_JWT_AUDIENCE)".to_owned(),
-        |jwt| {
-            format!(
-                "dynamic JWTs for audience {} against {}",
-                jwt.rules.audiences.join(","),
-                jwt.jwks.url
-            )
-        },
-    );
+    let dynamic = match &v.jwt {
+        Some(jwt) if config.local_jwks.is_some() => format!(
+            "dynamic JWTs for aud {} against the local key",
+            jwt.rules.audiences.join(",")
+        ),
+        Some(jwt) => format!(
+            "dynamic JWTs for aud {} against {}",
+            jwt.rules.audiences.join(","),
+            jwt.jwks.url
+        ),
+        None => "dynamic JWTs off (no WEBHOOK_JWT_AUDIENCE; --local-jwks turns them on)".into(),
+    };
     let mut lines = vec![format!(
         "  verifying  {} static secret(s), window ±{} s; {dynamic}",
         v.secrets.as_ref().map_or(0, Vec::len),
@@ -636,7 +718,8 @@ fn describe(config: &PipelineConfig) -> Vec<String> {
     )];
     lines.push(match &config.consumer {
         Some(c) => format!(
-            "  consumer   Gemini API at {} ({} at once, visibility {} s, dead letter after {} receives)",
+            "  consumer   {}Gemini API at {} ({} at once, visibility {} s, dead letter after {} receives)",
+            if sample { "SAMPLE " } else { "" },
             c.gemini.base_url,
             config.concurrency,
             config.visibility_ms / 1000,
@@ -644,6 +727,14 @@ fn describe(config: &PipelineConfig) -> Vec<String> {
         ),
         None => "  consumer   off (--receive-only): deliveries are queued for a later run".into(),
     });
+    if sample {
+        lines.push(
+            "  SAMPLE     bundled sample data, nothing goes to Google: every batches/sample-… id \
+             is a sample batch (send picks one; -failed-/-expired-/-cancelled- in the id set \
+             its state)"
+                .into(),
+        );
+    }
     lines
 }
 

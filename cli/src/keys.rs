@@ -3,13 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKey};
+use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey, LineEnding};
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
-use rsa::traits::PublicKeyParts;
-use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -18,12 +17,19 @@ use crate::error::CliError;
 /// File name of the generated key inside the data directory.
 pub const KEY_FILE_NAME: &str = "dynamic-signing-key.pem";
 /// Size of generated keys; what Gemini's JWKS uses.
-const KEY_BITS: usize = 2048;
+const KEY_SIZE: KeySize = KeySize::Rsa2048;
+/// PEM labels: PKCS#8 (what we write), PKCS#1 (`openssl genrsa -traditional`, and keys written
+/// by earlier versions), and the two public forms (SPKI, PKCS#1).
+const PKCS8_PRIVATE: &str = "PRIVATE KEY";
+const PKCS1_PRIVATE: &str = "RSA PRIVATE KEY";
+const SPKI_PUBLIC: &str = "PUBLIC KEY";
+const PKCS1_PUBLIC: &str = "RSA PUBLIC KEY";
 
 /// A private RSA key with its key id.
 pub struct LocalKey {
-    private: RsaPrivateKey,
-    pem: String,
+    pair: KeyPair,
+    /// PKCS#8 DER, what the key file holds.
+    pkcs8: Vec<u8>,
     kid: String,
 }
 
@@ -40,34 +46,50 @@ fn key_err(what: &str, e: impl std::fmt::Display) -> CliError {
 }
 
 impl LocalKey {
-    /// A fresh key from the OS RNG.
+    /// A fresh key from the OS RNG (inside aws-lc).
     pub fn generate() -> Result<Self, CliError> {
-        let private = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, KEY_BITS)
-            .map_err(|e| key_err("cannot generate an RSA key", e))?;
-        Self::from_private(private)
+        let pair =
+            KeyPair::generate(KEY_SIZE).map_err(|e| key_err("cannot generate an RSA key", e))?;
+        Self::from_pair(pair)
     }
 
     /// Parses a PKCS#1 (`BEGIN RSA PRIVATE KEY`) or PKCS#8 (`BEGIN PRIVATE KEY`) PEM.
     pub fn from_pem(text: &str) -> Result<Self, CliError> {
-        let private = RsaPrivateKey::from_pkcs1_pem(text)
-            .or_else(|_| RsaPrivateKey::from_pkcs8_pem(text))
-            .map_err(|_| {
-                CliError::Key(
-                    "not an RSA private key in PEM (PKCS#1 `BEGIN RSA PRIVATE KEY` or PKCS#8 \
-                     `BEGIN PRIVATE KEY`)"
-                        .into(),
-                )
-            })?;
-        Self::from_private(private)
+        let not_a_key = || {
+            CliError::Key(
+                "not an RSA private key in PEM (PKCS#1 `BEGIN RSA PRIVATE KEY` or PKCS#8 \
+                 `BEGIN PRIVATE KEY`)"
+                    .into(),
+            )
+        };
+        let block = pem::parse(text).map_err(|_| not_a_key())?;
+        let pair = match block.tag() {
+            PKCS8_PRIVATE => KeyPair::from_pkcs8(block.contents()),
+            PKCS1_PRIVATE => KeyPair::from_der(block.contents()),
+            _ => return Err(not_a_key()),
+        }
+        .map_err(|_| not_a_key())?;
+        Self::from_pair(pair)
     }
 
-    fn from_private(private: RsaPrivateKey) -> Result<Self, CliError> {
-        let pem = private
-            .to_pkcs1_pem(LineEnding::LF)
-            .map_err(|e| key_err("cannot encode the key", e))?
-            .to_string();
-        let kid = thumbprint(&RsaPublicKey::from(&private));
-        Ok(Self { private, pem, kid })
+    fn from_pair(pair: KeyPair) -> Result<Self, CliError> {
+        let pkcs8: Pkcs8V1Der<'static> = pair
+            .as_der()
+            .map_err(|e| key_err("cannot encode the key", e))?;
+        let kid = thumbprint(pair.public_key());
+        Ok(Self {
+            pkcs8: pkcs8.as_ref().to_vec(),
+            pair,
+            kid,
+        })
+    }
+
+    /// The key as a PKCS#8 PEM (what a generated key file holds).
+    pub fn to_pem(&self) -> String {
+        pem::encode_config(
+            &pem::Pem::new(PKCS8_PRIVATE, self.pkcs8.clone()),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        )
     }
 
     /// Reads a key file.
@@ -76,19 +98,24 @@ impl LocalKey {
         Self::from_pem(&text).map_err(|e| CliError::Key(format!("{}: {e}", path.display())))
     }
 
+    /// The data directory's key file (it may not exist yet).
+    pub fn default_path(data_dir: &Path) -> PathBuf {
+        data_dir.join(KEY_FILE_NAME)
+    }
+
     /// `--key FILE` if given, else the data directory's key, generated on first use. Returns
     /// the key, its path and whether it was just created.
     pub fn resolve(key: Option<&Path>, data_dir: &Path) -> Result<(Self, PathBuf, bool), CliError> {
         if let Some(path) = key {
             return Ok((Self::load(path)?, path.to_path_buf(), false));
         }
-        let path = data_dir.join(KEY_FILE_NAME);
+        let path = Self::default_path(data_dir);
         if path.exists() {
             return Ok((Self::load(&path)?, path, false));
         }
         std::fs::create_dir_all(data_dir).map_err(|e| CliError::io(data_dir, e))?;
         let key = Self::generate()?;
-        write_private(&path, key.pem.as_bytes())?;
+        write_private(&path, key.to_pem().as_bytes())?;
         Ok((key, path, true))
     }
 
@@ -99,7 +126,7 @@ impl LocalKey {
 
     /// The public JWK (`kty`, `kid`, `alg`, `use`, `n`, `e`) under `kid`.
     pub fn jwk(&self, kid: &str) -> Value {
-        public_jwk(&RsaPublicKey::from(&self.private), kid)
+        public_jwk(self.pair.public_key(), kid)
     }
 
     /// A JWKS holding this key's public JWK.
@@ -107,13 +134,27 @@ impl LocalKey {
         json!({ "keys": [self.jwk(kid)] })
     }
 
-    /// A compact RS256 JWT over `claims` with `kid` in the header.
+    /// A compact RS256 JWT over `claims` with `kid` in the header (RFC 7515 §3.1).
     pub fn sign_jwt(&self, kid: &str, claims: &Value) -> Result<String, CliError> {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(kid.to_owned());
-        let key = EncodingKey::from_rsa_pem(self.pem.as_bytes())
-            .map_err(|e| key_err("cannot use the key for signing", e))?;
-        jsonwebtoken::encode(&header, claims, &key).map_err(|e| key_err("cannot sign the JWT", e))
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": kid});
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut signature = vec![0; self.pair.public_modulus_len()];
+        self.pair
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                signing_input.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|e| key_err("cannot sign the JWT", e))?;
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature)
+        ))
     }
 }
 
@@ -122,31 +163,40 @@ pub fn public_jwk_from_pem(text: &str) -> Result<Value, CliError> {
     if let Ok(key) = LocalKey::from_pem(text) {
         return Ok(key.jwk(&key.kid));
     }
-    let public = RsaPublicKey::from_public_key_pem(text)
-        .or_else(|_| RsaPublicKey::from_pkcs1_pem(text))
-        .map_err(|_| CliError::Key("not an RSA key in PEM (private or public)".into()))?;
+    let not_a_key = || CliError::Key("not an RSA key in PEM (private or public)".into());
+    let block = pem::parse(text).map_err(|_| not_a_key())?;
+    if !matches!(block.tag(), SPKI_PUBLIC | PKCS1_PUBLIC) {
+        return Err(not_a_key());
+    }
+    // `from_der` reads both RFC 8017 (PKCS#1) and RFC 5280 (SPKI) encodings.
+    let public = PublicKey::from_der(block.contents()).map_err(|_| not_a_key())?;
     let kid = thumbprint(&public);
     Ok(public_jwk(&public, &kid))
 }
 
-fn public_jwk(public: &RsaPublicKey, kid: &str) -> Value {
+fn n_and_e(public: &PublicKey) -> (String, String) {
+    (
+        URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+        URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
+    )
+}
+
+fn public_jwk(public: &PublicKey, kid: &str) -> Value {
+    let (n, e) = n_and_e(public);
     json!({
         "kty": "RSA",
         "kid": kid,
         "alg": "RS256",
         "use": "sig",
-        "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
-        "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+        "n": n,
+        "e": e,
     })
 }
 
 /// RFC 7638: SHA-256 over the canonical JSON of the required members, base64url.
-fn thumbprint(public: &RsaPublicKey) -> String {
-    let canonical = format!(
-        r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
-        URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
-        URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
-    );
+fn thumbprint(public: &PublicKey) -> String {
+    let (n, e) = n_and_e(public);
+    let canonical = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
@@ -168,9 +218,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{DecodingKey, Validation, jwk::Jwk};
+    use aws_lc_rs::encoding::PublicKeyX509Der;
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::Jwk};
 
     const FIXTURE: &str = include_str!("../../tests/fixtures/test-rsa-1.pem");
+
+    fn verify(token: &str, jwk: &Value) -> jsonwebtoken::TokenData<Value> {
+        let jwk: Jwk = serde_json::from_value(jwk.clone()).unwrap();
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<Value>(token, &DecodingKey::from_jwk(&jwk).unwrap(), &validation)
+            .unwrap()
+    }
 
     #[test]
     fn signed_jwt_verifies_with_the_printed_jwk() {
@@ -178,30 +239,54 @@ mod tests {
         let token = key
             .sign_jwt(key.kid(), &json!({"sub": "x", "iat": 1}))
             .unwrap();
-        let jwk: Jwk = serde_json::from_value(key.jwk(key.kid())).unwrap();
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.validate_exp = false;
-        validation.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<Value>(
-            &token,
-            &DecodingKey::from_jwk(&jwk).unwrap(),
-            &validation,
-        )
-        .unwrap();
+        let data = verify(&token, &key.jwk(key.kid()));
         assert_eq!(data.claims["sub"], "x");
         assert_eq!(data.header.kid.as_deref(), Some(key.kid()));
+        assert_eq!(data.header.alg, Algorithm::RS256);
+    }
+
+    #[test]
+    fn a_generated_key_round_trips_through_its_pkcs8_pem() {
+        let key = LocalKey::generate().unwrap();
+        let pem = key.to_pem();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        let again = LocalKey::from_pem(&pem).unwrap();
+        assert_eq!(again.kid(), key.kid());
+        // A token from the reloaded key verifies with the first key's JWK.
+        let token = again.sign_jwt("k", &json!({"iat": 1})).unwrap();
+        assert_eq!(verify(&token, &key.jwk("k")).claims["iat"], 1);
+        assert_ne!(LocalKey::generate().unwrap().kid(), key.kid());
     }
 
     #[test]
     fn kid_is_the_rfc7638_thumbprint_and_public_pem_gives_the_same_jwk() {
         let key = LocalKey::from_pem(FIXTURE).unwrap();
         assert_eq!(key.kid().len(), 43, "base64url of 32 bytes");
-        let public = rsa::pkcs8::EncodePublicKey::to_public_key_pem(
-            &RsaPublicKey::from(&key.private),
-            LineEnding::LF,
-        )
-        .unwrap();
+        let spki: PublicKeyX509Der<'static> = key.pair.public_key().as_der().unwrap();
+        let public = pem::encode(&pem::Pem::new(SPKI_PUBLIC, spki.as_ref().to_vec()));
         assert_eq!(public_jwk_from_pem(&public).unwrap(), key.jwk(key.kid()));
+        let pkcs1 = pem::encode(&pem::Pem::new(
+            PKCS1_PUBLIC,
+            key.pair.public_key().as_ref().to_vec(),
+        ));
+        assert_eq!(public_jwk_from_pem(&pkcs1).unwrap(), key.jwk(key.kid()));
         assert!(public_jwk_from_pem("not a key").is_err());
+        assert!(
+            LocalKey::from_pem(&public).is_err(),
+            "a public key cannot sign"
+        );
+    }
+
+    #[test]
+    fn fixture_jwk_has_a_2048_bit_modulus_and_exponent_65537() {
+        let key = LocalKey::from_pem(FIXTURE).unwrap();
+        assert_eq!(key.jwk("k")["e"], "AQAB");
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(key.jwk("k")["n"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            256
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! `gemini-hooks`: the local pipeline (`dev`, `demo`), developer tools (`send`, `verify`,
-//! `results`, `jwks`, `secret`) and webhook management (`webhooks`). This file only wires:
+//! `results`, `redrive`, `jwks`, `secret`) and webhook management (`webhooks`). This file only wires:
 //! parse, set up logging, dispatch, exit.
 
 mod args;
@@ -9,6 +9,7 @@ mod error;
 mod jsonfmt;
 mod keys;
 mod layout;
+mod lock;
 mod logging;
 mod results;
 mod sample_gemini;
@@ -25,7 +26,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use args::{Cli, Command};
-use error::{CliError, EXIT_FAILURE};
+use error::{CliError, EXIT_FAILURE, EXIT_USAGE};
 use gemini_hooks::adapters::telemetry::LogFormat;
 
 fn main() -> ExitCode {
@@ -68,15 +69,27 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
         }
         Command::Send(a) => {
             logging::init(LogFormat::Text, "warn");
-            send::run(a, out).await.map(|()| 0)
+            send::run(a, out).await
         }
         Command::Verify(a) => {
             logging::init(LogFormat::Text, "error");
-            verify::run(a, out).await.map(verify::exit_status)
+            match verify::run(a, out).await {
+                Ok(verified) => Ok(verify::exit_status(verified)),
+                // 1 is the verdict "not verified"; whatever prevents a verdict (an unreadable
+                // file, a bad key) is a usage error, as documented.
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(EXIT_USAGE)
+                }
+            }
         }
         Command::Results(a) => {
             logging::init(LogFormat::Text, "warn");
             results::run(a, out).await.map(|()| 0)
+        }
+        Command::Redrive(a) => {
+            logging::init(LogFormat::Text, "warn");
+            results::redrive(a, out).await.map(|()| 0)
         }
         Command::Jwks(a) => {
             logging::init(LogFormat::Text, "warn");

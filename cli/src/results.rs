@@ -1,7 +1,7 @@
 //! `gemini-hooks results`: jobs, result rows and dead letters from the local store.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use gemini_hooks::adapters::sqlite::{DeadLetter, SqliteStore};
 use gemini_hooks::domain::envelope::QueueEnvelope;
@@ -9,10 +9,10 @@ use gemini_hooks::domain::jobs::{JobRecord, ResultRow, RowStatus};
 use gemini_hooks::ports::ResultsStore;
 use serde_json::{Value, json};
 
-use crate::args::ResultsArgs;
+use crate::args::{RedriveArgs, ResultsArgs};
 use crate::error::CliError;
 use crate::layout::{store_path, table_path};
-use crate::util::{line, one_line, rfc3339_ms};
+use crate::util::{line, now_ms, one_line, rfc3339_ms};
 
 /// Rows shown in a table when `--limit` is not given.
 const DEFAULT_TABLE_ROWS: usize = 50;
@@ -79,7 +79,13 @@ pub async fn run(args: ResultsArgs, out: &mut dyn Write) -> Result<(), CliError>
                     .map_err(|e| CliError::Failed(format!("cannot encode jobs: {e}")))?;
                 print_json(out, &v)
             } else {
-                print_jobs(out, &jobs)
+                print_jobs(out, &jobs)?;
+                // The queue and the routed tables live in the main store's directory; a
+                // routed table's own file has no queue.
+                if args.table.is_none() {
+                    print_elsewhere(out, &store, data_dir, jobs.is_empty()).await?;
+                }
+                Ok(())
             }
         }
         Some(id) => {
@@ -168,12 +174,78 @@ pub fn job_note(job: &JobRecord) -> String {
     parts.join(", ")
 }
 
+/// The routed results tables (`ROUTES`) that have a file in `data_dir`, by table name.
+pub fn routed_tables(data_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data_dir)
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix("results-")?
+                        .strip_suffix(".sqlite3")
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Where the work not shown yet is: queued or retrying messages, dead letters, routed tables.
+async fn print_elsewhere(
+    out: &mut dyn Write,
+    store: &SqliteStore,
+    data_dir: &Path,
+    no_jobs: bool,
+) -> Result<(), CliError> {
+    let stats = store.queue_stats(now_ms()).await?;
+    let mut notes = Vec::new();
+    if stats.visible + stats.invisible > 0 {
+        notes.push(format!(
+            "{} message(s) queued ({} waiting, {} being handled or waiting to be retried): \
+             `gemini-hooks dev` handles them while it runs (not with --receive-only)",
+            stats.visible + stats.invisible,
+            stats.visible,
+            stats.invisible
+        ));
+    }
+    if stats.dead_letters > 0 {
+        notes.push(format!(
+            "{} dead letter(s): `gemini-hooks results --dead-letters` shows why they failed, \
+             `gemini-hooks redrive` retries them",
+            stats.dead_letters
+        ));
+    }
+    let routed = routed_tables(data_dir);
+    if !routed.is_empty() {
+        notes.push(format!(
+            "jobs routed by ROUTES are in their own tables: {}",
+            routed
+                .iter()
+                .map(|t| format!("`results --table {t}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if no_jobs && notes.is_empty() {
+        notes.push(
+            "nothing queued either: send a delivery to `gemini-hooks dev` (`gemini-hooks send`)"
+                .into(),
+        );
+    }
+    if !notes.is_empty() && !no_jobs {
+        line(out, "")?;
+    }
+    for n in notes {
+        line(out, &format!("  {n}"))?;
+    }
+    Ok(())
+}
+
 fn print_jobs(out: &mut dyn Write, jobs: &[JobRecord]) -> Result<(), CliError> {
     if jobs.is_empty() {
-        return line(
-            out,
-            "No jobs yet. Deliveries show up here once the consumer has handled them.",
-        );
+        return line(out, "No jobs in this table yet.");
     }
     let rows: Vec<Vec<String>> = jobs
         .iter()
@@ -277,13 +349,56 @@ fn print_dead_letters(out: &mut dyn Write, dead: &[DeadLetter]) -> Result<(), Cl
                 rfc3339_ms(d.dead_lettered_at_ms),
                 event,
                 job,
+                one_line(d.last_error.as_deref().unwrap_or("-"), TEXT_WIDTH),
             ]
         })
         .collect();
     table(
         out,
-        &["MESSAGE", "RECEIVES", "DEAD SINCE", "EVENT", "JOB"],
+        &[
+            "MESSAGE",
+            "RECEIVES",
+            "DEAD SINCE",
+            "EVENT",
+            "JOB",
+            "LAST ERROR",
+        ],
         &rows,
+    )?;
+    line(
+        out,
+        "Fix the cause, then `gemini-hooks redrive` (or --id MESSAGE) moves them back to the queue.",
+    )
+}
+
+/// Runs `gemini-hooks redrive`.
+pub async fn redrive(args: RedriveArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let store = open_existing(store_path(&args.data.data_dir))?;
+    let ids = (!args.ids.is_empty()).then(|| args.ids.clone());
+    let done = store.redrive(ids, now_ms()).await?;
+    if !done.unknown.is_empty() {
+        return Err(CliError::Usage(format!(
+            "not a dead letter in {}: {} (see `gemini-hooks results --dead-letters`); nothing \
+             was moved",
+            store.path().display(),
+            done.unknown.join(", ")
+        )));
+    }
+    if done.moved.is_empty() {
+        return line(out, "No dead letters to redrive.");
+    }
+    line(
+        out,
+        &format!(
+            "Moved {} dead letter(s) back to the queue: {}",
+            done.moved.len(),
+            done.moved.join(", ")
+        ),
+    )?;
+    line(
+        out,
+        "A running `gemini-hooks dev` on this data directory handles them within a second; \
+         otherwise its next start does.",
     )
 }
 
@@ -293,6 +408,7 @@ fn dead_letter_json(d: &DeadLetter) -> Value {
         "receive_count": d.receive_count,
         "enqueued_at_ms": d.enqueued_at_ms,
         "dead_lettered_at_ms": d.dead_lettered_at_ms,
+        "last_error": d.last_error,
         "attributes": d.attributes.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "body": serde_json::from_str::<Value>(&d.body).unwrap_or_else(|_| Value::String(d.body.clone())),
     })

@@ -1,7 +1,11 @@
-//! A tiny Gemini-compatible endpoint for `gemini-hooks demo`: it serves two SAMPLE batches
-//! (one succeeded with a bundled results file, one failed) the way the real API shapes them —
-//! a `google.longrunning.Operation` from `GET /v1beta/batches/{id}` and the JSONL from
+//! A tiny Gemini-compatible endpoint for `gemini-hooks demo` and `dev --sample-gemini`: it
+//! serves SAMPLE batches the way the real API shapes them — a `google.longrunning.Operation`
+//! from `GET /v1beta/batches/{id}` and the JSONL from
 //! `GET /download/v1beta/files/{id}:download?alt=media`. Nothing here talks to Google.
+//!
+//! The demo's two batches are fixed. Any other `batches/sample-…` id (what `gemini-hooks send`
+//! makes up) is a sample batch too, in the state its id names (`…-failed-…`, `…-expired-…`,
+//! `…-cancelled-…`), else succeeded with the bundled results file.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +27,8 @@ pub const SAMPLE_API_KEY: &str = "sample-key-not-a-real-gemini-key";
 pub const SUCCEEDED_BATCH: &str = "batches/demo-sample-succeeded";
 pub const FAILED_BATCH: &str = "batches/demo-sample-failed";
 const RESULTS_FILE: &str = "files/demo-sample-results";
+/// Prefix of the made-up sample batch ids (`gemini-hooks send` without `--job`).
+pub const SAMPLE_ID_PREFIX: &str = "batches/sample-";
 
 struct Sample {
     operations: HashMap<String, Value>,
@@ -50,26 +56,60 @@ fn operation(name: &str, state: &str, stats: Value, extra: Value) -> Value {
     op
 }
 
-fn sample() -> Sample {
-    let succeeded = operation(
-        SUCCEEDED_BATCH,
+fn succeeded_operation(name: &str) -> Value {
+    operation(
+        name,
         "BATCH_STATE_SUCCEEDED",
         json!({"requestCount": "8", "successfulRequestCount": "6", "failedRequestCount": "1"}),
         json!({"response": {
             "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatchOutput",
             "responsesFile": RESULTS_FILE,
         }}),
-    );
-    let failed = operation(
-        FAILED_BATCH,
+    )
+}
+
+fn failed_operation(name: &str) -> Value {
+    operation(
+        name,
         "BATCH_STATE_FAILED",
         json!({"requestCount": "3"}),
         json!({"error": {"code": 3, "message": "SAMPLE: the input file contains invalid requests"}}),
-    );
+    )
+}
+
+/// The sample batch behind a made-up `batches/sample-…` id: the state its id names.
+fn made_up_operation(name: &str) -> Option<Value> {
+    let rest = name.strip_prefix(SAMPLE_ID_PREFIX)?;
+    let op = if rest.contains("failed") {
+        failed_operation(name)
+    } else if rest.contains("expired") {
+        operation(
+            name,
+            "BATCH_STATE_EXPIRED",
+            json!({"requestCount": "3"}),
+            json!({}),
+        )
+    } else if rest.contains("cancelled") {
+        operation(
+            name,
+            "BATCH_STATE_CANCELLED",
+            json!({"requestCount": "3"}),
+            json!({}),
+        )
+    } else {
+        succeeded_operation(name)
+    };
+    Some(op)
+}
+
+fn sample() -> Sample {
     Sample {
         operations: HashMap::from([
-            (SUCCEEDED_BATCH.to_owned(), succeeded),
-            (FAILED_BATCH.to_owned(), failed),
+            (
+                SUCCEEDED_BATCH.to_owned(),
+                succeeded_operation(SUCCEEDED_BATCH),
+            ),
+            (FAILED_BATCH.to_owned(), failed_operation(FAILED_BATCH)),
         ]),
         files: HashMap::from([(RESULTS_FILE.to_owned(), SAMPLE_RESULTS)]),
     }
@@ -95,9 +135,18 @@ async fn get_batch(
     if !authorised(&headers) {
         return api_error(StatusCode::FORBIDDEN, "API key not valid (sample endpoint)");
     }
-    match s.operations.get(&format!("batches/{id}")) {
-        Some(op) => axum::Json(op.clone()).into_response(),
-        None => api_error(StatusCode::NOT_FOUND, "batch not found (sample endpoint)"),
+    let name = format!("batches/{id}");
+    match s
+        .operations
+        .get(&name)
+        .cloned()
+        .or_else(|| made_up_operation(&name))
+    {
+        Some(op) => axum::Json(op).into_response(),
+        None => api_error(
+            StatusCode::NOT_FOUND,
+            "batch not found (sample endpoint: it knows batches/sample-… ids only)",
+        ),
     }
 }
 
@@ -163,6 +212,22 @@ mod tests {
         let failed = client.get_batch(FAILED_BATCH).await.unwrap();
         assert_eq!(failed.state, BatchState::Failed);
         assert_eq!(failed.error.unwrap().code, Some(3));
+
+        // A made-up sample id is a batch in the state it names.
+        let made_up = client.get_batch("batches/sample-1a2b").await.unwrap();
+        assert_eq!(made_up.state, BatchState::Succeeded);
+        assert_eq!(made_up.output, Some(BatchOutput::File(RESULTS_FILE.into())));
+        let made_up = client
+            .get_batch("batches/sample-failed-1a2b")
+            .await
+            .unwrap();
+        assert_eq!(made_up.state, BatchState::Failed);
+        let made_up = client
+            .get_batch("batches/sample-expired-1a2b")
+            .await
+            .unwrap();
+        assert_eq!(made_up.state, BatchState::Expired);
+        assert!(client.get_batch("batches/real-batch").await.is_err());
 
         let mut stream = client.download(RESULTS_FILE, 0).await.unwrap();
         let mut bytes = Vec::new();

@@ -17,6 +17,8 @@ pub const KNOWN_TYPES: [&str; 9] = [
 ];
 
 /// A random sample job id for `event_type` (stable prefix so it is recognisable as a sample).
+/// Batch ids name the state the event reports (`batches/sample-failed-…`), which is the state
+/// the sample Gemini endpoint of `dev --sample-gemini` gives them.
 pub fn sample_job_id(event_type: &str) -> String {
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..10];
     if event_type.starts_with("interaction.") {
@@ -24,7 +26,12 @@ pub fn sample_job_id(event_type: &str) -> String {
     } else if event_type.starts_with("video.") {
         format!("models/veo-3.0-generate-001/operations/sample-{suffix}")
     } else {
-        format!("batches/sample-{suffix}")
+        match event_type.strip_prefix("batch.") {
+            Some(state @ ("failed" | "expired" | "cancelled")) => {
+                format!("batches/sample-{state}-{suffix}")
+            }
+            _ => format!("batches/sample-{suffix}"),
+        }
     }
 }
 
@@ -102,6 +109,10 @@ mod tests {
                 assert!(event.job_id.unwrap().starts_with("batches/sample-"));
             }
         }
+        // The sample endpoint reads the state from the id.
+        assert!(sample_job_id("batch.failed").starts_with("batches/sample-failed-"));
+        assert!(sample_job_id("batch.expired").starts_with("batches/sample-expired-"));
+        assert!(!sample_job_id("batch.succeeded").contains("failed"));
     }
 
     #[test]

@@ -1,27 +1,29 @@
 //! `gemini-hooks send`: build a delivery the way Gemini sends it, sign it, POST it.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use gemini_hooks::config::env;
 use gemini_hooks::domain::event::Event;
 use gemini_hooks::domain::verify::standard::{SigningSecret, parse_secret_list, sign};
 use gemini_hooks::domain::verify::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, sha256_hex};
 use serde_json::{Value, json};
 
 use crate::args::SendArgs;
-use crate::error::CliError;
+use crate::error::{CliError, EXIT_FAILURE};
 use crate::keys::LocalKey;
 use crate::samples;
 use crate::util::{now_secs, read_input, rfc3339, write_out};
 
 /// How long a dynamic token is valid after its `iat` (Gemini does not document it).
 const JWT_LIFETIME_SECS: i64 = 300;
+/// How long `send --dynamic` waits for a local `dev`'s JWKS before skipping the key check.
+const JWKS_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// `iss` of locally signed tokens, so nobody mistakes them for Gemini's.
 const LOCAL_ISSUER: &str = "gemini-hooks-cli (local test key)";
-/// `aud` of locally signed tokens, and the audience `dev --local-jwks` accepts by default
-/// (dynamic mode needs one: a token for another audience is refused).
-pub const LOCAL_AUDIENCE: &str = "gemini-hooks-local";
+
 /// Most of an answer's body that is printed.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
@@ -33,8 +35,10 @@ pub enum Signer {
     Dynamic {
         key: Box<LocalKey>,
         kid: String,
-        audience: Option<String>,
+        audience: String,
         issuer: Option<String>,
+        /// Add a `body_sha256` claim (Gemini documents none).
+        bind_body: bool,
     },
 }
 
@@ -77,15 +81,20 @@ impl Signer {
                 kid,
                 audience,
                 issuer,
+                bind_body,
             } => {
-                let claims = json!({
+                // What a receiver can rely on (DESIGN §4): issued-at, expiry, a single-use id
+                // and the audience. The body stays unbound unless asked for.
+                let mut claims = json!({
                     "iss": issuer.as_deref().unwrap_or(LOCAL_ISSUER),
-                    "aud": audience.as_deref().unwrap_or(LOCAL_AUDIENCE),
+                    "aud": audience,
                     "iat": timestamp,
                     "exp": timestamp + JWT_LIFETIME_SECS,
                     "jti": id,
-                    "body_sha256": sha256_hex(body),
                 });
+                if let (true, Value::Object(map)) = (*bind_body, &mut claims) {
+                    map.insert("body_sha256".into(), json!(sha256_hex(body)));
+                }
                 let token = key.sign_jwt(kid, &claims)?;
                 if !forge {
                     return Ok(token);
@@ -148,6 +157,10 @@ pub struct Answer {
 }
 
 impl Answer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
     /// `status` (or `error`) field of a JSON answer.
     pub fn outcome(&self) -> String {
         serde_json::from_str::<Value>(&self.body)
@@ -172,10 +185,16 @@ pub async fn post(
     for (name, value) in &delivery.headers {
         request = request.header(name, value);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| CliError::Http(format!("POST {url} failed: {}", describe(&e))))?;
+    let response = match request.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let why = match reqwest::Url::parse(url) {
+                Ok(parsed) if e.is_connect() => connect_failure(&parsed, &e).await,
+                _ => describe(&e),
+            };
+            return Err(CliError::Http(format!("POST {url} failed: {why}")));
+        }
+    };
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -195,18 +214,73 @@ pub async fn post(
 }
 
 fn describe(e: &reqwest::Error) -> String {
-    if e.is_connect() {
-        "could not connect (is `gemini-hooks dev` running?)".to_owned()
-    } else if e.is_timeout() {
-        "timed out".to_owned()
+    if e.is_timeout() {
+        "no answer in time (--timeout)".to_owned()
     } else {
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            text.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        text
+        error_chain(e)
+    }
+}
+
+/// `e` and its sources, as one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// Whether `host` (as in a URL, IPv6 in brackets) is this machine.
+pub fn is_local_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Why no connection was made, in the terms that tell the cases apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectFailure {
+    /// The name does not resolve.
+    Dns,
+    /// Resolved (or an address), nothing accepted the connection.
+    Refused,
+}
+
+/// The explanation of a failed connection to `url`.
+async fn connect_failure(url: &reqwest::Url, e: &reqwest::Error) -> String {
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(80);
+    // reqwest reports a failed lookup as a connect error too; ask the resolver to tell them
+    // apart (an IP address always "resolves").
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let resolves = tokio::net::lookup_host((bare, port))
+        .await
+        .is_ok_and(|mut addrs| addrs.next().is_some());
+    let kind = if resolves {
+        ConnectFailure::Refused
+    } else {
+        ConnectFailure::Dns
+    };
+    explain_connect(host, port, kind, &error_chain(e))
+}
+
+fn explain_connect(host: &str, port: u16, kind: ConnectFailure, cause: &str) -> String {
+    match kind {
+        ConnectFailure::Dns => format!(
+            "the host name `{host}` does not resolve (DNS): check the --url for a typo, or \
+             your network / VPN"
+        ),
+        ConnectFailure::Refused if is_local_host(host) => format!(
+            "nothing is listening on {host}:{port}: is `gemini-hooks dev` running? Start it in \
+             another terminal (it listens on 127.0.0.1:9000 unless --addr says otherwise), or \
+             pass --url"
+        ),
+        ConnectFailure::Refused => format!(
+            "could not connect to {host}:{port} ({cause}): check the --url, and that the \
+             endpoint is deployed and reachable from this machine"
+        ),
     }
 }
 
@@ -224,11 +298,28 @@ pub fn new_webhook_id() -> String {
     format!("msg_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// The first secret of a `WEBHOOK_SIGNING_SECRETS`-style list.
-pub fn first_secret(list: &str) -> Result<SigningSecret, CliError> {
-    let mut secrets = parse_secret_list(list)
-        .map_err(|e| CliError::Usage(format!("--secret / WEBHOOK_SIGNING_SECRETS: {e}")))?;
+/// The first secret of a `WEBHOOK_SIGNING_SECRETS`-style list; `source` names where the list
+/// came from (the flag or the variable) for the error.
+pub fn first_secret(list: &str, source: &str) -> Result<SigningSecret, CliError> {
+    let mut secrets = parse_secret_list(list).map_err(|e| {
+        CliError::Usage(format!(
+            "{source}: {e}\n  hint: `gemini-hooks secret` prints a valid new one (use the same \
+             value for `gemini-hooks dev`)"
+        ))
+    })?;
     Ok(secrets.swap_remove(0))
+}
+
+/// The secret list to sign with and where it came from: `--secret`, else the environment.
+fn secret_input(flag: Option<&str>) -> Option<(String, &'static str)> {
+    let set = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_owned());
+    flag.and_then(set).map(|s| (s, "--secret")).or_else(|| {
+        std::env::var(env::WEBHOOK_SIGNING_SECRETS)
+            .ok()
+            .as_deref()
+            .and_then(set)
+            .map(|s| (s, env::WEBHOOK_SIGNING_SECRETS))
+    })
 }
 
 fn signer_for(args: &SendArgs) -> Result<(Signer, Option<String>), CliError> {
@@ -247,17 +338,13 @@ fn signer_for(args: &SendArgs) -> Result<(Signer, Option<String>), CliError> {
                 kid,
                 audience: args.audience.clone(),
                 issuer: args.issuer.clone(),
+                bind_body: args.bind_body,
             },
             note,
         ));
     }
-    match args
-        .secret
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        Some(list) => Ok((Signer::Static(first_secret(list)?), None)),
+    match secret_input(args.secret.as_deref()) {
+        Some((list, source)) => Ok((Signer::Static(first_secret(&list, source)?), None)),
         // A forged delivery needs no real secret.
         None if args.wrong_signature => Ok((Signer::Static(SigningSecret::generate()), None)),
         None => Err(CliError::Usage(
@@ -315,9 +402,9 @@ fn write_capture(dir: &Path, delivery: &Delivery) -> Result<(), CliError> {
     std::fs::write(&body, &delivery.body).map_err(|e| CliError::io(&body, e))
 }
 
-/// Runs `gemini-hooks send`.
-pub async fn run(args: SendArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    reqwest::Url::parse(&args.url)
+/// Runs `gemini-hooks send`; the exit status is 0 only if every answer was 2xx.
+pub async fn run(args: SendArgs, out: &mut dyn Write) -> Result<u8, CliError> {
+    let url = reqwest::Url::parse(&args.url)
         .map_err(|e| CliError::Usage(format!("--url {}: {e}", args.url)))?;
     let (signer, note) = signer_for(&args)?;
     if let Some(note) = note {
@@ -336,7 +423,7 @@ pub async fn run(args: SendArgs, out: &mut dyn Write) -> Result<(), CliError> {
         write_out(out, delivery.header_lines().as_bytes())?;
         write_out(out, b"\n")?;
         write_out(out, &delivery.body)?;
-        return Ok(());
+        return Ok(0);
     }
 
     let mut what = event_type.clone();
@@ -351,6 +438,11 @@ pub async fn run(args: SendArgs, out: &mut dyn Write) -> Result<(), CliError> {
         notes.push(format!("timestamp {secs} s in the past"));
     }
     let client = http_client(args.timeout)?;
+    if let (Signer::Dynamic { kid, .. }, true) = (&signer, is_local(&url))
+        && let Some(warning) = check_local_jwks(&client, &url, kid, &args).await
+    {
+        eprintln!("warning: {warning}");
+    }
     let header = format!(
         "POST {}  {what}  webhook-id {id}  ({})\n",
         args.url,
@@ -359,6 +451,8 @@ pub async fn run(args: SendArgs, out: &mut dyn Write) -> Result<(), CliError> {
     write_out(out, header.as_bytes())?;
     let answer = post(&client, &args.url, &delivery).await?;
     print_answer(out, &answer)?;
+    hint(&answer, &url, &signer);
+    let mut all_ok = answer.is_success();
 
     if args.duplicate {
         // A Gemini retry: same id and body, a new attempt time, signed again.
@@ -375,8 +469,94 @@ pub async fn run(args: SendArgs, out: &mut dyn Write) -> Result<(), CliError> {
         )?;
         let answer = post(&client, &args.url, &again).await?;
         print_answer(out, &answer)?;
+        all_ok &= answer.is_success();
     }
-    Ok(())
+    Ok(if all_ok { 0 } else { EXIT_FAILURE })
+}
+
+fn is_local(url: &reqwest::Url) -> bool {
+    url.host_str().is_some_and(is_local_host)
+}
+
+/// Compares the signing key with the JWKS a local `dev --local-jwks` serves; `Some` is a
+/// warning: the receiver will refuse the token. Silent when no `dev` answers (the POST says
+/// so) or when `--key`/`--kid` deliberately sign with something else.
+async fn check_local_jwks(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    kid: &str,
+    args: &SendArgs,
+) -> Option<String> {
+    if args.wrong_signature || args.kid.is_some() {
+        return None;
+    }
+    let jwks_url = url.join("/.well-known/jwks.json").ok()?;
+    let response = client
+        .get(jwks_url.clone())
+        .timeout(JWKS_CHECK_TIMEOUT)
+        .send()
+        .await
+        .ok()?;
+    let origin = url.origin().ascii_serialization();
+    if !response.status().is_success() {
+        return Some(format!(
+            "the receiver at {origin} serves no local JWKS ({jwks_url} answers {}), so it \
+             cannot verify a locally signed token: start `gemini-hooks dev --local-jwks`",
+            response.status().as_u16()
+        ));
+    }
+    let served: Value = response.json().await.ok()?;
+    let kids: Vec<&str> = served
+        .get("keys")
+        .and_then(Value::as_array)
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|k| k.get("kid").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    if kids.contains(&kid) {
+        return None;
+    }
+    let source = args
+        .key
+        .as_ref()
+        .map_or_else(|| LocalKey::default_path(&args.data.data_dir), Clone::clone);
+    Some(format!(
+        "this token is signed with the key in {} (kid {kid}), but the `gemini-hooks dev` at \
+         {origin} verifies with kid {}: it uses another data directory. Pass the same \
+         --data-dir to both (or --key with the key of dev's data directory)",
+        source.display(),
+        if kids.is_empty() {
+            "(none)".to_owned()
+        } else {
+            kids.join(", ")
+        }
+    ))
+}
+
+/// What to do about an answer, when there is something to do (on stderr).
+fn hint(answer: &Answer, url: &reqwest::Url, signer: &Signer) {
+    let outcome = answer.outcome();
+    let local = is_local(url);
+    let text = match (answer.status, outcome.as_str(), signer) {
+        (503, "jwks_unavailable", Signer::Dynamic { .. }) if local => Some(
+            "the local `dev` tried to fetch Gemini's JWKS for this locally signed token: start \
+             it with --local-jwks to verify against the data directory's key",
+        ),
+        (401, "dynamic_not_configured", Signer::Dynamic { .. }) if local => Some(
+            "the local `dev` has dynamic (JWT) verification off: start it with --local-jwks \
+             (it then accepts aud gemini-hooks-local, what `send --dynamic` signs for)",
+        ),
+        (401, "signature_mismatch", Signer::Static(_)) if local => Some(
+            "the receiver has other secrets: use the same WEBHOOK_SIGNING_SECRETS (or \
+             --secret) for `dev` and `send`",
+        ),
+        _ => None,
+    };
+    if let Some(text) = text {
+        eprintln!("hint: {text}");
+    }
 }
 
 fn print_answer(out: &mut dyn Write, answer: &Answer) -> Result<(), CliError> {
@@ -438,8 +618,73 @@ mod tests {
 
     #[test]
     fn first_secret_names_the_setting_not_the_value() {
-        let err = first_secret("whsec_!!notbase64!!").unwrap_err().to_string();
-        assert!(err.contains("WEBHOOK_SIGNING_SECRETS"), "{err}");
+        let err = first_secret("whsec_!!notbase64!!", "--secret")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--secret: "), "{err}");
+        assert!(!err.contains("WEBHOOK_SIGNING_SECRETS"), "{err}");
+        assert!(err.contains("gemini-hooks secret"), "{err}");
         assert!(!err.contains("notbase64"), "{err}");
+    }
+
+    #[test]
+    fn connection_failures_say_which_kind() {
+        let dns = explain_connect("nope.invalid", 443, ConnectFailure::Dns, "x");
+        assert!(
+            dns.contains("`nope.invalid` does not resolve (DNS)"),
+            "{dns}"
+        );
+        let local = explain_connect("127.0.0.1", 9000, ConnectFailure::Refused, "x");
+        assert!(
+            local.contains("nothing is listening on 127.0.0.1:9000"),
+            "{local}"
+        );
+        assert!(local.contains("is `gemini-hooks dev` running?"), "{local}");
+        let remote = explain_connect("hooks.example.com", 443, ConnectFailure::Refused, "refused");
+        assert!(
+            remote.contains("could not connect to hooks.example.com:443 (refused)"),
+            "{remote}"
+        );
+        assert!(!remote.contains("gemini-hooks dev"), "{remote}");
+        for host in ["localhost", "127.0.0.1", "[::1]", "127.1.2.3"] {
+            assert!(is_local_host(host), "{host}");
+        }
+        assert!(!is_local_host("example.com"));
+        assert!(!is_local_host("10.0.0.1"));
+    }
+
+    #[test]
+    fn dynamic_tokens_carry_iat_exp_jti_aud_and_a_digest_only_when_asked() {
+        let key = LocalKey::from_pem(include_str!("../../tests/fixtures/test-rsa-1.pem")).unwrap();
+        let signer = |bind_body| Signer::Dynamic {
+            key: Box::new(
+                LocalKey::from_pem(include_str!("../../tests/fixtures/test-rsa-1.pem")).unwrap(),
+            ),
+            kid: key.kid().to_owned(),
+            audience: "aud-1".into(),
+            issuer: None,
+            bind_body,
+        };
+        let claims_of = |token: &str| -> Value {
+            let part = token.split('.').nth(1).unwrap();
+            serde_json::from_slice(
+                &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, part)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let token = signer(false)
+            .signature("msg_1", 1_000, b"{}", false)
+            .unwrap();
+        let claims = claims_of(&token);
+        assert_eq!(claims["aud"], "aud-1");
+        assert_eq!(claims["iat"], 1_000);
+        assert_eq!(claims["exp"], 1_300);
+        assert_eq!(claims["jti"], "msg_1");
+        assert!(claims.get("body_sha256").is_none(), "{claims}");
+        let token = signer(true)
+            .signature("msg_1", 1_000, b"{}", false)
+            .unwrap();
+        assert_eq!(claims_of(&token)["body_sha256"], sha256_hex(b"{}"));
     }
 }

@@ -246,7 +246,7 @@ pub async fn diagnose(input: &Input, http: reqwest::Client) -> Report {
         .map(str::to_owned);
     let dynamic = signature.as_deref().is_some_and(looks_like_jwt);
 
-    match verifier.verify(&input.headers, &input.body, now).await {
+    let mut report = match verifier.verify(&input.headers, &input.body, now).await {
         Ok(verified) => explain_valid(input, &verified, &given, dynamic),
         Err(err) => {
             let mut report = explain_failure(input, &err, &given, dynamic, signature.as_deref());
@@ -258,7 +258,57 @@ pub async fn diagnose(input: &Input, http: reqwest::Client) -> Report {
             ));
             report
         }
+    };
+    if dynamic {
+        let configured = input.jwt.rules.audiences.join(", ");
+        report.details.extend(token_contents(
+            signature.as_deref(),
+            (!configured.is_empty()).then_some(configured.as_str()),
+        ));
     }
+    report
+}
+
+/// The decoded header and claims of a JWT delivery (never its signature segment), and what
+/// they mean for `WEBHOOK_JWT_AUDIENCE`: Gemini does not document its claims, so this is how
+/// an operator finds the audience their deliveries carry.
+fn token_contents(token: Option<&str>, configured: Option<&str>) -> Vec<String> {
+    let compact = |v: Value| serde_json::to_string(&v).unwrap_or_default();
+    let (header, claims) = (jwt_part(token, 0), jwt_part(token, 1));
+    let mut lines = vec![
+        format!(
+            "JWT header  {}",
+            header.map_or("(not base64url JSON)".to_owned(), compact)
+        ),
+        format!(
+            "JWT claims  {}",
+            claims
+                .clone()
+                .map_or("(not base64url JSON)".to_owned(), compact)
+        ),
+    ];
+    let audiences: Vec<String> = match claims.as_ref().and_then(|c| c.get("aud")) {
+        Some(Value::String(a)) => vec![a.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    lines.push(match (audiences.as_slice(), configured) {
+        ([], _) => "The token has no `aud` claim, so no WEBHOOK_JWT_AUDIENCE can match it.".into(),
+        (auds, None) => format!(
+            "Its audience is {}: a receiver accepts it only with WEBHOOK_JWT_AUDIENCE set to \
+             that (--audience here); first check that the token is from your own job.",
+            auds.join(", ")
+        ),
+        (auds, Some(want)) => format!(
+            "Its audience is {}; configured (--audience / WEBHOOK_JWT_AUDIENCE): {want}.",
+            auds.join(", ")
+        ),
+    });
+    lines
 }
 
 fn explain_valid(
@@ -980,6 +1030,30 @@ mod tests {
             .await,
         );
         assert!(t.contains("version(s) v1a, v2"), "{t}");
+    }
+
+    #[test]
+    fn token_contents_show_header_and_claims_but_never_the_signature() {
+        let b64 = |v: &str| URL_SAFE_NO_PAD.encode(v);
+        let token = format!(
+            "{}.{}.c2lnbmF0dXJl",
+            b64(r#"{"alg":"RS256","kid":"k1"}"#),
+            b64(r#"{"aud":"my-aud","iat":1}"#)
+        );
+        let lines = token_contents(Some(&token), None).join("\n");
+        assert!(
+            lines.contains(r#"JWT header  {"alg":"RS256","kid":"k1"}"#),
+            "{lines}"
+        );
+        assert!(
+            lines.contains(r#"JWT claims  {"aud":"my-aud","iat":1}"#),
+            "{lines}"
+        );
+        assert!(lines.contains("Its audience is my-aud"), "{lines}");
+        assert!(!lines.contains("c2lnbmF0dXJl"), "{lines}");
+        let none = token_contents(Some("x.y.z"), Some("a")).join("\n");
+        assert!(none.contains("(not base64url JSON)"), "{none}");
+        assert!(none.contains("no `aud` claim"), "{none}");
     }
 
     #[tokio::test]

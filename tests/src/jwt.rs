@@ -4,13 +4,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use aws_lc_rs::signature::KeyPair as _;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rsa::pkcs1::DecodeRsaPrivateKey;
-use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 
 /// The two fixture keys.
@@ -34,18 +33,15 @@ impl TestSigner {
 
     /// The public JWK of this key (`kty`, `n`, `e`, `kid`, `alg`, `use`).
     pub fn jwk(&self) -> Value {
-        let key = match rsa::RsaPrivateKey::from_pkcs1_pem(&self.pem) {
-            Ok(k) => k,
-            Err(e) => panic!("fixture key must parse: {e}"),
-        };
+        let public = public_key(&self.pem);
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         json!({
             "kty": "RSA",
             "kid": self.kid,
             "alg": "RS256",
             "use": "sig",
-            "n": b64.encode(key.n().to_bytes_be()),
-            "e": b64.encode(key.e().to_bytes_be()),
+            "n": b64.encode(public.modulus().big_endian_without_leading_zero()),
+            "e": b64.encode(public.exponent().big_endian_without_leading_zero()),
         })
     }
 
@@ -62,6 +58,31 @@ impl TestSigner {
             Err(e) => panic!("signing failed: {e}"),
         }
     }
+}
+
+/// The public key of a PKCS#1 (`BEGIN RSA PRIVATE KEY`) fixture.
+pub fn public_key(pkcs1_pem: &str) -> aws_lc_rs::rsa::PublicKey {
+    let block = match pem::parse(pkcs1_pem) {
+        Ok(b) => b,
+        Err(e) => panic!("fixture key must be PEM: {e}"),
+    };
+    match aws_lc_rs::rsa::KeyPair::from_der(block.contents()) {
+        Ok(pair) => pair.public_key().clone(),
+        Err(e) => panic!("fixture key must parse: {e}"),
+    }
+}
+
+/// The SPKI (`BEGIN PUBLIC KEY`) PEM of a PKCS#1 fixture's public key.
+pub fn public_key_pem(pkcs1_pem: &str) -> String {
+    use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+    let spki: PublicKeyX509Der<'static> = match public_key(pkcs1_pem).as_der() {
+        Ok(d) => d,
+        Err(e) => panic!("public key must encode: {e}"),
+    };
+    pem::encode_config(
+        &pem::Pem::new("PUBLIC KEY", spki.as_ref().to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 #[derive(Clone, Default)]

@@ -10,3 +10,4 @@ pub mod jwt;
 pub mod local;
 pub mod moto;
 pub mod runtime_api;
+pub mod template;

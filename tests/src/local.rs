@@ -108,14 +108,19 @@ impl DevServer {
     /// Starts `gemini-hooks dev --addr 127.0.0.1:0 --data-dir <dir> <args>` and waits for its
     /// address. Its log (stderr) goes to `<dir>/<log_name>`.
     pub async fn start(dir: &Path, log_name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_at("127.0.0.1:0", dir, log_name, args, env).await
+    }
+
+    /// Like [`Self::start`], listening on `addr` (`HOST:PORT`).
+    pub async fn start_at(
+        addr: &str,
+        dir: &Path,
+        log_name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let data_dir = dir.to_string_lossy().into_owned();
-        let mut all = vec![
-            "dev",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir.as_str(),
-        ];
+        let mut all = vec!["dev", "--addr", addr, "--data-dir", data_dir.as_str()];
         all.extend_from_slice(args);
         let log = dir.join(log_name);
         if let Err(e) = std::fs::create_dir_all(dir) {

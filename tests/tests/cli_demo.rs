@@ -77,7 +77,9 @@ async fn demo_shows_the_whole_story_and_leaves_an_inspectable_store() {
 #[tokio::test]
 async fn help_explains_every_command() {
     let out = run_cli(&["--help"], &[]).await.expect_code(0);
-    for cmd in ["dev", "send", "verify", "results", "jwks", "secret", "demo"] {
+    for cmd in [
+        "dev", "send", "verify", "results", "redrive", "jwks", "secret", "demo",
+    ] {
         assert!(
             out.stdout.contains(&format!("\n  {cmd} ")),
             "`{cmd}` missing from --help:\n{}",

@@ -33,13 +33,20 @@ fn put_succeeded_batch(fake: &FakeGemini, id: &str, lines: u64) {
     fake.put_file(&file, Bytes::from(sample_results(lines, 10, 13)));
 }
 
+/// `send`; its exit status must be 0 exactly when every answer it printed was 2xx.
 async fn send(url: &str, args: &[&str]) -> String {
     let mut all = vec!["send", "--url", url];
     all.extend_from_slice(args);
-    run_cli(&all, &[("WEBHOOK_SIGNING_SECRETS", TEST_SECRET)])
-        .await
-        .expect_code(0)
+    let out = run_cli(&all, &[("WEBHOOK_SIGNING_SECRETS", TEST_SECRET)]).await;
+    let statuses: Vec<&str> = out
         .stdout
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("-> "))
+        .filter_map(|rest| rest.split(' ').next())
+        .collect();
+    assert!(!statuses.is_empty(), "no answer printed:\n{}", out.stdout);
+    let all_2xx = statuses.iter().all(|s| s.starts_with('2'));
+    out.expect_code(if all_2xx { 0 } else { 1 }).stdout
 }
 
 /// `results --job <id> --json` once the job reached `state`.

@@ -446,9 +446,10 @@ async fn unreadable_inputs_are_usage_errors() {
         "{}",
         out.stderr
     );
+    // 1 means "not verified"; an input that cannot be read is a usage error.
     let out = run_cli(&["verify", "--body", "/nonexistent/body.json"], &[])
         .await
-        .expect_code(1);
+        .expect_code(2);
     assert!(
         out.stderr.contains("/nonexistent/body.json"),
         "{}",

@@ -174,13 +174,7 @@ fn rsa_key(pem: &str) -> EncodingKey {
 
 /// The PEM of key 1's *public* half: what an attacker can download from the JWKS.
 fn public_pem_of_key_1() -> String {
-    use rsa::pkcs1::DecodeRsaPrivateKey;
-    use rsa::pkcs8::{EncodePublicKey, LineEnding};
-    let private = rsa::RsaPrivateKey::from_pkcs1_pem(KEY_1_PEM).unwrap();
-    private
-        .to_public_key()
-        .to_public_key_pem(LineEnding::LF)
-        .unwrap()
+    gemini_hooks_tests::jwt::public_key_pem(KEY_1_PEM)
 }
 
 fn jwt_headers(id: &str, token: String) -> Vec<(&'static str, Vec<u8>)> {

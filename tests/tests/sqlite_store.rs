@@ -340,3 +340,74 @@ async fn requeue_hidden_makes_a_dead_process_s_messages_visible_now() {
         "received again, so hidden again"
     );
 }
+
+#[tokio::test]
+async fn a_dead_letter_keeps_its_last_error_and_redrive_puts_it_back() {
+    let dir = TempDir::new("queue-redrive");
+    let store = open(&dir).with_max_receive_count(2);
+    let poison = enqueue(&store, "poison").await;
+    let other = enqueue(&store, "other").await;
+    let failed = |n: u32| format!("poison: attempt {n} failed");
+    for n in 1..=2 {
+        let got = receive(&store, 1_000, T0 + i64::from(n))
+            .await
+            .unwrap_or_else(|| panic!("receive {n}"));
+        assert_eq!(got.id, poison);
+        let released = store
+            .release_failed(&poison, 0, T0 + i64::from(n), &failed(n))
+            .await
+            .unwrap_or_else(|e| panic!("release_failed: {e}"));
+        assert!(released);
+    }
+    // The next receive dead-letters it, with the reason of its last failure.
+    let got = receive(&store, 1_000, T0 + 10).await.map(|m| m.id);
+    assert_eq!(got.as_deref(), Some(other.as_str()));
+    let dead = store
+        .dead_letters()
+        .await
+        .unwrap_or_else(|e| panic!("dead_letters: {e}"));
+    assert_eq!(
+        (dead[0].receive_count, dead[0].last_error.clone()),
+        (2, Some(failed(2)))
+    );
+
+    // An unknown id moves nothing, not even the known ones.
+    let none = store
+        .redrive(Some(vec![poison.clone(), "nope".to_owned()]), T0 + 20)
+        .await
+        .unwrap_or_else(|e| panic!("redrive: {e}"));
+    assert_eq!(
+        (none.moved.len(), none.unknown),
+        (0, vec!["nope".to_owned()])
+    );
+    assert_eq!(dead_count(&store).await, 1);
+
+    // Redriven: visible now, received again with a fresh count, body and attributes intact.
+    let done = store
+        .redrive(None, T0 + 20)
+        .await
+        .unwrap_or_else(|e| panic!("redrive: {e}"));
+    assert_eq!(done.moved, vec![poison.clone()]);
+    assert_eq!(dead_count(&store).await, 0);
+    let again = receive(&store, 1_000, T0 + 20)
+        .await
+        .unwrap_or_else(|| panic!("the redriven message"));
+    assert_eq!(
+        (again.id.as_str(), again.body.as_str(), again.receive_count),
+        (poison.as_str(), "poison", 1)
+    );
+    assert_eq!(again.attributes, msg("").attributes);
+    let empty = store
+        .redrive(None, T0 + 30)
+        .await
+        .unwrap_or_else(|e| panic!("redrive: {e}"));
+    assert_eq!(empty, Default::default());
+}
+
+async fn dead_count(store: &SqliteStore) -> u64 {
+    store
+        .queue_stats(T0)
+        .await
+        .unwrap_or_else(|e| panic!("stats: {e}"))
+        .dead_letters
+}

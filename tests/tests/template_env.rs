@@ -3,27 +3,21 @@
 //! template defines is read. Also: the template references only EMF metrics the code emits, and
 //! builds each function from the binary of that name.
 //!
-//! `template.yaml` uses CloudFormation tags (`!Ref`, `!Sub`, `!If`), which generic YAML crates
-//! reject, and only a few well-known shapes matter here, so it is read line by line by
-//! indentation. The extractor is tested on its own below so a parsing slip cannot make the real
-//! check pass vacuously.
+//! `template.yaml` is read line by line by indentation (`gemini_hooks_tests::template`). The
+//! extractor is tested on its own below so a parsing slip cannot make the real check pass
+//! vacuously; a value written as `!If [Cond, …, !Ref AWS::NoValue]` (on one line or as a block
+//! sequence) still defines its key: the code may read the variable, the template sets it when
+//! the condition holds.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use gemini_hooks::config::{
     ConfigError, ConsumerConfig, Env, ReceiverConfig, ReconcilerConfig, env,
 };
 use gemini_hooks::ports::metrics::{NAMESPACE, metric};
 use gemini_hooks_tests::delivery::TEST_SECRET;
-
-fn workspace_file(relative: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
+use gemini_hooks_tests::template::{child_block, keys, lines, value_of, workspace_file};
 
 // ---------------------------------------------------------------------------------------------
 // What the code reads
@@ -89,60 +83,6 @@ fn code_reads() -> BTreeMap<&'static str, (&'static str, BTreeSet<String>)> {
 // ---------------------------------------------------------------------------------------------
 // What the template defines
 // ---------------------------------------------------------------------------------------------
-
-fn indent(line: &str) -> usize {
-    line.len() - line.trim_start().len()
-}
-
-/// Significant lines (no blanks, no comments), keeping their original indentation.
-fn lines(text: &str) -> Vec<&str> {
-    text.lines()
-        .filter(|l| {
-            let t = l.trim_start();
-            !t.is_empty() && !t.starts_with('#')
-        })
-        .collect()
-}
-
-/// The lines under the mapping key `key` (at indentation `at`) within `block`, or `None`.
-fn child_block<'a>(block: &[&'a str], at: usize, key: &str) -> Option<Vec<&'a str>> {
-    let start = block
-        .iter()
-        .position(|l| indent(l) == at && l.trim_start().strip_prefix(key) == Some(":"))?;
-    Some(
-        block[start + 1..]
-            .iter()
-            .take_while(|l| indent(l) > at)
-            .copied()
-            .collect(),
-    )
-}
-
-/// The keys of a mapping block (those at its first line's indentation).
-fn keys(block: &[&str]) -> Vec<String> {
-    let Some(first) = block.first() else {
-        return Vec::new();
-    };
-    let at = indent(first);
-    block
-        .iter()
-        .filter(|l| indent(l) == at)
-        .filter_map(|l| {
-            l.trim_start()
-                .split_once(':')
-                .map(|(k, _)| k.trim().to_owned())
-        })
-        .collect()
-}
-
-/// The scalar value of `key:` among the direct children of `block`.
-fn value_of(block: &[&str], key: &str) -> Option<String> {
-    let at = indent(block.first()?);
-    block.iter().filter(|l| indent(l) == at).find_map(|l| {
-        let (k, v) = l.trim_start().split_once(':')?;
-        (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
-    })
-}
 
 /// A function resource as the template declares it.
 #[derive(Debug, Default, PartialEq)]
@@ -369,6 +309,11 @@ Resources:
           TWO: !GetAtt Table.Arn
 
           THREE: "x"
+          FOUR: !If [HasFour, !Ref Secret, !Ref AWS::NoValue]
+          FIVE: !If
+            - HasFive
+            - NOT_A_KEY: x
+            - !Ref AWS::NoValue
       Events:
         Variables:
           NOT_ENV: 1
@@ -414,7 +359,7 @@ fn extractor_reads_function_variables_by_indentation() {
                 logical_id: "FnA".into(),
                 binary: Some("a".into()),
                 build_method: Some("rust-cargolambda".into()),
-                variables: shared(&["ONE", "TWO", "THREE"]),
+                variables: shared(&["ONE", "TWO", "THREE", "FOUR", "FIVE"]),
             },
             FunctionDecl {
                 logical_id: "FnB".into(),

@@ -26,8 +26,9 @@ use crate::domain::jobs::{JobRecord, JobState, ResultRow, RowStatus};
 use crate::ports::clock::{SharedClock, SystemClock};
 use crate::ports::{DedupeStore, EventQueue, QueueError, ResultsStore, StoreError, check_size};
 
-/// Layout version written to `schema_version`; a file from a newer layout is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Layout version written to `schema_version`; a file from a newer layout is refused, one from
+/// an older layout is migrated on open. 2: `last_error` on queued and dead-lettered messages.
+pub const SCHEMA_VERSION: i64 = 2;
 /// Receives after which a message is dead-lettered, like SQS `maxReceiveCount`.
 pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 5;
 /// File name of the store inside a data directory.
@@ -58,7 +59,8 @@ CREATE TABLE IF NOT EXISTS queue (
     attributes     TEXT NOT NULL,
     enqueued_at_ms INTEGER NOT NULL,
     visible_at_ms  INTEGER NOT NULL,
-    receive_count  INTEGER NOT NULL DEFAULT 0
+    receive_count  INTEGER NOT NULL DEFAULT 0,
+    last_error     TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_visible ON queue (visible_at_ms);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -68,7 +70,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attributes          TEXT NOT NULL,
     enqueued_at_ms      INTEGER NOT NULL,
     receive_count       INTEGER NOT NULL,
-    dead_lettered_at_ms INTEGER NOT NULL
+    dead_lettered_at_ms INTEGER NOT NULL,
+    last_error          TEXT
 );
 CREATE TABLE IF NOT EXISTS jobs (
     job_id        TEXT PRIMARY KEY,
@@ -141,7 +144,22 @@ pub struct DeadLetter {
     pub receive_count: u32,
     pub enqueued_at_ms: i64,
     pub dead_lettered_at_ms: i64,
+    /// Why its last receive failed (`code: message`), if the consumer said.
+    pub last_error: Option<String>,
 }
+
+/// What [`SqliteStore::redrive`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redriven {
+    /// Back on the queue, oldest first.
+    pub moved: Vec<String>,
+    /// Requested ids that are not dead letters; when there are any, nothing moved.
+    pub unknown: Vec<String>,
+}
+
+/// Longest failure reason kept with a message; reasons are one-line summaries, this only
+/// bounds a pathological one.
+const MAX_ERROR_CHARS: usize = 2_000;
 
 /// Queue depth, for logs and progress output.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -283,31 +301,41 @@ impl SqliteStore {
             let received = loop {
                 let next = tx
                     .query_row(
-                        "SELECT seq, id, body, attributes, enqueued_at_ms, receive_count
+                        "SELECT seq, id, body, attributes, enqueued_at_ms, receive_count, last_error
                          FROM queue WHERE visible_at_ms <= ?1 ORDER BY seq LIMIT 1",
                         params![now_ms],
                         |r| {
                             Ok((
-                                r.get::<_, i64>(0)?,
-                                r.get::<_, String>(1)?,
+                                (r.get::<_, i64>(0)?, r.get::<_, String>(1)?),
                                 r.get::<_, String>(2)?,
                                 r.get::<_, String>(3)?,
                                 r.get::<_, i64>(4)?,
                                 r.get::<_, i64>(5)?,
+                                r.get::<_, Option<String>>(6)?,
                             ))
                         },
                     )
                     .optional()
                     .map_err(db_err)?;
-                let Some((seq, id, body, attributes, enqueued_at_ms, count)) = next else {
+                let Some(((seq, id), body, attributes, enqueued_at_ms, count, last_error)) = next
+                else {
                     break None;
                 };
                 if count >= max {
                     tx.execute(
                         "INSERT INTO dead_letters (seq, id, body, attributes, enqueued_at_ms,
-                             receive_count, dead_lettered_at_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![seq, id, body, attributes, enqueued_at_ms, count, now_ms],
+                             receive_count, dead_lettered_at_ms, last_error)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        params![
+                            seq,
+                            id,
+                            body,
+                            attributes,
+                            enqueued_at_ms,
+                            count,
+                            now_ms,
+                            last_error
+                        ],
                     )
                     .map_err(db_err)?;
                     tx.execute("DELETE FROM queue WHERE seq = ?1", params![seq])
@@ -315,6 +343,7 @@ impl SqliteStore {
                     tracing::warn!(
                         message_id = %id,
                         receive_count = count,
+                        last_error = last_error.as_deref().unwrap_or(""),
                         "message dead-lettered after too many receives"
                     );
                     continue;
@@ -371,44 +400,140 @@ impl SqliteStore {
         Ok(n > 0)
     }
 
+    /// Like [`Self::release`], for a receive that failed: `error` (a one-line `code: message`)
+    /// is kept with the message, and moves with it to the dead letters.
+    pub async fn release_failed(
+        &self,
+        id: &str,
+        delay_ms: i64,
+        now_ms: i64,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
+        let visible_at = now_ms.saturating_add(delay_ms.max(0));
+        let n = self
+            .run(move |conn| {
+                conn.execute(
+                    "UPDATE queue SET visible_at_ms = ?2, last_error = ?3 WHERE id = ?1",
+                    params![id, visible_at, error],
+                )
+                .map_err(db_err)
+            })
+            .await?;
+        if n > 0 && delay_ms <= 0 {
+            self.enqueued.notify_one();
+        }
+        Ok(n > 0)
+    }
+
     /// Every dead-lettered message, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         self.run(|conn| {
             let mut stmt = conn
                 .prepare(
                     "SELECT id, body, attributes, receive_count, enqueued_at_ms,
-                         dead_lettered_at_ms
+                         dead_lettered_at_ms, last_error
                      FROM dead_letters ORDER BY seq",
                 )
                 .map_err(db_err)?;
             let raw = stmt
                 .query_map([], |r| {
                     Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
+                        (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
                         r.get::<_, String>(2)?,
                         r.get::<_, i64>(3)?,
                         r.get::<_, i64>(4)?,
                         r.get::<_, i64>(5)?,
+                        r.get::<_, Option<String>>(6)?,
                     ))
                 })
                 .map_err(db_err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db_err)?;
             raw.into_iter()
-                .map(|(id, body, attributes, count, enqueued_at_ms, dead_at)| {
-                    Ok(DeadLetter {
-                        id,
-                        body,
-                        attributes: parse_attributes(&attributes)?,
-                        receive_count: to_u32(count, "receive count")?,
-                        enqueued_at_ms,
-                        dead_lettered_at_ms: dead_at,
-                    })
-                })
+                .map(
+                    |((id, body), attributes, count, enqueued_at_ms, dead_at, last_error)| {
+                        Ok(DeadLetter {
+                            id,
+                            body,
+                            attributes: parse_attributes(&attributes)?,
+                            receive_count: to_u32(count, "receive count")?,
+                            enqueued_at_ms,
+                            dead_lettered_at_ms: dead_at,
+                            last_error,
+                        })
+                    },
+                )
                 .collect()
         })
         .await
+    }
+
+    /// Moves dead letters back to the end of the queue, visible at `now_ms` with a fresh
+    /// receive count (what an SQS redrive does). `ids`: only these, else all. If any of `ids`
+    /// is not a dead letter, nothing moves. The last error stays with each message until a
+    /// later failure overwrites it.
+    pub async fn redrive(
+        &self,
+        ids: Option<Vec<String>>,
+        now_ms: i64,
+    ) -> Result<Redriven, StoreError> {
+        let done = self
+            .run(move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(db_err)?;
+                let all: Vec<String> = {
+                    let mut stmt = tx
+                        .prepare("SELECT id FROM dead_letters ORDER BY seq")
+                        .map_err(db_err)?;
+                    stmt.query_map([], |r| r.get::<_, String>(0))
+                        .map_err(db_err)?
+                        .collect::<Result<_, _>>()
+                        .map_err(db_err)?
+                };
+                let chosen: Vec<String> = match ids {
+                    None => all,
+                    Some(wanted) => {
+                        let unknown: Vec<String> = wanted
+                            .iter()
+                            .filter(|w| !all.contains(w))
+                            .cloned()
+                            .collect();
+                        if !unknown.is_empty() {
+                            // Read-only so far: dropping the transaction rolls it back.
+                            return Ok(Redriven {
+                                moved: Vec::new(),
+                                unknown,
+                            });
+                        }
+                        all.into_iter().filter(|id| wanted.contains(id)).collect()
+                    }
+                };
+                for id in &chosen {
+                    tx.execute(
+                        "INSERT INTO queue (id, body, attributes, enqueued_at_ms, visible_at_ms,
+                             receive_count, last_error)
+                         SELECT id, body, attributes, enqueued_at_ms, ?2, 0, last_error
+                         FROM dead_letters WHERE id = ?1",
+                        params![id, now_ms],
+                    )
+                    .map_err(db_err)?;
+                    tx.execute("DELETE FROM dead_letters WHERE id = ?1", params![id])
+                        .map_err(db_err)?;
+                }
+                tx.commit().map_err(db_err)?;
+                Ok(Redriven {
+                    moved: chosen,
+                    unknown: Vec::new(),
+                })
+            })
+            .await?;
+        if !done.moved.is_empty() {
+            self.enqueued.notify_one();
+        }
+        Ok(done)
     }
 
     /// Queue depth at `now_ms`.
@@ -502,6 +627,21 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             )
             .map_err(db_err)?;
         }
+        Some(1) => {
+            // Version 1 had no failure reasons; `CREATE TABLE IF NOT EXISTS` leaves existing
+            // tables as they are, so add the column to them.
+            for table in ["queue", "dead_letters"] {
+                if !has_column(&tx, table, "last_error")? {
+                    tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN last_error TEXT"))
+                        .map_err(db_err)?;
+                }
+            }
+            tx.execute(
+                "UPDATE schema_version SET version = ?1",
+                params![SCHEMA_VERSION],
+            )
+            .map_err(db_err)?;
+        }
         Some(v) if v > SCHEMA_VERSION => {
             return Err(StoreError::Corrupt(format!(
                 "the store has schema version {v}; this build understands up to {SCHEMA_VERSION} \
@@ -511,6 +651,18 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         Some(_) => {}
     }
     tx.commit().map_err(db_err)
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!("PRAGMA table_info({table})"))
+        .map_err(db_err)?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(1))
+        .map_err(db_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_err)?;
+    Ok(names.iter().any(|n| n == column))
 }
 
 fn dedupe_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64, i64, String)> {
@@ -923,6 +1075,51 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode.to_ascii_lowercase(), "wal");
+    }
+
+    #[tokio::test]
+    async fn when_schema_is_version_1_open_should_add_the_failure_reasons_and_keep_the_data() {
+        let path = TempDb::new("v1");
+        {
+            // The version 1 layout of the two queue tables, with one message in each.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version (version) VALUES (1);
+                 CREATE TABLE queue (
+                     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                     body TEXT NOT NULL, attributes TEXT NOT NULL,
+                     enqueued_at_ms INTEGER NOT NULL, visible_at_ms INTEGER NOT NULL,
+                     receive_count INTEGER NOT NULL DEFAULT 0);
+                 CREATE TABLE dead_letters (
+                     seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, body TEXT NOT NULL,
+                     attributes TEXT NOT NULL, enqueued_at_ms INTEGER NOT NULL,
+                     receive_count INTEGER NOT NULL, dead_lettered_at_ms INTEGER NOT NULL);
+                 INSERT INTO queue (id, body, attributes, enqueued_at_ms, visible_at_ms)
+                     VALUES ('m1', '{}', '[]', 1, 1);
+                 INSERT INTO dead_letters VALUES (7, 'd1', '{}', '[]', 1, 5, 2);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let version: i64 = store
+            .run(|c| {
+                c.query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+                    .map_err(db_err)
+            })
+            .await
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let dead = store.dead_letters().await.unwrap();
+        assert_eq!(
+            (dead[0].id.as_str(), dead[0].last_error.as_deref()),
+            ("d1", None)
+        );
+        assert!(store.release_failed("m1", 0, 1, "poison: x").await.unwrap());
+        drop(store);
+        // Opening again is a no-op.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.queue_stats(1).await.unwrap().visible, 1);
     }
 
     #[tokio::test]

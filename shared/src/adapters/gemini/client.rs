@@ -306,7 +306,9 @@ impl GeminiClient {
                 } => {
                     if n < attempts {
                         let delay = policy.delay(n, retry_after);
-                        tracing::warn!(
+                        // Debug, not a warning: the caller reports the failure once, with the
+                        // last reason and the number of attempts (`GeminiError::Transient`).
+                        tracing::debug!(
                             resource = what,
                             attempt = n,
                             reason = %reason,
