@@ -105,11 +105,16 @@ section "cfn-lint --non-zero-exit-code error template.yaml"
 "$VENV/bin/cfn-lint" --non-zero-exit-code error template.yaml
 echo "template.yaml: no errors"
 
-# --- 4. Build ---------------------------------------------------------------------------------
+# --- 4. Layer rule ----------------------------------------------------------------------------
+section "layer rule (scripts/check-layers.py)"
+"$VENV/bin/python" scripts/check-layers.py --self-test
+"$VENV/bin/python" scripts/check-layers.py
+
+# --- 5. Build ---------------------------------------------------------------------------------
 section "cargo build --workspace --bins --examples"
 cargo build --workspace --bins --examples
 
-# --- 5. Tests ---------------------------------------------------------------------------------
+# --- 6. Tests ---------------------------------------------------------------------------------
 # `--workspace` would override a package selection, so it is only added when none is given.
 scope=(--workspace)
 for arg in "$@"; do
