@@ -409,19 +409,36 @@ async fn a_video_event_naming_a_batch_never_touches_the_batch() {
         "BATCH_STATE_RUNNING",
         OutputSpec::None,
     ));
-    // Even "confirmed" (the file it names exists), a video lives in its own namespace.
     s.gemini.put_resource(
         "files/shared-id-results",
-        json!({"name": "files/shared-id-results", "state": "ACTIVE"}),
+        json!({"name": "files/shared-id-results", "state": "ACTIVE", "mimeType": "application/json"}),
     );
-    for (id, extra) in [
-        ("msg_video_1", json!({})),
+    s.gemini.put_resource(
+        "files/clip-1",
+        json!({"name": "files/clip-1", "state": "ACTIVE", "mimeType": "video/mp4"}),
+    );
+    for (id, video, extra) in [
+        // A video job is `videos/<what the event named>`: never the batch of that name.
+        ("msg_video_1", "batches/shared-id", json!({})),
         (
             "msg_video_2",
+            "batches/shared-id",
             json!({"file_name": "files/shared-id-results"}),
         ),
+        // An existing file that is not a video confirms nothing.
+        (
+            "msg_video_3",
+            "made-up",
+            json!({"file_name": "files/shared-id-results"}),
+        ),
+        // A real video file does.
+        (
+            "msg_video_4",
+            "clip-1",
+            json!({"file_name": "files/clip-1"}),
+        ),
     ] {
-        let body = event("video.generated", "batches/shared-id", extra);
+        let body = event("video.generated", video, extra);
         assert_eq!(s.deliver_static(id, &body).await.0, 200);
     }
     assert!(s.consume().await.is_empty(), "{}", s.consumer_fn.logs());
@@ -429,11 +446,18 @@ async fn a_video_event_naming_a_batch_never_touches_the_batch() {
         s.job(&s.results, "batches/shared-id").await.is_none(),
         "the batch is untouched"
     );
+    for unconfirmed in ["videos/batches/shared-id", "videos/made-up"] {
+        assert!(
+            s.job(&s.results, unconfirmed).await.is_none(),
+            "{unconfirmed}"
+        );
+    }
     let video = s
-        .job(&s.results, "videos/batches/shared-id")
+        .job(&s.results, "videos/clip-1")
         .await
-        .unwrap_or_else(|| panic!("the video job is recorded apart"));
+        .unwrap_or_else(|| panic!("the real video is recorded"));
     assert_eq!(video.state, JobState::Succeeded);
+    assert_eq!(s.consumer_metric(metric::EVENTS_CONTRADICTED).len(), 3);
 
     // When the batch really succeeds, its results arrive as usual.
     succeeded_with_file(&s.gemini, "shared-id", 5);

@@ -9,12 +9,15 @@ use crate::domain::envelope::SignatureMode;
 
 /// The dedupe key of a verified delivery. Dynamic deliveries live apart from static ones: their
 /// `webhook-id` is not signed, and any Gemini customer can obtain a valid token, so they must not
-/// be able to pre-claim the ids of the project's own (static) webhook.
-pub fn delivery(mode: SignatureMode, webhook_id: &str) -> String {
-    match mode {
-        SignatureMode::Static => webhook_id.to_owned(),
-        SignatureMode::Dynamic => format!("dynamic {webhook_id}"),
-        SignatureMode::Synthetic => format!("synthetic {webhook_id}"),
+/// be able to pre-claim the ids of the project's own (static) webhook. Ids the receiver derived
+/// (from the claims, the `jti` or the body, when no header came) live apart from ids sent as a
+/// header, so a header cannot take the key a later header-less delivery derives.
+pub fn delivery(mode: SignatureMode, webhook_id: &str, derived: bool) -> String {
+    match (mode, derived) {
+        (SignatureMode::Static, _) => webhook_id.to_owned(),
+        (SignatureMode::Dynamic, false) => format!("dynamic {webhook_id}"),
+        (SignatureMode::Dynamic, true) => format!("dynamic-derived {webhook_id}"),
+        (SignatureMode::Synthetic, _) => format!("synthetic {webhook_id}"),
     }
 }
 
@@ -34,17 +37,23 @@ mod tests {
 
     #[test]
     fn internal_keys_contain_whitespace_and_static_keys_are_the_id() {
-        assert_eq!(delivery(SignatureMode::Static, "msg_1"), "msg_1");
+        assert_eq!(delivery(SignatureMode::Static, "msg_1", false), "msg_1");
+        assert_ne!(
+            delivery(SignatureMode::Dynamic, "jti:x", false),
+            delivery(SignatureMode::Dynamic, "jti:x", true),
+            "a header cannot take a derived id's key"
+        );
         for key in [
-            delivery(SignatureMode::Dynamic, "msg_1"),
-            delivery(SignatureMode::Synthetic, "x"),
+            delivery(SignatureMode::Dynamic, "msg_1", false),
+            delivery(SignatureMode::Dynamic, "msg_1", true),
+            delivery(SignatureMode::Synthetic, "x", false),
             token("jti:abc"),
             recovery("batches/a", "SUCCEEDED"),
         ] {
             assert!(key.contains(' '), "{key}");
         }
         assert_ne!(
-            delivery(SignatureMode::Dynamic, "token"),
+            delivery(SignatureMode::Dynamic, "token", false),
             token(""),
             "namespaces do not overlap"
         );

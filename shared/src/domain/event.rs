@@ -158,20 +158,24 @@ impl Event {
         body: &[u8],
         claims: Option<&Map<String, Value>>,
     ) -> Result<(Self, Value), EventError> {
-        let parsed = Self::parse_delivery(body, claims, claims.is_none())?;
+        let parsed = Self::parse_delivery(body, claims, claims.is_none(), true)?;
         Ok((parsed.event, parsed.raw))
     }
 
     /// Parses the event of a verified delivery. `claims` are the verified JWT claims of a
-    /// dynamic delivery; `body_signed` says whether the body bytes are covered by the signature.
+    /// dynamic delivery; `body_signed` says whether the body bytes are covered by the signature;
+    /// `claims_exclusive` whether the token was minted for this endpoint alone.
     ///
     /// Signed data wins: when the claims carry the event (`type` present) they *are* the event;
     /// `user_metadata` comes from the claims whenever they have it, and from the body only when
-    /// the body is signed (an unbound body could otherwise route a job to another table).
+    /// the body is signed (an unbound body could otherwise route a job to another table). For an
+    /// unbound body, the claims' metadata pairs with a job the body named: it is used only when
+    /// no other endpoint could have replayed the token here with a body of its choosing.
     pub fn parse_delivery(
         body: &[u8],
         claims: Option<&Map<String, Value>>,
         body_signed: bool,
+        claims_exclusive: bool,
     ) -> Result<ParsedDelivery, EventError> {
         let (raw, bound) = match claims.filter(|c| c.get("type").is_some_and(Value::is_string)) {
             Some(c) => (Value::Object(c.clone()), true),
@@ -182,7 +186,7 @@ impl Event {
         };
         let mut event = Self::from_value(&raw, claims)?;
         if !bound {
-            event.user_metadata = claims.and_then(metadata_of);
+            event.user_metadata = claims.filter(|_| claims_exclusive).and_then(metadata_of);
         }
         Ok(ParsedDelivery { event, raw, bound })
     }
@@ -303,6 +307,22 @@ pub fn normalize_job_id(kind: JobKind, id: &str) -> String {
     format!("{prefix}{id}")
 }
 
+/// Whether `job_id` (already normalised) is a name the consumer may look up, store and ask the
+/// API about: `batches/<plain id>`, `interactions/<plain id>`, or `videos/` followed by an
+/// operation name or a plain id. Anything else (a path, `..`, a few KB of text) can only come
+/// from a forged or broken event.
+pub fn is_usable_job_id(kind: JobKind, job_id: &str) -> bool {
+    use crate::domain::gemini::{is_name, is_operation_name, is_plain_id};
+    match kind {
+        JobKind::Batch => is_name(job_id, "batches/"),
+        JobKind::Interaction => is_name(job_id, "interactions/"),
+        JobKind::Video => job_id
+            .strip_prefix(VIDEO_PREFIX)
+            .is_some_and(|rest| is_operation_name(rest) || is_plain_id(rest)),
+        JobKind::Other => false,
+    }
+}
+
 /// Namespace of video jobs (the id the event named follows).
 pub const VIDEO_PREFIX: &str = "videos/";
 
@@ -383,6 +403,25 @@ mod tests {
             normalize_job_id(JobKind::Interaction, "batches/abc"),
             "interactions/batches/abc"
         );
+        for (kind, id, usable) in [
+            (JobKind::Batch, "batches/abc", true),
+            (JobKind::Batch, "batches/victim/phantom", false),
+            (JobKind::Batch, "batches/a b", false),
+            (JobKind::Interaction, "interactions/interactions/x", false),
+            (JobKind::Video, "videos/models/veo/operations/o1", true),
+            (
+                JobKind::Video,
+                "videos/models/veo/operations/../../batches/x",
+                false,
+            ),
+            (JobKind::Video, "videos/v-1", true),
+        ] {
+            assert_eq!(is_usable_job_id(kind, id), usable, "{id}");
+        }
+        assert!(!is_usable_job_id(
+            JobKind::Batch,
+            &format!("batches/{}", "a".repeat(3000))
+        ));
         for (kind, id) in [
             (JobKind::Batch, "batches/abc"),
             (JobKind::Interaction, "interactions/batches/abc"),

@@ -87,8 +87,12 @@ pub fn reply(result: &Result<Receipt, ReceiveError>) -> HttpReply {
                 ReceiveError::Store(_) | ReceiveError::Queue(_) => 503,
                 ReceiveError::Envelope(_) => 500,
             };
+            // 401s go to whoever called: the code says which check failed, the message does not
+            // describe how the receiver is configured (the details are in its logs).
             let message = if status >= 500 {
                 "temporarily unable to accept the delivery; retry later".to_owned()
+            } else if status == 401 {
+                "the delivery could not be authenticated".to_owned()
             } else {
                 err.to_string()
             };

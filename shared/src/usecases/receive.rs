@@ -218,7 +218,13 @@ impl Receiver {
             .await?;
         let span = tracing::Span::current();
         span.record("webhook_id", verified.webhook_id.as_str());
-        let parsed = Event::parse_delivery(delivery.body, verified.claims(), verified.body_signed)?;
+        let exclusive = verified.token.as_ref().is_none_or(|t| t.audience_exclusive);
+        let parsed = Event::parse_delivery(
+            delivery.body,
+            verified.claims(),
+            verified.body_signed,
+            exclusive,
+        )?;
         let event = parsed.event;
         span.record("event_type", event.event_type.as_str());
         if let Some(job) = &event.job_id {
@@ -230,8 +236,18 @@ impl Receiver {
             self.use_token_once(token, &verified.webhook_id, &body_sha256, received_at_ms)
                 .await?;
         }
-        let retention_secs =
+        let mut retention_secs =
             i64::try_from(self.limits.retention_hours.saturating_mul(3600)).unwrap_or(i64::MAX);
+        if let Some(token) = &verified.token {
+            // The delivery is remembered at least as long as its token could come back: the
+            // token's claim alone only says "same id and body", which is a duplicate only while
+            // the delivery's own record still exists.
+            let token_life = token
+                .usable_until
+                .saturating_add(TOKEN_CLAIM_MARGIN_SECS)
+                .saturating_sub(received_at_ms.div_euclid(1000));
+            retention_secs = retention_secs.max(token_life);
+        }
         let message = QueueEnvelope::Webhook(WebhookEnvelope {
             webhook_id: verified.webhook_id.clone(),
             received_at_ms,
@@ -243,7 +259,8 @@ impl Receiver {
         })
         .to_message()
         .map_err(|e| ReceiveError::Envelope(e.to_string()))?;
-        let dedupe_key = dedupe_keys::delivery(verified.mode, &verified.webhook_id);
+        let dedupe_key =
+            dedupe_keys::delivery(verified.mode, &verified.webhook_id, verified.id_derived);
         let request = OnceRequest {
             id: &dedupe_key,
             body_sha256: &body_sha256,

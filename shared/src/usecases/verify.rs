@@ -11,7 +11,7 @@ use crate::domain::verify::jwt::{self, JwtRules, VerifiedToken, looks_like_jwt};
 use crate::domain::verify::standard::{SigningSecret, StandardVerifier};
 use crate::domain::verify::{
     BODY_DIGEST_CLAIMS, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, VerifiedDelivery,
-    VerifyError, constant_time_eq, sha256_hex, single_header, validate_id,
+    VerifyError, canonical_json, constant_time_eq, sha256_hex, single_header, validate_id,
 };
 use crate::ports::keys::KeySource;
 
@@ -114,6 +114,7 @@ impl WebhookVerifier {
             mode: SignatureMode::Static,
             body_signed: true,
             token: None,
+            id_derived: false,
         })
     }
 
@@ -147,15 +148,18 @@ impl WebhookVerifier {
         };
         // The webhook-id/-timestamp headers of a dynamic delivery are not signed: they serve
         // dedupe of Gemini's retries, never as proof of anything.
-        let webhook_id = match single_header(headers, HEADER_ID)? {
+        let claims_are_event = claims.get("type").is_some_and(serde_json::Value::is_string);
+        let (webhook_id, id_derived) = match single_header(headers, HEADER_ID)? {
             Some(id) => {
                 validate_id(id)?;
-                id.to_owned()
+                (id.to_owned(), false)
             }
-            // Without a header: the token's `jti` if it has one, else the body itself, so a
-            // retry of the same body with a fresh token is still recognised.
-            None if verified.token_id.starts_with("jti:") => verified.token_id.clone(),
-            None => format!("sha256:{}", sha256_hex(body)),
+            // Without a header the id is derived from what the event is, so Gemini's retry of
+            // the same event (with a fresh token) is still recognised: the claims when they are
+            // the event (less the per-token claims), else the token's `jti`, else the body.
+            None if claims_are_event => (format!("claims:{}", event_claims_hash(claims)), true),
+            None if verified.token_id.starts_with("jti:") => (verified.token_id.clone(), true),
+            None => (format!("sha256:{}", sha256_hex(body)), true),
         };
         let timestamp = single_header(headers, HEADER_TIMESTAMP)?
             .and_then(|t| t.parse::<i64>().ok())
@@ -167,6 +171,17 @@ impl WebhookVerifier {
             mode: SignatureMode::Dynamic,
             body_signed,
             token: Some(verified),
+            id_derived,
         })
     }
+}
+
+/// SHA-256 of the event the claims carry: every claim but the ones that differ per token.
+fn event_claims_hash(claims: &serde_json::Map<String, serde_json::Value>) -> String {
+    let event: serde_json::Map<String, serde_json::Value> = claims
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "iat" | "exp" | "nbf" | "jti"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    sha256_hex(canonical_json(&serde_json::Value::Object(event)).as_bytes())
 }

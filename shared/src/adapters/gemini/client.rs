@@ -15,7 +15,8 @@ use serde_json::Value;
 
 use super::DEFAULT_BASE_URL;
 use crate::domain::gemini::{
-    BatchOperation, FileInfo, Interaction, VideoOperation, normalize_batch_id, normalize_file_name,
+    BatchOperation, FileInfo, Interaction, VideoOperation, is_operation_name, is_plain_id,
+    normalize_batch_id, normalize_file_name,
 };
 use crate::ports::gemini::{BatchPage, ByteStream, GeminiApi, GeminiError};
 
@@ -342,7 +343,9 @@ impl GeminiApi for GeminiClient {
 
     /// `GET /v1beta/interactions/<id>`; `id` may carry the `interactions/` prefix.
     async fn get_interaction(&self, id: &str) -> Result<Interaction, GeminiError> {
-        let bare = id.trim().trim_start_matches("interactions/");
+        let id = id.trim();
+        // Strip the prefix once: `interactions/interactions/x` is not `interactions/x`.
+        let bare = id.strip_prefix("interactions/").unwrap_or(id);
         let name = format!("interactions/{bare}");
         check_resource_id(&name, "interactions/")?;
         let url = self.url(&format!("/v1beta/{name}"))?;
@@ -638,22 +641,10 @@ impl Download {
 }
 
 /// Ids go into URL paths: only plain id characters, so nothing can walk to another endpoint.
-/// `models/<model>/operations/<id>` or `operations/<id>`, each segment a plain id (so an event
-/// cannot steer the request to another path).
+/// `models/<model>/operations/<id>` or `operations/<id>` (so an event cannot steer the request
+/// to another path).
 pub(crate) fn check_operation_name(name: &str) -> Result<(), GeminiError> {
-    let segments: Vec<&str> = name.split('/').collect();
-    let shape_ok = matches!(
-        segments.as_slice(),
-        ["operations", _] | ["models", _, "operations", _]
-    );
-    let plain = |s: &&str| {
-        !s.is_empty()
-            && *s != "."
-            && *s != ".."
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    if shape_ok && segments.iter().all(plain) {
+    if is_operation_name(name) {
         Ok(())
     } else {
         Err(GeminiError::Invalid(
@@ -662,15 +653,10 @@ pub(crate) fn check_operation_name(name: &str) -> Result<(), GeminiError> {
     }
 }
 
+/// `<prefix><plain id>`, the only shape of name put in a URL.
 pub(crate) fn check_resource_id(name: &str, prefix: &str) -> Result<(), GeminiError> {
     let id = name.strip_prefix(prefix).unwrap_or(name);
-    let ok = !id.is_empty()
-        && id != "."
-        && id != ".."
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    if is_plain_id(id) {
         Ok(())
     } else {
         Err(GeminiError::Invalid(format!(

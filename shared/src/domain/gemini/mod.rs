@@ -14,6 +14,38 @@ pub use resources::{FileInfo, Interaction, InteractionStatus, VideoOperation};
 #[error("{0}")]
 pub struct DecodeError(pub String);
 
+/// Longest resource name the code asks the API about or stores (a batch id is ~40 characters;
+/// DynamoDB partition keys stop at 2 048 bytes).
+pub const MAX_NAME_LEN: usize = 512;
+
+/// A plain resource id: letters, digits, `-`, `_`, `.` — so it cannot steer a request to another
+/// path (`/`, `..`, `?`, `#`, `:` are all refused).
+pub fn is_plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_NAME_LEN
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `<prefix><plain id>`, e.g. `batches/abc`: the canonical name of a batch or interaction.
+pub fn is_name(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(is_plain_id)
+}
+
+/// `models/<model>/operations/<id>` or `operations/<id>`, each segment a plain id.
+pub fn is_operation_name(name: &str) -> bool {
+    let segments: Vec<&str> = name.split('/').collect();
+    name.len() <= MAX_NAME_LEN
+        && matches!(
+            segments.as_slice(),
+            ["operations", _] | ["models", _, "operations", _]
+        )
+        && segments.iter().all(|s| is_plain_id(s))
+}
+
 /// `abc`, `batches/abc` or `https://…/v1beta/batches/abc[:op|?q]` → `batches/abc`.
 ///
 /// Webhook `data.id` may or may not carry the `batches/` prefix (docs/gemini.md §3), so every

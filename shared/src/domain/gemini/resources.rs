@@ -138,6 +138,7 @@ pub struct FileInfo {
     /// `ACTIVE`, `PROCESSING`, `FAILED` (or absent).
     pub state: Option<String>,
     pub uri: Option<String>,
+    pub mime_type: Option<String>,
     pub expiration_time: Option<String>,
 }
 
@@ -156,6 +157,7 @@ impl FileInfo {
             name: text(&["name"]).unwrap_or_default(),
             state: text(&["state"]),
             uri: text(&["uri", "downloadUri", "download_uri"]),
+            mime_type: text(&["mimeType", "mime_type"]),
             expiration_time: text(&["expirationTime", "expiration_time"]),
         })
     }

@@ -80,6 +80,9 @@ pub struct VerifiedToken {
     /// Epoch seconds after which the token is refused anyway (its `exp` plus leeway, or its
     /// `iat` plus the maximum age, whichever is earlier): how long a single-use claim must last.
     pub usable_until: i64,
+    /// Whether the token was minted for us alone (`aud` one value, ours). A token listing other
+    /// audiences reached their endpoints too, and any of them could replay it here.
+    pub audience_exclusive: bool,
 }
 
 /// True when a signature header value is shaped like a compact JWS (three base64url segments,
@@ -141,6 +144,10 @@ pub fn verify_signed(
         .map_err(|err| VerifyError::InvalidJwt(describe(&err).to_owned()))?
         .claims;
     let usable_until = check_claims(rules, &claims, now)?;
+    let audience_exclusive = match claims.get("aud") {
+        Some(Value::Array(auds)) => auds.len() == 1,
+        _ => true,
+    };
     let token_id = match claims.get("jti").and_then(Value::as_str) {
         Some(jti) if !jti.is_empty() && jti.len() <= MAX_JTI_LEN => format!("jti:{jti}"),
         _ => format!("sha256:{}", super::sha256_hex(token.as_bytes())),
@@ -149,6 +156,7 @@ pub fn verify_signed(
         claims,
         token_id,
         usable_until,
+        audience_exclusive,
     })
 }
 

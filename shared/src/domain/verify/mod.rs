@@ -127,6 +127,9 @@ pub struct VerifiedDelivery {
     pub body_signed: bool,
     /// The verified token of a dynamic delivery.
     pub token: Option<VerifiedToken>,
+    /// Whether `webhook_id` was derived (from the claims, the `jti` or the body) rather than
+    /// sent as a header; derived ids have their own dedupe namespace, so a header cannot take one.
+    pub id_derived: bool,
 }
 
 impl VerifiedDelivery {
@@ -183,6 +186,45 @@ pub fn validate_id(id: &str) -> Result<(), VerifyError> {
         header: HEADER_ID,
         reason,
     })
+}
+
+/// `value` as JSON text with every object's keys sorted: the same claims always hash the same.
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    fn write(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(key.clone()).to_string());
+                    out.push(':');
+                    if let Some(v) = map.get(key) {
+                        write(v, out);
+                    }
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
 }
 
 /// Lowercase hex SHA-256 of `bytes`.

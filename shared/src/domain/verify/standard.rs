@@ -266,8 +266,10 @@ impl StandardVerifier {
         if ts < 0 {
             return Err(malformed(HEADER_TIMESTAMP, "is before 1970"));
         }
-        self.check_window(ts, now_secs)?;
+        // The signature first: a caller without the secret learns nothing, not even the
+        // window; a genuine but stale delivery still gets its precise timestamp error.
         self.check_signatures(msg_id, timestamp, signature_header, body)?;
+        self.check_window(ts, now_secs)?;
         Ok(ts)
     }
 

@@ -11,9 +11,10 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::domain::envelope::{Continuation, QueueEnvelope, WebhookEnvelope};
-use crate::domain::event::{Event, EventType, JobKind};
+use crate::domain::event::{Event, EventType, JobKind, is_usable_job_id, normalize_job_id};
 use crate::domain::gemini::{
-    BatchOperation, BatchOutput, BatchState, InteractionStatus, RpcStatus, normalize_file_name,
+    BatchOperation, BatchOutput, BatchState, InteractionStatus, RpcStatus, normalize_batch_id,
+    normalize_file_name,
 };
 use crate::domain::jobs::{Checkpoint, JobErrorInfo, JobRecord, JobState, ResultRow, RowStatus};
 use crate::domain::results::{LineSplitter, Outcome, ResultRecord, from_inline, record_from_line};
@@ -106,6 +107,18 @@ pub enum Handled {
     Skipped { reason: String },
 }
 
+impl Handled {
+    /// Stable short code for logs (`outcome`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Ingested { .. } => "ingested",
+            Self::Continued { .. } => "continued",
+            Self::Recorded { .. } => "recorded",
+            Self::Skipped { .. } => "skipped",
+        }
+    }
+}
+
 /// Seconds before a failed message is tried again, by how often it was received: 30 s doubling
 /// to 15 min. With `maxReceiveCount` 5 a message has ~7.5 min of retries before the DLQ (and the
 /// reconciler still recovers the batch later).
@@ -129,7 +142,12 @@ pub struct Consumer {
     clock: SharedClock,
     settings: ConsumeSettings,
     metrics: Metrics,
+    /// When our API key was last seen to work, and whether it did ([`Self::key_works`]).
+    key_probe: tokio::sync::Mutex<Option<(i64, bool)>>,
 }
+
+/// How long a key probe's answer is trusted.
+const KEY_PROBE_TTL_MS: i64 = 60_000;
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,6 +179,7 @@ impl Consumer {
             clock,
             settings,
             metrics: Metrics::disabled(),
+            key_probe: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -233,7 +252,24 @@ impl Consumer {
                     .await?
             }
         };
-        tracing::info!(outcome = ?handled, "message handled");
+        match &handled {
+            Handled::Ingested { rows, .. } => {
+                tracing::info!(outcome = handled.code(), rows, "message handled");
+            }
+            Handled::Continued { byte_offset, .. } => {
+                tracing::info!(outcome = handled.code(), byte_offset, "message handled");
+            }
+            Handled::Recorded { state, .. } => {
+                tracing::info!(
+                    outcome = handled.code(),
+                    state = state.as_str(),
+                    "message handled"
+                );
+            }
+            Handled::Skipped { reason } => {
+                tracing::info!(outcome = handled.code(), reason = %reason, "message handled");
+            }
+        }
         Ok(handled)
     }
 
@@ -251,11 +287,18 @@ impl Consumer {
                 reason: format!("unhandled event type {}", event_type.as_str()),
             });
         }
-        let job_id = event.job_id.clone().ok_or_else(|| {
-            ConsumeError::Poison(format!("{} event without data.id", event_type.as_str()))
-        })?;
         let group = w.job_group().map(str::to_owned);
-        let store = Arc::clone(self.routes.for_group(group.as_deref()));
+        let claim = EventClaim {
+            envelope: &w,
+            event: &event,
+            group,
+        };
+        // A job name nobody could ask the API about (none, a path, a few KB of text) comes only
+        // from a forged or broken event: acknowledged and counted, never stored or retried.
+        let Some(job_id) = event.job_id.clone().filter(|id| is_usable_job_id(kind, id)) else {
+            return Ok(self.unconfirmed(&claim, "the event names no usable job id"));
+        };
+        let store = Arc::clone(self.routes.for_group(claim.group.as_deref()));
         let now = self.clock.now_ms();
         let job = store
             .load_job(&job_id)
@@ -267,11 +310,6 @@ impl Consumer {
                 reason: format!("job already {}", job.state.as_str()),
             });
         }
-        let claim = EventClaim {
-            envelope: &w,
-            event: &event,
-            group,
-        };
         match kind {
             JobKind::Batch => self.on_batch(store, job, claim, deadline_ms).await,
             JobKind::Interaction => self.on_interaction(store, job, claim).await,
@@ -293,11 +331,11 @@ impl Consumer {
     ) -> Result<Handled, ConsumeError> {
         let op = match self.gemini.get_batch(&job.job_id).await {
             Ok(op) => op,
-            Err(GeminiError::NotFound { .. }) => {
-                return Ok(self.unconfirmed(&claim, "the Gemini API has no such batch"));
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => return self.refused(&claim, e, "batch").await,
         };
+        if normalize_batch_id(&op.name) != job.job_id {
+            return Ok(self.unconfirmed(&claim, "the Gemini API answered about another batch"));
+        }
         let api_state = match op.state {
             BatchState::Succeeded => JobState::Succeeded,
             BatchState::Failed => JobState::Failed,
@@ -337,11 +375,15 @@ impl Consumer {
     ) -> Result<Handled, ConsumeError> {
         let interaction = match self.gemini.get_interaction(&job.job_id).await {
             Ok(i) => i,
-            Err(GeminiError::NotFound { .. }) => {
-                return Ok(self.unconfirmed(&claim, "the Gemini API has no such interaction"));
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => return self.refused(&claim, e, "interaction").await,
         };
+        if !interaction.id.is_empty()
+            && normalize_job_id(JobKind::Interaction, &interaction.id) != job.job_id
+        {
+            return Ok(
+                self.unconfirmed(&claim, "the Gemini API answered about another interaction")
+            );
+        }
         let api_state = match interaction.status {
             InteractionStatus::Completed => JobState::Succeeded,
             InteractionStatus::RequiresAction => JobState::RequiresAction,
@@ -384,10 +426,7 @@ impl Consumer {
         let (api_state, output, error) = if let Some(name) = operation {
             let op = match self.gemini.get_video_operation(name).await {
                 Ok(op) => op,
-                Err(GeminiError::NotFound { .. }) => {
-                    return Ok(self.unconfirmed(&claim, "the Gemini API has no such operation"));
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => return self.refused(&claim, e, "operation").await,
             };
             if !op.done {
                 return Err(ConsumeError::NotReady(
@@ -408,11 +447,16 @@ impl Consumer {
         } else if let Some(name) = file {
             let info = match self.gemini.get_file(&name).await {
                 Ok(info) => info,
-                Err(GeminiError::NotFound { .. }) => {
-                    return Ok(self.unconfirmed(&claim, "the Gemini API has no such file"));
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => return self.refused(&claim, e, "file").await,
             };
+            // Any file of the project would "confirm" a made-up video; only a video confirms one.
+            if !info
+                .mime_type
+                .as_deref()
+                .is_some_and(|m| m.starts_with("video/"))
+            {
+                return Ok(self.unconfirmed(&claim, "the file it names is not a video"));
+            }
             let state = match info.state.as_deref() {
                 None | Some("ACTIVE" | "STATE_UNSPECIFIED") => JobState::Succeeded,
                 Some("FAILED") => JobState::Failed,
@@ -456,6 +500,42 @@ impl Consumer {
             self.contradicted(claim, &format!("the Gemini API reports {api}"));
         }
         job.updated_at_ms = self.clock.now_ms();
+    }
+
+    /// What a failed API call means for the event: the API does not have the resource (404), will
+    /// not let us read it (403, while our key demonstrably works) or the name cannot be asked
+    /// about: the event is unconfirmed — counted, acknowledged, nothing recorded. Anything else
+    /// (unreachable, 5xx, a key that no longer works) is retried.
+    async fn refused(
+        &self,
+        claim: &EventClaim<'_>,
+        error: GeminiError,
+        what: &str,
+    ) -> Result<Handled, ConsumeError> {
+        let why = match &error {
+            GeminiError::NotFound { .. } => format!("the Gemini API has no such {what}"),
+            GeminiError::Invalid(_) => format!("the {what} it names cannot be asked about"),
+            GeminiError::Fatal { status: 403, .. } if self.key_works().await => {
+                format!("the Gemini API does not let this project read that {what}")
+            }
+            _ => return Err(error.into()),
+        };
+        Ok(self.unconfirmed(claim, &why))
+    }
+
+    /// Whether our API key works at all (one cheap list call, remembered for a minute): a 403
+    /// with a working key means "not yours"; with a broken key every event must wait.
+    async fn key_works(&self) -> bool {
+        let now = self.clock.now_ms();
+        let mut probe = self.key_probe.lock().await;
+        if let Some((at, works)) = *probe
+            && now.saturating_sub(at) < KEY_PROBE_TTL_MS
+        {
+            return works;
+        }
+        let works = self.gemini.list_batches(1, None).await.is_ok();
+        *probe = Some((now, works));
+        works
     }
 
     /// An event about a job the API does not know (another project's, or made up): counted,
