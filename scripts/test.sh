@@ -67,7 +67,8 @@ section "moto server"
 PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 mkdir -p "$LOG_DIR"
 t0="$(now)"
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$MOTO_LOG" 2>&1 &
+# scripts/moto_server.py is moto_server with DynamoDB's atomic conditional writes restored.
+"$VENV/bin/python" scripts/moto_server.py -H 127.0.0.1 -p "$PORT" >"$MOTO_LOG" 2>&1 &
 MOTO_PID=$!
 # Poll from Python (no curl needed) until /moto-api/ answers, the server dies, or 30 s pass.
 wait_for_moto='

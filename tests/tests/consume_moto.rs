@@ -15,7 +15,7 @@ use gemini_hooks::domain::jobs::{JobRecord, JobState, ResultRow, RowStatus};
 use gemini_hooks::ports::clock::{Clock, ManualClock};
 use gemini_hooks::ports::{ResultsStore, StoreError};
 use gemini_hooks::usecases::consume::{
-    ConsumeError, ConsumeSettings, Consumer, Handled, InboundMessage,
+    ConsumeError, ConsumeSettings, Consumer, Handled, InboundMessage, RetrySchedule, failures,
 };
 use gemini_hooks::usecases::routes::Routes;
 use gemini_hooks_tests::fake_gemini::{
@@ -500,25 +500,30 @@ async fn one_bad_message_among_good_ones_is_the_only_failure() {
         ));
     }
     let c = Arc::new(h.consumer());
-    let failed = c
-        .handle_batch(
+    let failed = failures(
+        &c.handle_batch(
             vec![
                 InboundMessage {
+                    receive_count: 1,
                     id: "m-1".into(),
                     body: envelope("w1", succeeded("g1")),
                 },
                 InboundMessage {
+                    receive_count: 1,
                     id: "m-bad".into(),
                     body: "{not an envelope".into(),
                 },
                 InboundMessage {
+                    receive_count: 1,
                     id: "m-2".into(),
                     body: envelope("w2", succeeded("batches/g2")),
                 },
             ],
             None,
+            RetrySchedule::LAMBDA,
         )
-        .await;
+        .await,
+    );
     assert_eq!(failed, vec!["m-bad".to_owned()]);
     assert_eq!(h.rows("batches/g1").await.len(), 1);
     assert_eq!(h.rows("batches/g2").await.len(), 1);
@@ -735,21 +740,25 @@ async fn a_panic_fails_only_its_own_message() {
     ));
     let c = Arc::new(h.consumer_with(ConsumeSettings::default(), routes));
     let boom = json!({"type": "batch.succeeded", "data": {"id": "x", "user_metadata": {"job_group": "boom"}}});
-    let failed = c
-        .handle_batch(
+    let failed = failures(
+        &c.handle_batch(
             vec![
                 InboundMessage {
+                    receive_count: 1,
                     id: "m-boom".into(),
                     body: envelope("wb", boom),
                 },
                 InboundMessage {
+                    receive_count: 1,
                     id: "m-ok".into(),
                     body: envelope("wo", succeeded("ok1")),
                 },
             ],
             None,
+            RetrySchedule::LAMBDA,
         )
-        .await;
+        .await,
+    );
     assert_eq!(failed, vec!["m-boom".to_owned()]);
     assert_eq!(h.rows("batches/ok1").await.len(), 1);
 }

@@ -16,7 +16,9 @@ use gemini_hooks::domain::event::Event;
 use gemini_hooks::domain::verify::standard::StandardVerifier;
 use gemini_hooks::ports::clock::{Clock, ManualClock};
 use gemini_hooks::ports::metrics::metric;
-use gemini_hooks::usecases::consume::{ConsumeSettings, Consumer, InboundMessage};
+use gemini_hooks::usecases::consume::{
+    ConsumeSettings, Consumer, InboundMessage, RetrySchedule, failures,
+};
 use gemini_hooks::usecases::http::handle;
 use gemini_hooks::usecases::receive::Receiver;
 use gemini_hooks::usecases::routes::Routes;
@@ -184,6 +186,7 @@ async fn consumer_counts_rows_jobs_lag_and_failed_messages() {
     ));
     let messages = vec![
         InboundMessage {
+            receive_count: 1,
             id: "1".into(),
             body: envelope(
                 "w1",
@@ -191,6 +194,7 @@ async fn consumer_counts_rows_jobs_lag_and_failed_messages() {
             ),
         },
         InboundMessage {
+            receive_count: 1,
             id: "2".into(),
             body: envelope(
                 "w2",
@@ -198,11 +202,16 @@ async fn consumer_counts_rows_jobs_lag_and_failed_messages() {
             ),
         },
         InboundMessage {
+            receive_count: 1,
             id: "3".into(),
             body: "not an envelope".into(),
         },
     ];
-    let failed = consumer.handle_batch(messages, None).await;
+    let failed = failures(
+        &consumer
+            .handle_batch(messages, None, RetrySchedule::LAMBDA)
+            .await,
+    );
     assert_eq!(failed, vec!["3".to_owned()]);
 
     let docs = captured.documents().unwrap_or_else(|e| panic!("{e}"));
@@ -229,18 +238,22 @@ async fn consumer_counts_rows_jobs_lag_and_failed_messages() {
 
     // A replay changes nothing and counts nothing new.
     let before = captured.lines().len();
-    let again = consumer
-        .handle_batch(
-            vec![InboundMessage {
-                id: "4".into(),
-                body: envelope(
-                    "w1",
-                    json!({"type": "batch.succeeded", "data": {"id": "inl"}}),
-                ),
-            }],
-            None,
-        )
-        .await;
+    let again = failures(
+        &consumer
+            .handle_batch(
+                vec![InboundMessage {
+                    receive_count: 1,
+                    id: "4".into(),
+                    body: envelope(
+                        "w1",
+                        json!({"type": "batch.succeeded", "data": {"id": "inl"}}),
+                    ),
+                }],
+                None,
+                RetrySchedule::LAMBDA,
+            )
+            .await,
+    );
     assert!(again.is_empty());
     assert_eq!(captured.lines().len(), before);
 }

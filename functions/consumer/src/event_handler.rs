@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use gemini_hooks::adapters::aws::sqs::SqsEventQueue;
-use gemini_hooks::usecases::consume::{Consumer, InboundMessage, retry_delay_secs};
+use gemini_hooks::usecases::consume::{Consumer, InboundMessage, RetrySchedule};
 use lambda_runtime::LambdaEvent;
 
 /// What the handler needs, built once in `main`.
 pub(crate) struct Deps {
     pub consumer: Arc<Consumer>,
-    /// The events queue, to shorten the wait before a failed message is retried.
+    /// The events queue, to set when a failed message is handed out again.
     pub queue: SqsEventQueue,
 }
 
@@ -36,26 +36,32 @@ pub(crate) async fn function_handler(
                     .and_then(|c| c.parse::<u32>().ok())
                     .unwrap_or(1);
                 if let Some(receipt) = record.receipt_handle {
-                    receipts.insert(id.clone(), (receipt, receive_count));
+                    receipts.insert(id.clone(), receipt);
                 }
                 messages.push(InboundMessage {
                     id,
                     body: record.body.unwrap_or_default(),
+                    receive_count,
                 });
             }
         }
     }
-    let failed = deps.consumer.handle_batch(messages, deadline_ms).await;
+    let results = deps
+        .consumer
+        .handle_batch(messages, deadline_ms, RetrySchedule::LAMBDA)
+        .await;
     let mut response = SqsBatchResponse::default();
-    for id in failed {
-        // Back off from 30 s instead of waiting out the queue's 15-minute visibility timeout.
-        if let Some((receipt, count)) = receipts.get(&id)
-            && let Err(e) = deps
-                .queue
-                .delay_redelivery(receipt, retry_delay_secs(*count))
-                .await
+    for (id, disposition) in results {
+        if !disposition.is_failure() {
+            continue;
+        }
+        // A transient failure comes back after its backoff, poison at once (so it reaches the
+        // DLQ after its last receive), instead of waiting out the 15-minute visibility timeout.
+        let delay = i32::try_from(disposition.redelivery_delay().as_secs()).unwrap_or(i32::MAX);
+        if let Some(receipt) = receipts.get(&id)
+            && let Err(e) = deps.queue.delay_redelivery(receipt, delay).await
         {
-            tracing::warn!(message_id = %id, error = %e, "could not shorten the retry delay");
+            tracing::warn!(message_id = %id, error = %e, "could not set the retry delay");
         }
         let mut failure = BatchItemFailure::default();
         failure.item_identifier = id;

@@ -865,17 +865,23 @@ mod tests {
     }
 
     #[test]
-    fn when_timestamp_is_stale_and_signature_bad_should_report_the_window_first() {
+    fn when_timestamp_is_stale_and_signature_bad_should_report_the_signature_first() {
+        // A caller without the secret learns nothing about the window.
         let v = verifier_for(vec![key(1)]);
         let old = NOW - 10_000;
         let bad = sign(&key(2), ID, old, BODY);
         assert!(matches!(
             v.verify(ID, &old.to_string(), &bad, BODY, NOW),
-            Err(VerifyError::TimestampTooOld { .. })
+            Err(VerifyError::NoMatchingSignature { .. })
         ));
-        // Even a header that would be rejected outright loses to the window check.
         assert!(matches!(
             v.verify(ID, &old.to_string(), "v2,abc", BODY, NOW),
+            Err(VerifyError::NoSupportedSignature)
+        ));
+        // A genuine but stale delivery still gets its precise error.
+        let good = sign(&key(1), ID, old, BODY);
+        assert!(matches!(
+            v.verify(ID, &old.to_string(), &good, BODY, NOW),
             Err(VerifyError::TimestampTooOld { .. })
         ));
     }
