@@ -1,19 +1,17 @@
-//! The HTTP adapter of the [`GeminiApi`] port: retries with jittered backoff, error classes
-//! ("retry later" vs "give up"), and the streamed, resumable download.
+//! The HTTP adapter of the [`GeminiApi`] port: requests with the API key, retries with jittered
+//! backoff ([`super::http`] classifies each attempt), and the streamed download
+//! ([`super::download`]).
 
 use std::future::Future;
-use std::pin::Pin;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use rand::Rng;
-use reqwest::header::{CONTENT_RANGE, HeaderMap, HeaderValue, RANGE, RETRY_AFTER};
+use reqwest::header::{HeaderValue, RANGE};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
-use super::DEFAULT_BASE_URL;
+use super::download::{Download, content_range_start, content_range_total};
+use super::http::{Replay, Step, classify, describe, send_error_step};
+use super::settings::GeminiSettings;
 use crate::domain::gemini::{
     BatchOperation, FileInfo, Interaction, VideoOperation, is_operation_name, is_plain_id,
     normalize_batch_id, normalize_file_name,
@@ -22,154 +20,12 @@ use crate::ports::gemini::{BatchPage, ByteStream, GeminiApi, GeminiError};
 
 /// Header Gemini reads the API key from.
 const API_KEY_HEADER: &str = "x-goog-api-key";
-/// How much of an error body is read to extract `error.message` (bodies are not kept).
-const ERROR_BODY_LIMIT: usize = 8 * 1024;
-/// Longest server error message carried into a [`GeminiError::Fatal`].
-const ERROR_MESSAGE_LIMIT: usize = 200;
-
-/// The Gemini API key. `Debug` is redacted so settings can be logged safely.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
-    }
-
-    /// The secret itself; only for the request header.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(<redacted>)")
-    }
-}
-
-impl From<String> for ApiKey {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl From<&str> for ApiKey {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-}
-
-/// Client configuration.
-#[derive(Debug, Clone)]
-pub struct GeminiSettings {
-    /// Scheme and host, e.g. [`DEFAULT_BASE_URL`]; a trailing `/` is ignored.
-    pub base_url: String,
-    pub api_key: ApiKey,
-    pub retry: RetryPolicy,
-    /// Per attempt for JSON calls (headers and body); for downloads, the wait for headers and
-    /// the longest silence between two chunks.
-    pub request_timeout: Duration,
-}
-
-impl GeminiSettings {
-    /// Production defaults around `api_key`.
-    pub fn new(api_key: impl Into<ApiKey>) -> Self {
-        Self {
-            base_url: DEFAULT_BASE_URL.to_owned(),
-            api_key: api_key.into(),
-            retry: RetryPolicy::default(),
-            request_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Exponential backoff with full jitter (sleep uniformly in `[0, min(max, base·2^n)]`), so many
-/// consumers hitting the same 429 spread out instead of retrying in lockstep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Total attempts including the first; 0 is treated as 1.
-    pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Upper bound of the sleep before retry number `retry` (1 = the first retry).
-    pub fn backoff_cap(&self, retry: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(retry.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.base_delay
-            .checked_mul(factor)
-            .unwrap_or(self.max_delay)
-            .min(self.max_delay)
-    }
-
-    /// A jittered sleep before retry number `retry`.
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let cap = u64::try_from(self.backoff_cap(retry).as_micros()).unwrap_or(u64::MAX);
-        Duration::from_micros(rand::rng().random_range(0..=cap))
-    }
-
-    /// The server's `Retry-After` wins when present (capped by `max_delay`).
-    fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
-        retry_after.map_or_else(|| self.backoff(retry), |d| d.min(self.max_delay))
-    }
-}
-
-/// Whether a call may simply be sent again after an unclear outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Replay {
-    /// Reads and idempotent writes: retried on 429, 5xx, timeouts and connection failures.
-    Safe,
-    /// Retried only when the server provably did not act on it: 429, or no connection at all.
-    /// Any other unclear outcome is a [`GeminiError::Unconfirmed`].
-    Unsafe,
-}
 
 /// Gemini Batch API client. Cheap to clone (the HTTP pool is shared).
 #[derive(Debug, Clone)]
 pub struct GeminiClient {
     settings: GeminiSettings,
     http: reqwest::Client,
-}
-
-/// Result of one attempt.
-enum Step<T> {
-    Done(T),
-    Retry {
-        reason: String,
-        retry_after: Option<Duration>,
-    },
-    Fail(GeminiError),
-}
-
-impl<T> Step<T> {
-    /// The value, or this non-success step retyped for the caller's own result.
-    fn into_done<U>(self) -> Result<T, Step<U>> {
-        match self {
-            Self::Done(v) => Ok(v),
-            Self::Retry {
-                reason,
-                retry_after,
-            } => Err(Step::Retry {
-                reason,
-                retry_after,
-            }),
-            Self::Fail(e) => Err(Step::Fail(e)),
-        }
-    }
 }
 
 impl GeminiClient {
@@ -477,169 +333,6 @@ impl GeminiApi for GeminiClient {
     }
 }
 
-/// Sorts a response into success, retry or failure; reads (a bounded prefix of) error bodies
-/// only to extract Google's `error.message`.
-async fn classify(resp: reqwest::Response, what: &str) -> Step<reqwest::Response> {
-    let status = resp.status();
-    if status.is_success() {
-        return Step::Done(resp);
-    }
-    if status == StatusCode::NOT_FOUND {
-        return Step::Fail(GeminiError::NotFound {
-            what: what.to_owned(),
-        });
-    }
-    if status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status.is_server_error()
-    {
-        return Step::Retry {
-            reason: format!("HTTP {}", status.as_u16()),
-            retry_after: retry_after(resp.headers()),
-        };
-    }
-    let message = error_message(resp).await;
-    Step::Fail(GeminiError::Fatal {
-        status: status.as_u16(),
-        message: format!("{what}: {message}"),
-    })
-}
-
-fn send_error_step<T>(e: &reqwest::Error) -> Step<T> {
-    if e.is_builder() {
-        Step::Fail(GeminiError::Invalid(describe(e)))
-    } else {
-        Step::Retry {
-            reason: describe(e),
-            retry_after: None,
-        }
-    }
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is left to the backoff).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs))
-}
-
-/// `STATUS: message` from Google's `{"error": {…}}`, shortened; the body is not kept.
-async fn error_message(mut resp: reqwest::Response) -> String {
-    let reason = resp
-        .status()
-        .canonical_reason()
-        .unwrap_or("error")
-        .to_owned();
-    let mut buf = Vec::new();
-    while buf.len() < ERROR_BODY_LIMIT {
-        match resp.chunk().await {
-            Ok(Some(c)) => buf.extend_from_slice(&c),
-            _ => break,
-        }
-    }
-    let Ok(v) = serde_json::from_slice::<Value>(&buf) else {
-        return reason;
-    };
-    let status = v
-        .pointer("/error/status")
-        .and_then(Value::as_str)
-        .unwrap_or(&reason);
-    match v.pointer("/error/message").and_then(Value::as_str) {
-        Some(m) if !m.is_empty() => {
-            let short: String = m.chars().take(ERROR_MESSAGE_LIMIT).collect();
-            format!("{status}: {short}")
-        }
-        _ => status.to_owned(),
-    }
-}
-
-/// A reqwest error as its kind and cause chain, without the URL.
-fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect error"
-    } else if e.is_body() {
-        "body error"
-    } else if e.is_decode() {
-        "decode error"
-    } else if e.is_builder() {
-        "bad request"
-    } else {
-        "request error"
-    };
-    let mut out = kind.to_owned();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
-}
-
-/// `Content-Range: bytes S-E/T` → S.
-fn content_range_start(headers: &HeaderMap) -> Option<u64> {
-    let v = headers.get(CONTENT_RANGE)?.to_str().ok()?;
-    let range = v.trim().strip_prefix("bytes")?.trim_start();
-    range.split(['-', '/']).next()?.trim().parse().ok()
-}
-
-/// `Content-Range: bytes */T` (or `S-E/T`) → T.
-fn content_range_total(headers: &HeaderMap) -> Option<u64> {
-    let v = headers.get(CONTENT_RANGE)?.to_str().ok()?;
-    v.rsplit_once('/')?.1.trim().parse().ok()
-}
-
-/// State of a download stream: skips unrequested bytes and turns silence into an error.
-struct Download {
-    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
-    skip: u64,
-    idle: Duration,
-    done: bool,
-}
-
-impl Download {
-    async fn next(mut self) -> Option<(Result<Bytes, GeminiError>, Self)> {
-        if self.done {
-            return None;
-        }
-        loop {
-            let item = match tokio::time::timeout(self.idle, self.inner.next()).await {
-                Err(_) => Err(GeminiError::Stream(format!(
-                    "no data for {} ms",
-                    self.idle.as_millis()
-                ))),
-                Ok(None) if self.skip > 0 => Err(GeminiError::Decode(
-                    "the file is shorter than the requested offset".into(),
-                )),
-                Ok(None) => return None,
-                Ok(Some(Err(e))) => Err(GeminiError::Stream(describe(&e))),
-                Ok(Some(Ok(mut chunk))) => {
-                    if self.skip > 0 {
-                        let n = usize::try_from(self.skip)
-                            .unwrap_or(usize::MAX)
-                            .min(chunk.len());
-                        chunk = chunk.slice(n..);
-                        self.skip -= n as u64;
-                    }
-                    if chunk.is_empty() {
-                        continue;
-                    }
-                    return Some((Ok(chunk), self));
-                }
-            };
-            self.done = true;
-            return Some((item, self));
-        }
-    }
-}
-
 /// Ids go into URL paths: only plain id characters, so nothing can walk to another endpoint.
 /// `models/<model>/operations/<id>` or `operations/<id>` (so an event cannot steer the request
 /// to another path).
@@ -669,6 +362,9 @@ pub(crate) fn check_resource_id(name: &str, prefix: &str) -> Result<(), GeminiEr
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::adapters::gemini::settings::RetryPolicy;
+    use reqwest::header::{CONTENT_RANGE, HeaderMap};
+    use std::time::Duration;
 
     #[test]
     fn operation_names_are_checked_segment_by_segment() {

@@ -4,10 +4,14 @@
 //! the same HTTP conventions.
 
 pub mod client;
+mod download;
+mod http;
+pub mod settings;
 #[cfg(feature = "webhook-admin")]
 pub mod webhooks;
 
-pub use client::{ApiKey, GeminiClient, GeminiSettings, RetryPolicy};
+pub use client::GeminiClient;
+pub use settings::{ApiKey, GeminiSettings, RetryPolicy};
 #[cfg(feature = "webhook-admin")]
 pub use webhooks::{
     CreatedWebhook, NewWebhook, RevocationBehavior, Rotation, Webhook, WebhookClient, WebhookPage,

@@ -15,7 +15,8 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::client::{Replay, check_resource_id};
+use super::client::check_resource_id;
+use super::http::Replay;
 use super::{GeminiClient, GeminiSettings};
 use crate::domain::verify::standard::{SecretListError, SigningSecret, parse_secret_list};
 use crate::ports::gemini::GeminiError;
