@@ -279,16 +279,12 @@ async fn poison_message_is_dead_lettered_and_the_queue_moves_on() {
     )
     .await;
 
-    // A valid, signed event the consumer can never handle: batch.succeeded without a job id.
-    let poison = dir.join("poison.json");
-    std::fs::write(
-        &poison,
-        br#"{"type":"batch.succeeded","version":"v1","data":{}}"#,
-    )
-    .unwrap_or_else(|e| panic!("write: {e}"));
+    // A valid, signed event the consumer can never handle: the API refuses our key for it (a
+    // retry cannot help; an event naming no job would be acknowledged as unconfirmed instead).
+    fake.inject("/v1beta/batches/cli-poison", vec![Fault::Status(401); 10]);
     let out = send(
         &dev.url,
-        &["--body", &poison.to_string_lossy(), "--id", "msg_poison"],
+        &["--job", "batches/cli-poison", "--id", "msg_poison"],
     )
     .await;
     assert!(out.contains("-> 200"), "{out}");
@@ -327,7 +323,7 @@ async fn poison_message_is_dead_lettered_and_the_queue_moves_on() {
     send(&dev.url, &["--job", "batches/cli-after-poison"]).await;
     wait_for_job(dir.path(), "batches/cli-after-poison", "SUCCEEDED").await;
     let log = dev.log();
-    assert!(log.contains("poison"), "{log}");
+    assert!(log.contains("cannot be handled"), "{log}");
     assert!(log.contains("dead-lettered"), "{log}");
     dev.kill().await;
 }

@@ -355,26 +355,22 @@ async fn dead_letters_say_why_and_redrive_puts_them_back() {
         empty.stdout
     );
 
-    // A signed event the consumer can never handle: batch.succeeded without a job id.
-    let poison = dir.join("poison.json");
-    write(
-        &poison,
-        r#"{"type":"batch.succeeded","version":"v1","data":{}}"#,
-    );
-    send(&dev.url, &["--body", &s(&poison), "--id", "msg_dlq"])
+    // A signed event the consumer can never handle: the API refuses our key for its batch.
+    fake.inject("/v1beta/batches/first-dlq", vec![Fault::Status(401); 10]);
+    send(&dev.url, &["--job", "batches/first-dlq", "--id", "msg_dlq"])
         .await
         .expect_code(0);
     let dead = wait_for_dead_letters(dir.path(), 1).await;
     assert_eq!(dead[0]["receive_count"], 2, "{dead:?}");
     let last_error = dead[0]["last_error"].as_str().unwrap_or_default();
-    assert!(last_error.starts_with("poison: "), "{dead:?}");
+    assert!(last_error.starts_with("gemini_fatal: "), "{dead:?}");
 
     let table = run_cli(&["results", "--data-dir", &d, "--dead-letters"], &[])
         .await
         .expect_code(0)
         .stdout;
     assert!(
-        table.contains("LAST ERROR") && table.contains("poison: "),
+        table.contains("LAST ERROR") && table.contains("gemini_fatal: "),
         "{table}"
     );
     assert!(table.contains("gemini-hooks redrive"), "{table}");
@@ -437,7 +433,7 @@ async fn dead_letters_say_why_and_redrive_puts_them_back() {
             outcomes.push(o.clone());
         }
     }
-    assert!(outcomes.contains(&json!("poison")), "{log}");
+    assert!(outcomes.contains(&json!("gemini_fatal")), "{log}");
     for o in &outcomes {
         let code = o.as_str().unwrap_or_default();
         assert!(
