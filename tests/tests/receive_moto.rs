@@ -1,5 +1,5 @@
 //! The receive use case end to end against moto (real DynamoDB and SQS wire protocol), with an
-//! injected clock and real signatures. Covers issue #2 item 9 and every row of DESIGN §4.
+//! injected clock and real signatures. Covers issue #2 item 9 and every row of the HTTP contract (README, "How it behaves").
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! and error code, must not panic (each runs in its own task, so a panic is a failed join), must
 //! not echo its signature, and none may leave state behind: no dedupe item, no queue message.
 //!
-//! `receive_moto.rs::bad_input_rows_of_the_contract` holds one case per row of DESIGN §4; this
+//! `receive_moto.rs::bad_input_rows_of_the_contract` holds one case per row of the HTTP contract; this
 //! catalog goes wide instead (≥ 40 cases per the issue; 100 here). The few deliveries through
 //! the real binary that only the Lambda transport can see (invalid base64, comma-joined
 //! headers of function URLs) are at the end.
@@ -1091,7 +1091,7 @@ async fn the_catalog_builders_make_valid_deliveries_when_nothing_is_broken() {
 
 /// What only the Lambda transport can receive: a body flagged base64 that is not, and a body
 /// signed over its base64 text instead of its bytes. `lambda_http` panics on invalid base64
-/// (reliability anchors §C5); the runtime turns that into an invocation error, which a function
+/// (`lambda-events` `Body::from_maybe_encoded`); the runtime turns that into an invocation error, which a function
 /// URL answers with 502, so the sender retries and nothing is stored. The process must survive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_binary_survives_transport_level_garbage() {

@@ -1,4 +1,4 @@
-//! Template and code must not drift (DESIGN §3): every environment variable a function's
+//! Template and code must not drift (the README's configuration table): every environment variable a function's
 //! configuration reads is defined for that function in `template.yaml`, and every variable the
 //! template defines is read. Also: the template references only EMF metrics the code emits, and
 //! builds each function from the binary of that name.

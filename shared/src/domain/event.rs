@@ -1,4 +1,4 @@
-//! The Gemini webhook event envelope (gemini-facts §3): `type`, `version`, `timestamp`, `data`.
+//! The Gemini webhook event envelope (docs/gemini.md §3): `type`, `version`, `timestamp`, `data`.
 //!
 //! The envelope is "thin": it names a job and the consumer fetches the truth from the API. Parsing
 //! is tolerant on purpose — an unknown but validly signed type is kept, never bounced, because a

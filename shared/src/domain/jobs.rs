@@ -1,4 +1,4 @@
-//! Job records and result rows: what the consumer writes (DESIGN §7).
+//! Job records and result rows: what the consumer writes (the data model in the README).
 //!
 //! A job's state only moves forward ([`JobState::rank`]): a late or replayed event can never
 //! turn a finished job back into a running one.

@@ -1,7 +1,7 @@
 //! Batch results JSONL model and streaming parser.
 //!
 //! A results file is one JSON object per line: `{"key", "response"}` or `{"key", "error"}`
-//! (gemini-facts §5). Files can be gigabytes, so [`LineSplitter`] cuts a byte stream into lines
+//! (docs/gemini.md §5). Files can be gigabytes, so [`LineSplitter`] cuts a byte stream into lines
 //! with bounded memory and reports byte offsets for checkpoints, and [`parse_line`] turns one
 //! line into one [`ResultRecord`] without ever failing: a bad line becomes a `Malformed` row, not
 //! a failed job.

@@ -1,5 +1,5 @@
 //! Injected time. Every rule that depends on "now" takes a [`Clock`], so tests use absolute
-//! epoch fixtures instead of the wall clock (the Powertools unit bug in reliability-anchors A7).
+//! epoch fixtures instead of the wall clock (Powertools once compared epoch milliseconds with `getUTCMilliseconds()` and a test built its fixture the same wrong way; absolute fixtures catch that).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

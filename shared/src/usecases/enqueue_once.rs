@@ -1,5 +1,5 @@
 //! Enqueue a message at most once per id: claim the id in the dedupe store → enqueue → mark it
-//! ENQUEUED, releasing the claim whenever the enqueue fails (DESIGN §5).
+//! ENQUEUED, releasing the claim whenever the enqueue fails (`domain/dedupe.rs`).
 //!
 //! The receiver keys it on `webhook-id`; the reconciler on a deterministic id per recovered
 //! batch, so overlapping or repeated runs never enqueue the same recovery twice. Enqueue success

@@ -1,4 +1,4 @@
-//! The receiver's HTTP contract (DESIGN §4), independent of the transport: the Lambda function
+//! The receiver's HTTP contract (the table in the README), independent of the transport: the Lambda function
 //! URL handler and the local `gemini-hooks dev` server both answer through [`handle`].
 
 use http::{HeaderMap, Method};

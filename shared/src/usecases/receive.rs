@@ -1,4 +1,4 @@
-//! The receive use case: verify → claim → enqueue → complete (DESIGN §4–5).
+//! The receive use case: verify → claim → enqueue → complete (the contract in the README; the lease in `domain/dedupe.rs`).
 //!
 //! Enqueue success is the commit point. A claim is released whenever the enqueue fails, so the
 //! sender's retry can succeed; a lease lets a retry take over a claim whose holder died. The

@@ -1,4 +1,4 @@
-//! The reconcile use case: the insurance poll behind the webhooks (DESIGN §1).
+//! The reconcile use case: the insurance poll behind the webhooks (ARCHITECTURE.md).
 //!
 //! Pages through `GET /v1beta/batches`; every batch that finished inside the look-back window,
 //! longer ago than the grace period, and that has no finished job record gets a synthetic event

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use crate::domain::dedupe::{ClaimOutcome, ClaimRequest, DedupeRecord, DedupeStatus};
 use crate::ports::{DedupeStore, StoreError};
 
-/// Attribute names of the dedupe table (DESIGN §5/§7). The partition key is `webhook_id`.
+/// Attribute names of the dedupe table (`domain/dedupe.rs`). The partition key is `webhook_id`.
 pub mod attr {
     pub const WEBHOOK_ID: &str = "webhook_id";
     pub const STATUS: &str = "status";

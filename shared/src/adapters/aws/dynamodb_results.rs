@@ -1,4 +1,4 @@
-//! DynamoDB adapter of [`ResultsStore`]: single-table design (DESIGN §7).
+//! DynamoDB adapter of [`ResultsStore`]: single-table design (the data model in the README).
 //!
 //! `pk = JOB#<job id>`; `sk = JOB` is the job record, `sk = RESULT#<key>` one result row. Items are
 //! plain attributes (maps for nested JSON) so they are readable in the console. DynamoDB caps an

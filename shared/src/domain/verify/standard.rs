@@ -427,7 +427,8 @@ mod tests {
     use super::*;
     use crate::domain::verify::FailureClass;
 
-    // Reliability anchors §B3 (computed independently with Python's hmac).
+    // The Standard Webhooks reference vectors (the Go, JS, Python and Rust libraries' `sign` tests),
+    // recomputed independently with Python's hmac.
     const V1_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const V1_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
     const V1_TS: i64 = 1_614_265_330;
@@ -484,7 +485,7 @@ mod tests {
         Err(VerifyError::NoMatchingSignature { secrets })
     }
 
-    // ---- §B4.1 / §B4.2: reference vectors ---------------------------------------------------
+    // ---- reference vectors (the cases the Standard Webhooks and Svix test suites check) ---------
 
     #[test]
     fn when_signing_reference_vector_1_should_reproduce_expected_header() {
@@ -534,7 +535,7 @@ mod tests {
         assert_eq!(sign(&again, V2_ID, V2_TS, V2_BODY), V2_SIG);
     }
 
-    // ---- §B4.3 / §B4.4: missing and ill-formed pieces -----------------------------------------
+    // ---- missing and ill-formed pieces ----------------------------------------------------------
 
     #[test]
     fn when_msg_id_is_empty_should_reject_as_malformed_id() {
@@ -641,7 +642,7 @@ mod tests {
         );
     }
 
-    // ---- §B4.5 / §B4.6: wrong, garbage and partial signatures ---------------------------------
+    // ---- wrong, garbage and partial signatures --------------------------------------------------
 
     #[test]
     fn when_signature_was_made_with_another_secret_should_report_no_match() {
@@ -739,7 +740,7 @@ mod tests {
         assert_eq!(v.verify(ID, &ts, &header, BODY, NOW), Ok(NOW));
     }
 
-    // ---- §B4.7: the replay window --------------------------------------------------------------
+    // ---- the replay window ----------------------------------------------------------------------
 
     #[test]
     fn when_timestamp_is_tolerance_plus_one_old_should_be_too_old() {
@@ -893,7 +894,7 @@ mod tests {
         assert_malformed(v.verify(ID, "-5", "v2,abc", BODY, NOW), HEADER_TIMESTAMP);
     }
 
-    // ---- §B4.8 / §B4.9: ignoring the window ----------------------------------------------------
+    // ---- ignoring the window --------------------------------------------------------------------
 
     #[test]
     fn when_window_is_ignored_should_accept_old_and_future_timestamps() {
@@ -955,7 +956,7 @@ mod tests {
         assert_eq!(v.verify(ID, &text, &over_canonical, BODY, NOW), no_match(1));
     }
 
-    // ---- §B4.10: several entries ---------------------------------------------------------------
+    // ---- several entries ------------------------------------------------------------------------
 
     #[test]
     fn when_one_of_four_entries_is_valid_including_v2_and_duplicates_should_pass() {
@@ -1095,7 +1096,7 @@ mod tests {
         );
     }
 
-    // ---- §B4.11 / §B4.12: secrets ------------------------------------------------------------
+    // ---- secrets --------------------------------------------------------------------------------
 
     #[test]
     fn when_secret_is_empty_should_be_rejected() {
@@ -1206,7 +1207,7 @@ mod tests {
         assert_ne!(sign(&b, ID, NOW, BODY), header);
     }
 
-    // ---- §B4.13 and bodies ---------------------------------------------------------------------
+    // ---- bodies ---------------------------------------------------------------------------------
 
     #[test]
     fn when_body_is_empty_should_verify() {
@@ -1237,7 +1238,7 @@ mod tests {
         );
     }
 
-    // ---- rotation --------------------------------------------------------------------------------
+    // ---- rotation -------------------------------------------------------------------------------
 
     #[test]
     fn when_signed_with_either_rotated_secret_should_verify() {
@@ -1289,7 +1290,7 @@ mod tests {
         );
     }
 
-    // ---- secret lists ------------------------------------------------------------------------
+    // ---- secret lists ---------------------------------------------------------------------------
 
     #[test]
     fn when_secret_list_uses_commas_newlines_or_mixed_separators_should_parse_all_in_order() {
@@ -1359,7 +1360,7 @@ mod tests {
         }
     }
 
-    // ---- redaction ---------------------------------------------------------------------------
+    // ---- redaction ------------------------------------------------------------------------------
 
     #[test]
     fn when_debug_printing_secrets_and_verifiers_should_redact_key_material() {
@@ -1399,7 +1400,7 @@ mod tests {
         }
     }
 
-    // ---- seeded round-trip fuzzing -------------------------------------------------------------
+    // ---- seeded round-trip fuzzing --------------------------------------------------------------
 
     #[test]
     fn when_random_deliveries_are_signed_should_round_trip_and_detect_tampering() {
