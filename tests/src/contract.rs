@@ -174,7 +174,7 @@ fn row(job_id: &str, key: &str, line: u64, status: RowStatus) -> ResultRow {
             .then(|| json!({"candidates": [{"content": {"parts": [{"text": key}]}}]}).to_string()),
         error_code: (status == RowStatus::Error).then_some(3),
         error_message: (!ok).then(|| format!("{key} failed")),
-        user_metadata: Some(json!({"job_group": "contract"})),
+        keyless: false,
         ingested_at_ms: NOW_MS,
     }
 }

@@ -319,6 +319,9 @@ impl ResultsStore for RealDynamoKeyLimits {
     async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError> {
         self.inner.list_rows(job_id).await
     }
+    async fn count_rows(&self, job_id: &str) -> Result<u64, StoreError> {
+        self.inner.count_rows(job_id).await
+    }
     async fn list_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
         self.inner.list_jobs().await
     }

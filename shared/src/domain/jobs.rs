@@ -103,6 +103,10 @@ pub struct JobCounts {
     pub error_rows: u64,
     /// Lines that could not be parsed.
     pub malformed_rows: u64,
+    /// Lines whose request key an earlier line of the same results already had: the later line
+    /// wins, so `rows_ingested` (the rows stored) is the lines read minus these.
+    #[serde(default)]
+    pub duplicate_keys: u64,
 }
 
 /// Error details of a failed job.
@@ -209,13 +213,93 @@ pub struct ResultRow {
     pub response_json: Option<String>,
     pub error_code: Option<i64>,
     pub error_message: Option<String>,
-    pub user_metadata: Option<Value>,
+    /// The line had no usable request key: `key` is then `line-<n>` for display only, and the row
+    /// lives apart from request keys (a request really keyed `line-7` is another row).
+    #[serde(default)]
+    pub keyless: bool,
     pub ingested_at_ms: i64,
+}
+
+/// Longest DynamoDB sort key (bytes); longer row ids are hashed.
+pub const MAX_SORT_KEY_BYTES: usize = 1024;
+
+/// Prefix of a row stored under its request key.
+pub const ROW_KEY_PREFIX: &str = "RESULT#";
+/// Prefix of a row whose request key is too long for a sort key: the SHA-256 of the key follows.
+pub const ROW_HASH_PREFIX: &str = "RESULTH#";
+/// Prefix of a row for a line without a usable key: the zero-padded line number follows.
+pub const ROW_LINE_PREFIX: &str = "LINE#";
+
+impl ResultRow {
+    /// Where the row is stored within its job, in three namespaces no request key can cross:
+    /// `RESULT#<key>` (or `RESULTH#<sha256 of key>` when that would not fit a DynamoDB sort key),
+    /// and `LINE#<n>` for key-less lines. Every request-keyed id starts with `RESULT`, then `#` or
+    /// `H#`, so the namespaces never overlap, whatever the key.
+    pub fn row_id(&self) -> String {
+        if self.keyless {
+            return format!("{ROW_LINE_PREFIX}{:012}", self.line);
+        }
+        if ROW_KEY_PREFIX.len() + self.key.len() <= MAX_SORT_KEY_BYTES {
+            format!("{ROW_KEY_PREFIX}{}", self.key)
+        } else {
+            format!(
+                "{ROW_HASH_PREFIX}{}",
+                crate::domain::verify::sha256_hex(self.key.as_bytes())
+            )
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(key: &str, line: u64, keyless: bool) -> ResultRow {
+        ResultRow {
+            job_id: "batches/x".into(),
+            key: key.into(),
+            line,
+            status: RowStatus::Ok,
+            text: None,
+            finish_reason: None,
+            prompt_tokens: None,
+            candidates_tokens: None,
+            total_tokens: None,
+            thoughts_tokens: None,
+            model_version: None,
+            response_json: None,
+            error_code: None,
+            error_message: None,
+            keyless,
+            ingested_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn row_ids_live_in_namespaces_no_request_key_can_cross() {
+        assert_eq!(row("a", 1, false).row_id(), "RESULT#a");
+        // A request really keyed like a synthetic key is another row than the key-less line.
+        assert_ne!(
+            row("line-7", 7, false).row_id(),
+            row("line-7", 7, true).row_id()
+        );
+        assert_eq!(row("line-7", 7, true).row_id(), "LINE#000000000007");
+        // Keys that look like the other namespaces stay under RESULT#.
+        for key in ["H#abc", "#PART#0001", "LINE#1", "JOB"] {
+            assert!(row(key, 1, false).row_id().starts_with("RESULT#"), "{key}");
+        }
+        // An oversize key is hashed to a fixed-size id that still fits.
+        let long = "k".repeat(2000);
+        let id = row(&long, 1, false).row_id();
+        assert!(
+            id.starts_with("RESULTH#") && id.len() <= MAX_SORT_KEY_BYTES,
+            "{id}"
+        );
+        let edge = "k".repeat(MAX_SORT_KEY_BYTES - ROW_KEY_PREFIX.len());
+        assert_eq!(row(&edge, 1, false).row_id().len(), MAX_SORT_KEY_BYTES);
+        let over = "k".repeat(MAX_SORT_KEY_BYTES - ROW_KEY_PREFIX.len() + 1);
+        assert!(row(&over, 1, false).row_id().starts_with("RESULTH#"));
+    }
 
     #[test]
     fn state_only_moves_forward() {

@@ -18,8 +18,11 @@ pub const TOO_LONG_PREFIX: usize = 1024;
 /// One result, keyed by the caller's request key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultRecord {
-    /// The request key, or `line-<n>` when none was readable, so a replay overwrites the same row.
+    /// The request key, or `line-<n>` (display only) when none was readable.
     pub key: String,
+    /// No usable key: the row is stored by its line number, apart from request keys, so a
+    /// replay still overwrites the same row.
+    pub keyless: bool,
     /// 1-based line number in the file; for inline results, index + 1.
     pub line: u64,
     pub outcome: Outcome,
@@ -74,6 +77,7 @@ pub fn synthetic_key(line_no: u64) -> String {
 /// Parses one results-file line. Never panics; garbage becomes [`Outcome::Malformed`].
 pub fn parse_line(line: &[u8], line_no: u64) -> ResultRecord {
     let malformed = |key: Option<String>, reason: &str| ResultRecord {
+        keyless: key.is_none(),
         key: key.unwrap_or_else(|| synthetic_key(line_no)),
         line: line_no,
         outcome: Outcome::Malformed {
@@ -116,6 +120,7 @@ pub fn parse_line(line: &[u8], line_no: u64) -> ResultRecord {
     let outcome = outcome_of(obj.get("response"), obj.get("error"));
     ResultRecord {
         key,
+        keyless: false,
         line: line_no,
         outcome,
     }
@@ -124,11 +129,9 @@ pub fn parse_line(line: &[u8], line_no: u64) -> ResultRecord {
 /// Turns one inline result (from the operation itself) into a record numbered `index + 1`.
 pub fn from_inline(index: usize, r: &InlineResponse) -> ResultRecord {
     let line = u64::try_from(index).unwrap_or(u64::MAX).saturating_add(1);
-    let key = r
-        .key
-        .clone()
-        .filter(|k| !k.is_empty())
-        .unwrap_or_else(|| synthetic_key(line));
+    let given = r.key.clone().filter(|k| !k.is_empty());
+    let keyless = given.is_none();
+    let key = given.unwrap_or_else(|| synthetic_key(line));
     let outcome = if let Some(e) = &r.error {
         Outcome::Error {
             code: e.code,
@@ -138,7 +141,12 @@ pub fn from_inline(index: usize, r: &InlineResponse) -> ResultRecord {
     } else {
         outcome_of(r.response.as_ref(), None)
     };
-    ResultRecord { key, line, outcome }
+    ResultRecord {
+        key,
+        keyless,
+        line,
+        outcome,
+    }
 }
 
 /// Record for any [`Line`]: parsed normally, or `Malformed` when it was too long to hold (its key
@@ -147,8 +155,10 @@ pub fn record_from_line(line: &Line) -> ResultRecord {
     if !line.too_long {
         return parse_line(&line.bytes, line.number);
     }
+    let key = leading_key(&line.bytes);
     ResultRecord {
-        key: leading_key(&line.bytes).unwrap_or_else(|| synthetic_key(line.number)),
+        keyless: key.is_none(),
+        key: key.unwrap_or_else(|| synthetic_key(line.number)),
         line: line.number,
         outcome: Outcome::Malformed {
             reason: "line longer than the configured maximum".to_owned(),

@@ -92,6 +92,9 @@ pub trait ResultsStore: Send + Sync {
     /// Every row of a job, ordered by key (tests, `gemini-hooks results`). Adapters may page.
     async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError>;
 
+    /// How many rows `job_id` has stored (its `rows_ingested` once complete).
+    async fn count_rows(&self, job_id: &str) -> Result<u64, StoreError>;
+
     /// Every job record, newest `updated_at_ms` first (local tooling; not used on hot paths).
     async fn list_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
 }

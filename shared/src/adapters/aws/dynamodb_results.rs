@@ -1,10 +1,16 @@
 //! DynamoDB adapter of [`ResultsStore`]: single-table design (the data model in the README).
 //!
-//! `pk = JOB#<job id>`; `sk = JOB` is the job record, `sk = RESULT#<key>` one result row. Items are
-//! plain attributes (maps for nested JSON) so they are readable in the console. DynamoDB caps an
-//! item at 400 KB: a row whose response would not fit is stored gzip-compressed, and if even that
-//! is too large, split over `RESULT#<key>#PART#nnnn` items — never truncated. The row says which
-//! (`response_encoding`: `json`, `gzip` or `gzip-parts`).
+//! `pk = JOB#<job id>`; `sk = JOB` is the job record; a result row is `sk = RESULT#<key>`, or
+//! `RESULTH#<sha256 of key>` for a key too long for a sort key, or `LINE#<n>` for a line without a
+//! usable key ([`ResultRow::row_id`]: namespaces no request key can cross); the full key is always
+//! the `key` attribute. Scalars are plain attributes, readable in the console; free-form JSON
+//! (`user_metadata`, `output`, responses) is stored as JSON text, never as nested maps or numbers
+//! (DynamoDB refuses maps nested deeper than 32 and numbers beyond 38 digits or 1e125).
+//!
+//! DynamoDB caps an item at 400 KB: a row whose response would not fit is stored gzip-compressed,
+//! and if even that is too large, split over `PART#<hash of the row id>#nnnn` items (each naming
+//! its row in `part_of`) — never truncated. The row says which (`response_encoding`: `json`,
+//! `gzip` or `gzip-parts`).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -19,11 +25,15 @@ use serde_json::{Map, Number, Value};
 
 use super::dynamodb_dedupe::sdk_message;
 use crate::domain::jobs::{JobRecord, ResultRow};
+use crate::domain::verify::sha256_hex;
 use crate::ports::{ResultsStore, StoreError};
 
 const JOB_SK: &str = "JOB";
-const ROW_PREFIX: &str = "RESULT#";
-const PART_MARK: &str = "#PART#";
+const PART_PREFIX: &str = "PART#";
+/// Parts written before row ids had their own namespace: `RESULT#<key>#PART#nnnn`.
+const LEGACY_PART_MARK: &str = "#PART#";
+/// Job record fields that hold free-form JSON: stored as JSON text.
+const JSON_TEXT_FIELDS: [&str; 3] = ["user_metadata", "output", "error"];
 /// Keep items well under DynamoDB's 400 KB (attribute names and overhead count too).
 const ITEM_BUDGET: usize = 350 * 1024;
 /// Attempts for `UnprocessedItems` before giving up (the message is then retried).
@@ -113,6 +123,22 @@ fn value_of(item: &HashMap<String, AttributeValue>) -> Value {
     )
 }
 
+/// A job record item as the record; JSON-text fields parsed back (records written before they
+/// were text hold maps, which read the same).
+fn job_of(item: &HashMap<String, AttributeValue>) -> Result<JobRecord, StoreError> {
+    let mut value = value_of(item);
+    if let Value::Object(map) = &mut value {
+        for field in JSON_TEXT_FIELDS {
+            if let Some(Value::String(text)) = map.get(field) {
+                let parsed: Value = serde_json::from_str(text)
+                    .map_err(|e| StoreError::Corrupt(format!("job record `{field}`: {e}")))?;
+                map.insert(field.to_owned(), parsed);
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(|e| StoreError::Corrupt(format!("job record: {e}")))
+}
+
 fn gzip(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(bytes)
@@ -133,7 +159,7 @@ fn row_items(row: &ResultRow) -> Result<Vec<HashMap<String, AttributeValue>>, St
     let value = serde_json::to_value(row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let mut item = item_of(&value);
     let row_pk = pk(&row.job_id);
-    let row_sk = format!("{ROW_PREFIX}{}", row.key);
+    let row_sk = row.row_id();
     item.insert("pk".into(), AttributeValue::S(row_pk.clone()));
     item.insert("sk".into(), AttributeValue::S(row_sk.clone()));
     let size: usize = item.iter().map(|(k, v)| k.len() + attr_size(v)).sum();
@@ -159,13 +185,15 @@ fn row_items(row: &ResultRow) -> Result<Vec<HashMap<String, AttributeValue>>, St
                     "response_parts".into(),
                     AttributeValue::N(chunks.len().to_string()),
                 );
+                let owner = &sha256_hex(row_sk.as_bytes())[..32];
                 for (i, chunk) in chunks.iter().enumerate() {
                     let mut part = HashMap::new();
                     part.insert("pk".into(), AttributeValue::S(row_pk.clone()));
                     part.insert(
                         "sk".into(),
-                        AttributeValue::S(format!("{row_sk}{PART_MARK}{:04}", i + 1)),
+                        AttributeValue::S(format!("{PART_PREFIX}{owner}#{:04}", i + 1)),
                     );
+                    part.insert("part_of".into(), AttributeValue::S(row_sk.clone()));
                     part.insert("chunk".into(), AttributeValue::B(Blob::new(chunk.to_vec())));
                     items.push(part);
                 }
@@ -201,17 +229,17 @@ impl ResultsStore for DynamoDbResultsStore {
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(sdk_message(&e)))?;
-        out.item()
-            .map(|item| {
-                serde_json::from_value(value_of(item))
-                    .map_err(|e| StoreError::Corrupt(format!("job record: {e}")))
-            })
-            .transpose()
+        out.item().map(job_of).transpose()
     }
 
     async fn save_job(&self, record: &JobRecord) -> Result<bool, StoreError> {
         let value = serde_json::to_value(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut item = item_of(&value);
+        for field in JSON_TEXT_FIELDS {
+            if let Some(v) = value.get(field).filter(|v| !v.is_null()) {
+                item.insert(field.to_owned(), AttributeValue::S(v.to_string()));
+            }
+        }
         item.insert("pk".into(), AttributeValue::S(pk(&record.job_id)));
         item.insert("sk".into(), AttributeValue::S(JOB_SK.into()));
         item.insert(
@@ -247,8 +275,16 @@ impl ResultsStore for DynamoDbResultsStore {
     }
 
     async fn put_rows(&self, rows: &[ResultRow]) -> Result<(), StoreError> {
+        // DynamoDB refuses a BatchWriteItem naming one key twice: the last row of a key wins.
+        let mut last: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            last.insert(row.row_id(), i);
+        }
         let mut requests = Vec::with_capacity(rows.len());
-        for row in rows {
+        for (i, row) in rows.iter().enumerate() {
+            if last.get(&row.row_id()) != Some(&i) {
+                continue;
+            }
             for item in row_items(row)? {
                 let put = PutRequest::builder()
                     .set_item(Some(item))
@@ -273,9 +309,8 @@ impl ResultsStore for DynamoDbResultsStore {
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", AttributeValue::S(pk(job_id)))
-                .expression_attribute_values(":prefix", AttributeValue::S(ROW_PREFIX.into()))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -287,14 +322,21 @@ impl ResultsStore for DynamoDbResultsStore {
                     .and_then(|v| v.as_s().ok())
                     .cloned()
                     .unwrap_or_default();
-                if let Some(pos) = sk.find(PART_MARK) {
-                    let owner = sk[..pos].to_owned();
-                    if let Some(AttributeValue::B(b)) = item.get("chunk") {
-                        parts
-                            .entry(owner)
-                            .or_default()
-                            .extend_from_slice(b.as_ref());
-                    }
+                if sk == JOB_SK {
+                    continue;
+                }
+                // Parts arrive in sort-key order, so concatenation keeps their order.
+                if let Some(AttributeValue::B(b)) = item.get("chunk") {
+                    let owner = match item.get("part_of").and_then(|v| v.as_s().ok()) {
+                        Some(owner) => owner.clone(),
+                        None => sk
+                            .find(LEGACY_PART_MARK)
+                            .map_or_else(|| sk.clone(), |pos| sk[..pos].to_owned()),
+                    };
+                    parts
+                        .entry(owner)
+                        .or_default()
+                        .extend_from_slice(b.as_ref());
                     continue;
                 }
                 let mut value = value_of(item);
@@ -307,6 +349,8 @@ impl ResultsStore for DynamoDbResultsStore {
                     map.remove("response_gzip");
                     map.remove("response_parts");
                     map.remove("text_in_response");
+                    // Rows written before metadata lived on the job only.
+                    map.remove("user_metadata");
                 }
                 let mut row: ResultRow = serde_json::from_value(value)
                     .map_err(|e| StoreError::Corrupt(format!("result row: {e}")))?;
@@ -326,11 +370,16 @@ impl ResultsStore for DynamoDbResultsStore {
                 _ => break,
             }
         }
-        for (index, sk) in pending_parts {
-            let bytes = parts
-                .get(&sk)
-                .ok_or_else(|| StoreError::Corrupt(format!("missing parts of {sk}")))?;
-            if let Some(row) = rows.get_mut(index) {
+        rows.sort_by(|a, b| a.key.cmp(&b.key).then(a.keyless.cmp(&b.keyless)));
+        // Sorting moved the rows; find the part owners again by row id.
+        let needing: std::collections::HashSet<String> =
+            pending_parts.into_iter().map(|(_, sk)| sk).collect();
+        for row in &mut rows {
+            let id = row.row_id();
+            if needing.contains(&id) {
+                let bytes = parts
+                    .get(&id)
+                    .ok_or_else(|| StoreError::Corrupt(format!("missing parts of {id}")))?;
                 row.response_json = Some(gunzip(bytes)?);
             }
         }
@@ -357,6 +406,33 @@ impl ResultsStore for DynamoDbResultsStore {
         Ok(rows)
     }
 
+    async fn count_rows(&self, job_id: &str) -> Result<u64, StoreError> {
+        let mut count = 0u64;
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            // Rows have a `status`; the job record and parts do not.
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .filter_expression("attribute_exists(#status)")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":pk", AttributeValue::S(pk(job_id)))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_message(&e)))?;
+            count += u64::try_from(out.count()).unwrap_or(0);
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(count),
+            }
+        }
+    }
+
     async fn list_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
         let mut jobs = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
@@ -372,9 +448,7 @@ impl ResultsStore for DynamoDbResultsStore {
                 .await
                 .map_err(|e| StoreError::Unavailable(sdk_message(&e)))?;
             for item in out.items() {
-                let job: JobRecord = serde_json::from_value(value_of(item))
-                    .map_err(|e| StoreError::Corrupt(format!("job record: {e}")))?;
-                jobs.push(job);
+                jobs.push(job_of(item)?);
             }
             match out.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
@@ -445,7 +519,7 @@ mod tests {
             response_json: Some(response),
             error_code: None,
             error_message: None,
-            user_metadata: None,
+            keyless: false,
             ingested_at_ms: 1,
         }
     }
@@ -486,11 +560,13 @@ mod tests {
         let items = row_items(&row(format!("{{\"t\":\"{noise}\"}}"))).unwrap();
         assert!(items.len() >= 2, "{}", items.len());
         assert_eq!(items[0]["response_encoding"].as_s().unwrap(), "gzip-parts");
+        let owner = &sha256_hex(b"RESULT#k1")[..32];
         for (i, part) in items.iter().skip(1).enumerate() {
             assert_eq!(
                 part["sk"].as_s().unwrap(),
-                &format!("RESULT#k1#PART#{:04}", i + 1)
+                &format!("PART#{owner}#{:04}", i + 1)
             );
+            assert_eq!(part["part_of"].as_s().unwrap(), "RESULT#k1");
             let size: usize = part.iter().map(|(k, v)| k.len() + attr_size(v)).sum();
             assert!(size < 400 * 1024);
         }

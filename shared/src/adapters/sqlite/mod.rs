@@ -30,7 +30,7 @@ pub use queue::{DeadLetter, LocalMessage, QueueStats, Redriven};
 
 /// Layout version written to `schema_version`; a file from a newer layout is refused, one from
 /// an older layout is migrated on open. 2: `last_error` on queued and dead-lettered messages.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Receives after which a message is dead-lettered, like SQS `maxReceiveCount`.
 pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 5;
 /// File name of the store inside a data directory.
@@ -85,9 +85,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     record        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_updated ON jobs (updated_at_ms);
+
+";
+
+/// The result rows table (also used by the migration from version 2).
+const ROWS_TABLE: &str = "
 CREATE TABLE IF NOT EXISTS result_rows (
     job_id            TEXT NOT NULL,
+    row_id            TEXT NOT NULL,
     key               TEXT NOT NULL,
+    keyless           INTEGER NOT NULL DEFAULT 0,
     line              INTEGER NOT NULL,
     status            TEXT NOT NULL,
     text              TEXT,
@@ -100,9 +107,8 @@ CREATE TABLE IF NOT EXISTS result_rows (
     response_json     TEXT,
     error_code        INTEGER,
     error_message     TEXT,
-    user_metadata     TEXT,
     ingested_at_ms    INTEGER NOT NULL,
-    PRIMARY KEY (job_id, key)
+    PRIMARY KEY (job_id, row_id)
 );
 ";
 
@@ -220,6 +226,16 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;
     tx.execute_batch(SCHEMA).map_err(db_err)?;
+    let has_rows_table: bool = tx
+        .query_row(
+            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'result_rows'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    if !has_rows_table {
+        tx.execute_batch(ROWS_TABLE).map_err(db_err)?;
+    }
     let version: Option<i64> = tx
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .map_err(db_err)?;
@@ -231,14 +247,21 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             )
             .map_err(db_err)?;
         }
-        Some(1) => {
-            // Version 1 had no failure reasons; `CREATE TABLE IF NOT EXISTS` leaves existing
-            // tables as they are, so add the column to them.
-            for table in ["queue", "dead_letters"] {
-                if !has_column(&tx, table, "last_error")? {
-                    tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN last_error TEXT"))
+        Some(v @ (1 | 2)) => {
+            // `CREATE TABLE IF NOT EXISTS` leaves existing tables as they are, so bring them up.
+            if v == 1 {
+                // Version 1 had no failure reasons.
+                for table in ["queue", "dead_letters"] {
+                    if !has_column(&tx, table, "last_error")? {
+                        tx.execute_batch(&format!(
+                            "ALTER TABLE {table} ADD COLUMN last_error TEXT"
+                        ))
                         .map_err(db_err)?;
+                    }
                 }
+            }
+            if !has_column(&tx, "result_rows", "row_id")? {
+                migrate_rows_to_row_ids(&tx)?;
             }
             tx.execute(
                 "UPDATE schema_version SET version = ?1",
@@ -255,6 +278,59 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         Some(_) => {}
     }
     tx.commit().map_err(db_err)
+}
+
+/// Versions 1–2 keyed rows by `(job_id, key)` and copied `user_metadata` onto each: rows move to
+/// `(job_id, row_id)` (every old row was request-keyed), the metadata stays on the job only.
+fn migrate_rows_to_row_ids(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let long = crate::domain::jobs::MAX_SORT_KEY_BYTES - crate::domain::jobs::ROW_KEY_PREFIX.len();
+    tx.execute_batch(&format!(
+        "ALTER TABLE result_rows RENAME TO result_rows_v2;
+         {create}
+         INSERT INTO result_rows (job_id, row_id, key, keyless, line, status, text, finish_reason,
+             prompt_tokens, candidates_tokens, total_tokens, thoughts_tokens, model_version,
+             response_json, error_code, error_message, ingested_at_ms)
+         SELECT job_id, '{prefix}' || key, key, 0, line, status, text, finish_reason,
+             prompt_tokens, candidates_tokens, total_tokens, thoughts_tokens, model_version,
+             response_json, error_code, error_message, ingested_at_ms
+         FROM result_rows_v2 WHERE length(CAST(key AS BLOB)) <= {long};",
+        create = ROWS_TABLE,
+        prefix = crate::domain::jobs::ROW_KEY_PREFIX,
+    ))
+    .map_err(db_err)?;
+    // Keys too long for a DynamoDB sort key are stored under their hash (computed here).
+    let long_keys: Vec<(String, String)> = {
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT job_id, key FROM result_rows_v2 WHERE length(CAST(key AS BLOB)) > {long}"
+            ))
+            .map_err(db_err)?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_err)?
+            .collect::<Result<_, _>>()
+            .map_err(db_err)?
+    };
+    for (job_id, key) in long_keys {
+        let row_id = format!(
+            "{}{}",
+            crate::domain::jobs::ROW_HASH_PREFIX,
+            crate::domain::verify::sha256_hex(key.as_bytes())
+        );
+        tx.execute(
+            "INSERT INTO result_rows (job_id, row_id, key, keyless, line, status, text,
+                 finish_reason, prompt_tokens, candidates_tokens, total_tokens, thoughts_tokens,
+                 model_version, response_json, error_code, error_message, ingested_at_ms)
+             SELECT job_id, ?3, key, 0, line, status, text, finish_reason, prompt_tokens,
+                 candidates_tokens, total_tokens, thoughts_tokens, model_version, response_json,
+                 error_code, error_message, ingested_at_ms
+             FROM result_rows_v2 WHERE job_id = ?1 AND key = ?2",
+            params![job_id, key, row_id],
+        )
+        .map_err(db_err)?;
+    }
+    tx.execute_batch("DROP TABLE result_rows_v2;")
+        .map_err(db_err)?;
+    Ok(())
 }
 
 fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, StoreError> {

@@ -1,5 +1,6 @@
 //! Job records and result rows on the `jobs` and `result_rows` tables: state only moves forward,
-//! rows are upserted by `(job_id, key)`.
+//! rows are upserted by `(job_id, row_id)` ([`ResultRow::row_id`]: request keys and key-less
+//! lines in separate namespaces, as in DynamoDB).
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
@@ -9,37 +10,33 @@ use crate::domain::jobs::{JobRecord, JobState, ResultRow, RowStatus};
 use crate::ports::{ResultsStore, StoreError};
 
 const UPSERT_ROW: &str = "
-INSERT INTO result_rows (job_id, key, line, status, text, finish_reason, prompt_tokens,
-    candidates_tokens, total_tokens, thoughts_tokens, model_version, response_json, error_code,
-    error_message, user_metadata, ingested_at_ms)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-ON CONFLICT (job_id, key) DO UPDATE SET
+INSERT INTO result_rows (job_id, row_id, key, keyless, line, status, text, finish_reason,
+    prompt_tokens, candidates_tokens, total_tokens, thoughts_tokens, model_version, response_json,
+    error_code, error_message, ingested_at_ms)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+ON CONFLICT (job_id, row_id) DO UPDATE SET
+    key = excluded.key, keyless = excluded.keyless,
     line = excluded.line, status = excluded.status, text = excluded.text,
     finish_reason = excluded.finish_reason, prompt_tokens = excluded.prompt_tokens,
     candidates_tokens = excluded.candidates_tokens, total_tokens = excluded.total_tokens,
     thoughts_tokens = excluded.thoughts_tokens, model_version = excluded.model_version,
     response_json = excluded.response_json, error_code = excluded.error_code,
-    error_message = excluded.error_message, user_metadata = excluded.user_metadata,
-    ingested_at_ms = excluded.ingested_at_ms
+    error_message = excluded.error_message, ingested_at_ms = excluded.ingested_at_ms
 ";
 
 const ROW_COLUMNS: &str = "job_id, key, line, status, text, finish_reason, prompt_tokens, \
     candidates_tokens, total_tokens, thoughts_tokens, model_version, response_json, error_code, \
-    error_message, user_metadata, ingested_at_ms";
+    error_message, keyless, ingested_at_ms";
 
 fn job_from_json(text: &str) -> Result<JobRecord, StoreError> {
     serde_json::from_str(text).map_err(|e| corrupt(format!("stored job record: {e}")))
-}
-
-fn opt_json(value: Option<&serde_json::Value>) -> Option<String> {
-    value.map(serde_json::Value::to_string)
 }
 
 type RawRow = (
     (String, String, i64, String, Option<String>, Option<String>),
     (Option<i64>, Option<i64>, Option<i64>, Option<i64>),
     (Option<String>, Option<String>, Option<i64>, Option<String>),
-    (Option<String>, i64),
+    (bool, i64),
 );
 
 fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawRow> {
@@ -63,16 +60,13 @@ fn row_from_raw(raw: RawRow) -> Result<ResultRow, StoreError> {
         (job_id, key, line, status, text, finish_reason),
         (prompt_tokens, candidates_tokens, total_tokens, thoughts_tokens),
         (model_version, response_json, error_code, error_message),
-        (user_metadata, ingested_at_ms),
+        (keyless, ingested_at_ms),
     ) = raw;
     Ok(ResultRow {
         line: u64::try_from(line).map_err(|_| corrupt(format!("row line {line}")))?,
         status: RowStatus::parse(&status)
             .ok_or_else(|| corrupt(format!("unknown row status `{status}`")))?,
-        user_metadata: user_metadata
-            .map(|t| serde_json::from_str(&t))
-            .transpose()
-            .map_err(|e| corrupt(format!("row user_metadata: {e}")))?,
+        keyless,
         job_id,
         key,
         text,
@@ -174,7 +168,9 @@ impl ResultsStore for SqliteStore {
                 for row in &rows {
                     stmt.execute(params![
                         row.job_id,
+                        row.row_id(),
                         row.key,
+                        row.keyless,
                         to_i64(row.line, "row line")?,
                         row.status.as_str(),
                         row.text,
@@ -187,7 +183,6 @@ impl ResultsStore for SqliteStore {
                         row.response_json,
                         row.error_code,
                         row.error_message,
-                        opt_json(row.user_metadata.as_ref()),
                         row.ingested_at_ms,
                     ])
                     .map_err(db_err)?;
@@ -203,7 +198,7 @@ impl ResultsStore for SqliteStore {
         self.run(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {ROW_COLUMNS} FROM result_rows WHERE job_id = ?1 ORDER BY key"
+                    "SELECT {ROW_COLUMNS} FROM result_rows WHERE job_id = ?1 ORDER BY key, row_id"
                 ))
                 .map_err(db_err)?;
             let raw = stmt
@@ -230,11 +225,8 @@ impl ResultsStore for SqliteStore {
         })
         .await
     }
-}
 
-impl SqliteStore {
-    /// Number of rows stored for `job_id`.
-    pub async fn row_count(&self, job_id: &str) -> Result<u64, StoreError> {
+    async fn count_rows(&self, job_id: &str) -> Result<u64, StoreError> {
         let job_id = job_id.to_owned();
         self.run(move |conn| {
             let n: i64 = conn
@@ -247,5 +239,12 @@ impl SqliteStore {
             Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
+    }
+}
+
+impl SqliteStore {
+    /// Rows stored for `job_id` (the `dev` progress lines).
+    pub async fn row_count(&self, job_id: &str) -> Result<u64, StoreError> {
+        ResultsStore::count_rows(self, job_id).await
     }
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::Consumer;
 use super::error::{ConsumeError, Handled};
-use super::rows::{count_rows, to_row};
+use super::rows::{count_rows, merge_duplicate_keys, to_row};
 use crate::domain::envelope::{Continuation, QueueEnvelope};
 use crate::domain::gemini::{BatchOperation, BatchOutput};
 use crate::domain::jobs::{Checkpoint, JobRecord, JobState, ResultRow};
@@ -50,6 +50,8 @@ impl Consumer {
                 let now = self.clock.now_ms();
                 for chunk in records.chunks(self.settings.rows_per_write.max(1)) {
                     let rows: Vec<ResultRow> = chunk.iter().map(|r| to_row(&job, r, now)).collect();
+                    let mut rows = rows;
+                    merge_duplicate_keys(&mut rows);
                     count_rows(&mut job, &rows);
                     store.put_rows(&rows).await?;
                 }
@@ -233,6 +235,7 @@ impl Consumer {
         if pending.is_empty() {
             return Ok(());
         }
+        merge_duplicate_keys(pending);
         store.put_rows(pending).await?;
         count_rows(job, pending);
         pending.clear();
@@ -264,6 +267,11 @@ impl Consumer {
         store: &dyn ResultsStore,
         mut job: JobRecord,
     ) -> Result<(), ConsumeError> {
+        // The rows actually stored: a key repeated across writes left one row, not two.
+        let written = job.counts.rows_ingested;
+        let stored = store.count_rows(&job.job_id).await?;
+        job.counts.duplicate_keys = written.saturating_sub(stored);
+        job.counts.rows_ingested = stored;
         let now = self.clock.now_ms();
         job.state = JobState::Succeeded;
         job.updated_at_ms = now;
@@ -273,6 +281,7 @@ impl Consumer {
             rows = job.counts.rows_ingested,
             error_rows = job.counts.error_rows,
             malformed_rows = job.counts.malformed_rows,
+            duplicate_keys = job.counts.duplicate_keys,
             lag_ms = job.event_received_at_ms.map(|r| now - r),
             "results ingested"
         );

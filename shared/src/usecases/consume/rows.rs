@@ -56,7 +56,7 @@ pub fn to_row(job: &JobRecord, record: &ResultRecord, now_ms: i64) -> ResultRow 
         response_json: None,
         error_code: None,
         error_message: None,
-        user_metadata: job.user_metadata.clone(),
+        keyless: record.keyless,
         ingested_at_ms: now_ms,
     };
     match &record.outcome {
@@ -81,4 +81,22 @@ pub fn to_row(job: &JobRecord, record: &ResultRecord, now_ms: i64) -> ResultRow 
         }
     }
     row
+}
+
+/// Keeps only the last row of each row id (a later line of a key wins), in order: one write
+/// never names a key twice (DynamoDB refuses the whole call).
+pub(super) fn merge_duplicate_keys(rows: &mut Vec<ResultRow>) {
+    let mut last = std::collections::HashMap::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        last.insert(row.row_id(), i);
+    }
+    if last.len() == rows.len() {
+        return;
+    }
+    let mut i = 0;
+    rows.retain(|row| {
+        let keep = last.get(&row.row_id()) == Some(&i);
+        i += 1;
+        keep
+    });
 }
