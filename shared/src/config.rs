@@ -34,6 +34,7 @@ pub mod env {
     pub const GEMINI_API_KEY: &str = "GEMINI_API_KEY";
     pub const GEMINI_API_KEY_ARN: &str = "GEMINI_API_KEY_ARN";
     pub const GEMINI_API_BASE_URL: &str = "GEMINI_API_BASE_URL";
+    pub const PAYLOAD_BUCKET: &str = "PAYLOAD_BUCKET";
 
     /// Every name above, for checks that the template and the code agree (tests/template_env).
     pub const ALL: &[&str] = &[
@@ -53,6 +54,7 @@ pub mod env {
         GEMINI_API_KEY,
         GEMINI_API_KEY_ARN,
         GEMINI_API_BASE_URL,
+        PAYLOAD_BUCKET,
     ];
 }
 
@@ -319,6 +321,9 @@ pub struct ReceiverConfig {
     pub limits: ReceiveLimits,
     pub dedupe_table: String,
     pub queue_url: String,
+    /// `PAYLOAD_BUCKET`: where messages too large for SQS go (a pointer is queued instead).
+    /// Without it, a delivery whose message does not fit SQS gets 413.
+    pub payload_bucket: Option<String>,
 }
 
 impl ReceiverConfig {
@@ -330,6 +335,7 @@ impl ReceiverConfig {
             limits: ReceiveLimits::from_env(env)?,
             dedupe_table: env.required(env::DEDUPE_TABLE)?,
             queue_url: env.required_url(env::QUEUE_URL)?,
+            payload_bucket: env.optional(env::PAYLOAD_BUCKET),
         })
     }
 }
@@ -572,6 +578,8 @@ pub struct ConsumerConfig {
     pub gemini: GeminiConfig,
     /// Where continuation messages go (the events queue itself).
     pub queue_url: String,
+    /// `PAYLOAD_BUCKET`: where the receiver put messages too large for SQS.
+    pub payload_bucket: Option<String>,
 }
 
 impl ConsumerConfig {
@@ -581,6 +589,7 @@ impl ConsumerConfig {
             routes: route_tables(env)?,
             gemini: GeminiConfig::from_env(env, None)?,
             queue_url: env.required_url(env::QUEUE_URL)?,
+            payload_bucket: env.optional(env::PAYLOAD_BUCKET),
         })
     }
 }

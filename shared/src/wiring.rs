@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::adapters::aws::dynamodb_dedupe::DynamoDbDedupeStore;
 use crate::adapters::aws::dynamodb_results::DynamoDbResultsStore;
+use crate::adapters::aws::s3_payloads::S3PayloadStore;
 use crate::adapters::aws::secrets_manager::SecretsManagerSource;
 use crate::adapters::aws::sqs::SqsEventQueue;
 use crate::adapters::gemini::{ApiKey, GeminiClient};
@@ -16,13 +17,15 @@ use crate::config::{
     RouteTables, VerifierConfig, env,
 };
 use crate::domain::verify::standard::{StandardVerifier, parse_secret_list};
-use crate::ports::ResultsStore;
+use crate::adapters::aws::sqs::MAX_MESSAGE_BYTES as SQS_MAX_MESSAGE_BYTES;
+use crate::ports::{EventQueue, ResultsStore};
 use crate::ports::clock::SharedClock;
 use crate::ports::gemini::GeminiApi;
 use crate::ports::ids::SharedIds;
 use crate::ports::keys::KeySource;
 use crate::usecases::consume::{ConsumeSettings, Consumer};
 use crate::usecases::enqueue_once::EnqueueOnce;
+use crate::usecases::offload::OffloadingQueue;
 use crate::usecases::receive::Receiver;
 use crate::usecases::reconcile::Reconciler;
 use crate::usecases::routes::Routes;
@@ -150,16 +153,25 @@ pub async fn aws_receiver(
         verifier_config.secrets = Some(list);
         refresh = Some(Arc::new(SigningSecretsRefresh::new(secret)));
     }
+    let sqs: Arc<dyn EventQueue> = Arc::new(SqsEventQueue::new(
+        aws_sdk_sqs::Client::new(aws),
+        config.queue_url.clone(),
+    ));
+    let queue: Arc<dyn EventQueue> = match &config.payload_bucket {
+        Some(bucket) => Arc::new(OffloadingQueue::new(
+            sqs,
+            Arc::new(S3PayloadStore::new(S3PayloadStore::client(aws), bucket)),
+            SQS_MAX_MESSAGE_BYTES,
+        )),
+        None => sqs,
+    };
     let receiver = Receiver::new(
         Arc::new(webhook_verifier(&verifier_config, http, None)),
         Arc::new(DynamoDbDedupeStore::new(
             aws_sdk_dynamodb::Client::new(aws),
             config.dedupe_table.clone(),
         )),
-        Arc::new(SqsEventQueue::new(
-            aws_sdk_sqs::Client::new(aws),
-            config.queue_url.clone(),
-        )),
+        queue,
         runtime.clock,
         config.limits,
     )
@@ -197,7 +209,7 @@ pub async fn aws_consumer(
     runtime: Runtime,
 ) -> Result<Consumer, ConfigError> {
     let key = gemini_api_key(&config.gemini, aws, Arc::clone(&runtime.clock)).await?;
-    Ok(Consumer::new(
+    let consumer = Consumer::new(
         gemini_api(&config.gemini, key, http),
         dynamodb_routes(aws, &config.results_table, &config.routes),
         Arc::new(SqsEventQueue::new(
@@ -207,7 +219,14 @@ pub async fn aws_consumer(
         runtime.clock,
         ConsumeSettings::default(),
     )
-    .with_metrics(emf_stdout("consumer")))
+    .with_metrics(emf_stdout("consumer"));
+    Ok(match &config.payload_bucket {
+        Some(bucket) => consumer.with_payloads(Arc::new(S3PayloadStore::new(
+            S3PayloadStore::client(aws),
+            bucket,
+        ))),
+        None => consumer,
+    })
 }
 
 /// The reconcile use case: the consumer's results stores (with `ROUTES`), recovery ids claimed in

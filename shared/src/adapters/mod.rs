@@ -2,6 +2,8 @@
 //! the domain and the ports, never the use cases.
 
 pub mod aws;
+#[cfg(feature = "sqlite")]
+pub mod file_payloads;
 pub mod gemini;
 pub mod jwks;
 #[cfg(feature = "sqlite")]

@@ -57,7 +57,12 @@ impl From<&Event> for EventSummary {
 }
 
 /// A verified webhook delivery, as queued.
+///
+/// On the wire the event is carried once: `user_metadata` is written only when it is not what
+/// `raw_event` itself holds (it came from the JWT claims), else `metadata_in_event` says where to
+/// find it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "WireWebhook", into = "WireWebhook")]
 pub struct WebhookEnvelope {
     pub webhook_id: String,
     /// Epoch ms at which the receiver accepted the delivery (for ingest-lag metrics).
@@ -78,6 +83,62 @@ pub struct WebhookEnvelope {
 
 fn bound_by_default() -> bool {
     true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// [`WebhookEnvelope`] as serialised.
+#[derive(Serialize, Deserialize)]
+struct WireWebhook {
+    webhook_id: String,
+    received_at_ms: i64,
+    signature_mode: SignatureMode,
+    #[serde(default = "bound_by_default")]
+    bound: bool,
+    event: EventSummary,
+    raw_event: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    metadata_in_event: bool,
+}
+
+impl From<WebhookEnvelope> for WireWebhook {
+    fn from(w: WebhookEnvelope) -> Self {
+        let in_event = w.user_metadata.is_some()
+            && w.user_metadata == crate::domain::event::metadata_in(&w.raw_event);
+        Self {
+            webhook_id: w.webhook_id,
+            received_at_ms: w.received_at_ms,
+            signature_mode: w.signature_mode,
+            bound: w.bound,
+            event: w.event,
+            raw_event: w.raw_event,
+            user_metadata: if in_event { None } else { w.user_metadata },
+            metadata_in_event: in_event,
+        }
+    }
+}
+
+impl From<WireWebhook> for WebhookEnvelope {
+    fn from(w: WireWebhook) -> Self {
+        let user_metadata = if w.metadata_in_event {
+            crate::domain::event::metadata_in(&w.raw_event)
+        } else {
+            w.user_metadata
+        };
+        Self {
+            webhook_id: w.webhook_id,
+            received_at_ms: w.received_at_ms,
+            signature_mode: w.signature_mode,
+            bound: w.bound,
+            event: w.event,
+            raw_event: w.raw_event,
+            user_metadata,
+        }
+    }
 }
 
 impl WebhookEnvelope {
@@ -114,6 +175,52 @@ pub enum QueueEnvelope {
     Webhook(WebhookEnvelope),
     /// The rest of a results file, handed over when an invocation ran out of time.
     Continuation(Continuation),
+    /// A message too large for the queue, kept in the payload store; this points at it.
+    Stored(StoredPayload),
+}
+
+/// Where a queued message's body was put because it did not fit the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPayload {
+    /// Key in the payload store (`payloads/<sha256>.json`).
+    pub key: String,
+    /// Hex SHA-256 of the stored body: what was read back is what was sent.
+    pub sha256: String,
+    pub bytes: u64,
+    /// The kind of the message it holds (`webhook`, `continuation`).
+    pub holds: String,
+}
+
+impl StoredPayload {
+    /// The pointer to `message`'s body, stored under its content hash.
+    pub fn for_message(message: &OutgoingMessage) -> Self {
+        let sha256 = crate::domain::verify::sha256_hex(message.body.as_bytes());
+        let holds = message
+            .attributes
+            .iter()
+            .find(|(k, _)| k == ATTR_MESSAGE_KIND)
+            .map_or_else(|| "webhook".to_owned(), |(_, v)| v.clone());
+        Self {
+            key: format!("payloads/{sha256}.json"),
+            sha256,
+            bytes: u64::try_from(message.body.len()).unwrap_or(u64::MAX),
+            holds,
+        }
+    }
+
+    /// The small message that goes on the queue instead: the pointer as body, and the original
+    /// attributes (routing and metrics still see them) with `message_kind` = `stored`.
+    pub fn pointer_message(&self, original: &OutgoingMessage) -> Result<OutgoingMessage, serde_json::Error> {
+        let mut message = QueueEnvelope::Stored(self.clone()).to_message()?;
+        message.attributes = original
+            .attributes
+            .iter()
+            .filter(|(k, _)| k != ATTR_MESSAGE_KIND)
+            .cloned()
+            .chain(std::iter::once((ATTR_MESSAGE_KIND.to_owned(), "stored".to_owned())))
+            .collect();
+        Ok(message)
+    }
 }
 
 /// Resume ingesting `file` for `job_id` from `byte_offset` (an HTTP `Range` request).
@@ -137,6 +244,7 @@ impl QueueEnvelope {
         match self {
             Self::Webhook(_) => "webhook",
             Self::Continuation(_) => "continuation",
+            Self::Stored(_) => "stored",
         }
     }
 
@@ -163,6 +271,7 @@ impl QueueEnvelope {
                     attributes.push((ATTR_JOB_GROUP.to_owned(), group.to_owned()));
                 }
             }
+            Self::Stored(_) => {}
         }
         Ok(OutgoingMessage {
             body: sqs_safe_json(serde_json::to_string(&body)?),

@@ -243,6 +243,11 @@ impl Event {
     }
 }
 
+/// The `user_metadata` an event JSON itself holds (`data.user_metadata`, else top level).
+pub fn metadata_in(event: &Value) -> Option<Value> {
+    event.as_object().and_then(metadata_of)
+}
+
 /// `data.user_metadata`, else top-level `user_metadata`, of an event-shaped object.
 fn metadata_of(obj: &Map<String, Value>) -> Option<Value> {
     obj.get("data")

@@ -7,6 +7,7 @@ pub mod gemini;
 pub mod ids;
 pub mod keys;
 pub mod metrics;
+pub mod payloads;
 pub mod secrets;
 
 use async_trait::async_trait;

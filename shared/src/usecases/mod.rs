@@ -5,6 +5,7 @@
 pub mod consume;
 pub mod enqueue_once;
 pub mod http;
+pub mod offload;
 pub mod receive;
 pub mod reconcile;
 pub mod routes;

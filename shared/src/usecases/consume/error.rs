@@ -21,6 +21,9 @@ pub enum ConsumeError {
     Store(#[from] StoreError),
     #[error("queue: {0}")]
     Queue(#[from] QueueError),
+    /// The payload store holding a large message failed.
+    #[error("payload store: {0}")]
+    Payload(String),
 }
 
 impl ConsumeError {
@@ -28,7 +31,7 @@ impl ConsumeError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Poison(_) => false,
-            Self::NotReady(_) | Self::Store(_) | Self::Queue(_) => true,
+            Self::NotReady(_) | Self::Store(_) | Self::Queue(_) | Self::Payload(_) => true,
             Self::Gemini(e) => e.is_transient(),
         }
     }
@@ -42,6 +45,7 @@ impl ConsumeError {
             Self::Gemini(_) => "gemini_fatal",
             Self::Store(_) => "store_unavailable",
             Self::Queue(_) => "queue_unavailable",
+            Self::Payload(_) => "payload_unavailable",
         }
     }
 }

@@ -19,7 +19,9 @@ pub use error::{ConsumeError, Handled};
 pub use rows::to_row;
 pub use settings::ConsumeSettings;
 
-use crate::domain::envelope::QueueEnvelope;
+use crate::domain::envelope::{QueueEnvelope, StoredPayload};
+use crate::ports::payloads::PayloadStore;
+use crate::usecases::offload::{ResolveError, resolve};
 use crate::ports::EventQueue;
 use crate::ports::clock::SharedClock;
 use crate::ports::gemini::GeminiApi;
@@ -36,6 +38,8 @@ pub struct Consumer {
     metrics: Metrics,
     /// When our API key was last seen to work, and whether it did ([`Self::key_works`]).
     key_probe: tokio::sync::Mutex<Option<(i64, bool)>>,
+    /// Where messages too large for the queue are (see `usecases::offload`).
+    payloads: Option<Arc<dyn PayloadStore>>,
 }
 
 /// How long a key probe's answer is trusted.
@@ -66,12 +70,38 @@ impl Consumer {
             settings,
             metrics: Metrics::disabled(),
             key_probe: tokio::sync::Mutex::new(None),
+            payloads: None,
         }
     }
 
     /// Emits job and ingest metrics (EMF) through `metrics`; off by default (local mode).
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Reads the message a pointer stands for; `None` when the payload is already gone.
+    async fn unstore(&self, pointer: &StoredPayload) -> Result<Option<QueueEnvelope>, ConsumeError> {
+        let Some(payloads) = &self.payloads else {
+            return Err(ConsumeError::Poison(
+                "a stored payload arrived but no payload store is configured (PAYLOAD_BUCKET)"
+                    .into(),
+            ));
+        };
+        match resolve(payloads.as_ref(), pointer).await {
+            Ok(inner) => Ok(Some(inner)),
+            Err(ResolveError::Gone(key)) => {
+                tracing::warn!(key = %key, "the stored payload is gone: handled before, or expired");
+                Ok(None)
+            }
+            Err(ResolveError::Store(e)) => Err(ConsumeError::Payload(e.to_string())),
+            Err(e @ ResolveError::Corrupt { .. }) => Err(ConsumeError::Poison(e.to_string())),
+        }
+    }
+
+    /// Reads pointers to large messages from `payloads` (the receiver's payload store).
+    pub fn with_payloads(mut self, payloads: Arc<dyn PayloadStore>) -> Self {
+        self.payloads = Some(payloads);
         self
     }
 
@@ -83,6 +113,17 @@ impl Consumer {
     ) -> Result<Handled, ConsumeError> {
         let envelope = QueueEnvelope::from_body(body)
             .map_err(|e| ConsumeError::Poison(format!("not an envelope: {e}")))?;
+        let (envelope, stored) = match envelope {
+            QueueEnvelope::Stored(pointer) => match self.unstore(&pointer).await? {
+                Some(inner) => (inner, Some(pointer)),
+                None => {
+                    return Ok(Handled::Skipped {
+                        reason: format!("stored payload {} is gone (handled before)", pointer.key),
+                    });
+                }
+            },
+            other => (other, None),
+        };
         let handled = match envelope {
             QueueEnvelope::Webhook(w) => {
                 let span = tracing::info_span!(
@@ -98,7 +139,16 @@ impl Consumer {
                 tracing::Instrument::instrument(self.handle_continuation(c, deadline_ms), span)
                     .await?
             }
+            QueueEnvelope::Stored(_) => {
+                return Err(ConsumeError::Poison("a stored payload holding a pointer".into()));
+            }
         };
+        if let (Some(pointer), Some(payloads)) = (stored, &self.payloads)
+            && let Err(e) = payloads.delete(&pointer.key).await
+        {
+            // Handled: the bucket's expiry removes it later.
+            tracing::warn!(key = %pointer.key, error = %e, "could not delete a handled payload");
+        }
         match &handled {
             Handled::Ingested { rows, .. } => {
                 tracing::info!(outcome = handled.code(), rows, "message handled");
