@@ -27,11 +27,15 @@ use gemini_hooks::usecases::verify::WebhookVerifier;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::args::VerifyArgs;
-use crate::error::{CliError, EXIT_FAILURE};
-use crate::jsonfmt;
-use crate::keys::public_jwk_from_pem;
-use crate::util::{line, now_secs, read_input, rfc3339};
+use crate::support::error::{CliError, EXIT_FAILURE};
+use crate::support::jsonfmt;
+use crate::support::keys::public_jwk_from_pem;
+use crate::support::output::line;
+use crate::support::util::{now_secs, read_input, rfc3339};
+
+mod args;
+
+pub use args::{LONG_ABOUT, VerifyArgs};
 
 /// Parses captured headers: `Name: value` lines (a leading request or status line, `#`
 /// comments and anything after the first blank line are ignored), or a JSON object.

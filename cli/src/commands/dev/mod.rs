@@ -35,13 +35,18 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::args::{DevArgs, LOCAL_AUDIENCE};
-use crate::error::CliError;
-use crate::keys::LocalKey;
-use crate::layout::{store_path, table_path};
-use crate::lock::DataDirLock;
-use crate::sample_gemini::{self, SAMPLE_API_KEY};
-use crate::util::{line, now_ms};
+use crate::support::args::LOCAL_AUDIENCE;
+use crate::support::error::CliError;
+use crate::support::keys::LocalKey;
+use crate::support::layout::{store_path, table_path};
+use crate::support::lock::DataDirLock;
+use crate::support::output::line;
+use crate::support::sample_gemini::{self, SAMPLE_API_KEY};
+use crate::support::util::now_ms;
+
+mod args;
+
+pub use args::{DevArgs, LONG_ABOUT};
 
 /// How often the consumer looks at the queue when nothing woke it (other processes, delays).
 const POLL_INTERVAL: Duration = Duration::from_millis(500);

@@ -11,11 +11,15 @@ use gemini_hooks::domain::verify::standard::{SigningSecret, parse_secret_list, s
 use gemini_hooks::domain::verify::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, sha256_hex};
 use serde_json::{Value, json};
 
-use crate::args::SendArgs;
-use crate::error::{CliError, EXIT_FAILURE};
-use crate::keys::LocalKey;
-use crate::samples;
-use crate::util::{now_secs, read_input, rfc3339, write_out};
+use crate::support::error::{CliError, EXIT_FAILURE};
+use crate::support::keys::LocalKey;
+use crate::support::output::write_out;
+use crate::support::samples;
+use crate::support::util::{now_secs, read_input, rfc3339};
+
+mod args;
+
+pub use args::{LONG_ABOUT, SendArgs};
 
 /// How long a dynamic token is valid after its `iat` (Gemini does not document it).
 const JWT_LIFETIME_SECS: i64 = 300;
@@ -655,10 +659,12 @@ mod tests {
 
     #[test]
     fn dynamic_tokens_carry_iat_exp_jti_aud_and_a_digest_only_when_asked() {
-        let key = LocalKey::from_pem(include_str!("../../tests/fixtures/test-rsa-1.pem")).unwrap();
+        let key =
+            LocalKey::from_pem(include_str!("../../../../tests/fixtures/test-rsa-1.pem")).unwrap();
         let signer = |bind_body| Signer::Dynamic {
             key: Box::new(
-                LocalKey::from_pem(include_str!("../../tests/fixtures/test-rsa-1.pem")).unwrap(),
+                LocalKey::from_pem(include_str!("../../../../tests/fixtures/test-rsa-1.pem"))
+                    .unwrap(),
             ),
             kid: key.kid().to_owned(),
             audience: "aud-1".into(),

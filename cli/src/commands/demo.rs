@@ -5,25 +5,55 @@
 //! receiver, waits for the consumer and prints what was stored.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use gemini_hooks::adapters::gemini::GeminiSettings;
 use gemini_hooks::config::{ReceiveLimits, VerifierConfig};
 use gemini_hooks::domain::jobs::JobRecord;
 use gemini_hooks::domain::verify::standard::SigningSecret;
 use gemini_hooks::ports::ResultsStore;
 
-use crate::args::DemoArgs;
-use crate::dev::{ConsumerSetup, Pipeline, PipelineConfig, bind};
-use crate::error::CliError;
-use crate::layout::store_path;
-use crate::lock::DataDirLock;
-use crate::results::{job_note, row_text};
-use crate::sample_gemini::{self, FAILED_BATCH, SAMPLE_API_KEY, SUCCEEDED_BATCH};
-use crate::samples::sample_event;
-use crate::send::{Answer, Delivery, Signer, http_client, new_webhook_id, post};
-use crate::util::{line, now_ms, now_secs, rfc3339};
+use crate::commands::dev::{ConsumerSetup, Pipeline, PipelineConfig, bind};
+use crate::commands::results::{job_note, row_text};
+use crate::commands::send::{Answer, Delivery, Signer, http_client, new_webhook_id, post};
+use crate::support::error::CliError;
+use crate::support::layout::store_path;
+use crate::support::lock::DataDirLock;
+use crate::support::output::line;
+use crate::support::sample_gemini::{self, FAILED_BATCH, SAMPLE_API_KEY, SUCCEEDED_BATCH};
+use crate::support::samples::sample_event;
+use crate::support::util::{now_ms, now_secs, rfc3339};
+
+pub const LONG_ABOUT: &str = "\
+Show the whole story with sample data, in one command, with no AWS account and no Gemini key.
+
+Starts the local pipeline with a freshly generated secret and a fresh data directory, serves
+bundled SAMPLE batch results from a local Gemini-compatible endpoint, sends signed
+`batch.succeeded` and `batch.failed` deliveries, a duplicate, a forged and a stale one, then
+prints what happened to each and the rows the consumer ingested. It never touches the data
+directory of `gemini-hooks dev`.";
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where to keep the demo's store (default: a fresh temporary directory, never the data
+    /// directory of `dev`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address of the demo's receiver (default: a free port).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+    pub addr: String,
+
+    /// Show the pipeline's logs (normally only warnings and errors).
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Log JSON lines instead of human-readable text.
+    #[arg(long)]
+    pub log_json: bool,
+}
 
 /// How long the demo waits for the consumer.
 const CONSUMER_TIMEOUT: Duration = Duration::from_secs(60);
