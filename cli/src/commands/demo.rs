@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use gemini_hooks::adapters::gemini::GeminiSettings;
 use gemini_hooks::config::{ReceiveLimits, VerifierConfig};
 use gemini_hooks::domain::jobs::JobRecord;
 use gemini_hooks::domain::verify::standard::SigningSecret;
@@ -22,7 +21,7 @@ use crate::support::error::CliError;
 use crate::support::layout::store_path;
 use crate::support::lock::DataDirLock;
 use crate::support::output::line;
-use crate::support::sample_gemini::{self, FAILED_BATCH, SAMPLE_API_KEY, SUCCEEDED_BATCH};
+use crate::support::sample_gemini::{self, FAILED_BATCH, SUCCEEDED_BATCH};
 use crate::support::samples::sample_event;
 use crate::support::util::{now_ms, now_secs, rfc3339};
 
@@ -102,8 +101,6 @@ pub async fn run(args: DemoArgs, out: &mut dyn Write) -> Result<(), CliError> {
     }
     let (gemini_url, _) = sample_gemini::start().await?;
     let secret = SigningSecret::generate();
-    let mut gemini = GeminiSettings::new(SAMPLE_API_KEY);
-    gemini.base_url = gemini_url.clone();
     let config = PipelineConfig {
         data_dir: data_dir.clone(),
         verifier: VerifierConfig {
@@ -112,10 +109,10 @@ pub async fn run(args: DemoArgs, out: &mut dyn Write) -> Result<(), CliError> {
             jwt: None,
         },
         limits: ReceiveLimits::default(),
-        consumer: Some(ConsumerSetup {
-            gemini,
-            routes: Default::default(),
-        }),
+        consumer: Some(ConsumerSetup::sample(
+            gemini_url.clone(),
+            Default::default(),
+        )),
         local_jwks: None,
         visibility_ms: 60_000,
         max_receive_count: 5,
