@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use gemini_hooks::config::{ReceiveLimits, VerifierConfig};
+use gemini_hooks::adapters::sqlite::DEFAULT_MAX_RECEIVE_COUNT;
+use gemini_hooks::config::{ReceiveLimits, VerifierConfig, defaults};
 use gemini_hooks::domain::jobs::JobRecord;
 use gemini_hooks::domain::verify::standard::SigningSecret;
 use gemini_hooks::ports::ResultsStore;
@@ -75,13 +76,18 @@ fn event_body(event_type: &str, job: &str) -> Result<Vec<u8>, CliError> {
     .map_err(|e| CliError::Failed(format!("cannot encode a sample event: {e}")))
 }
 
-fn explain(answer: &Answer) -> &'static str {
+fn explain(answer: &Answer) -> String {
     match (answer.status, answer.outcome().as_str()) {
-        (200, "accepted") => "verified, claimed and queued",
-        (200, "duplicate") => "recognised by webhook-id: nothing queued twice",
-        (401, "signature_mismatch") => "forged: no signature matches the secret",
-        (401, "timestamp_too_old") => "replay: outside the 300 s window",
-        _ => "",
+        (200, "accepted") => "verified, claimed and queued".into(),
+        (200, "duplicate") => "recognised by webhook-id: nothing queued twice".into(),
+        (401, "signature_mismatch") => "forged: no signature matches the secret".into(),
+        (401, "timestamp_too_old") => {
+            format!(
+                "replay: outside the {} s window",
+                defaults::TOLERANCE_SECONDS
+            )
+        }
+        _ => String::new(),
     }
 }
 
@@ -105,7 +111,7 @@ pub async fn run(args: DemoArgs, out: &mut dyn Write) -> Result<(), CliError> {
         data_dir: data_dir.clone(),
         verifier: VerifierConfig {
             secrets: Some(vec![secret.clone()]),
-            tolerance_secs: gemini_hooks::config::defaults::TOLERANCE_SECONDS,
+            tolerance_secs: defaults::TOLERANCE_SECONDS,
             jwt: None,
         },
         limits: ReceiveLimits::default(),
@@ -115,7 +121,7 @@ pub async fn run(args: DemoArgs, out: &mut dyn Write) -> Result<(), CliError> {
         )),
         local_jwks: None,
         visibility_ms: 60_000,
-        max_receive_count: 5,
+        max_receive_count: DEFAULT_MAX_RECEIVE_COUNT,
         concurrency: 4,
     };
     let lock = DataDirLock::acquire(&data_dir)?;
@@ -226,7 +232,7 @@ async fn story(
                 step.what,
                 answer.status,
                 answer.outcome(),
-                step.note.unwrap_or_else(|| explain(&answer))
+                step.note.map_or_else(|| explain(&answer), str::to_owned)
             ),
         )?;
     }

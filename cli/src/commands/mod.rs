@@ -80,4 +80,33 @@ mod tests {
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }
+
+    /// Flags that fall back to an environment variable name it through `config::env`, so
+    /// every such name is one the Lambdas read too.
+    #[test]
+    fn flag_env_names_are_the_library_variables() {
+        fn walk(cmd: &clap::Command, seen: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if let Some(name) = arg.get_env() {
+                    let name = name.to_string_lossy().into_owned();
+                    assert!(
+                        gemini_hooks::config::env::ALL.contains(&name.as_str()),
+                        "{} --{}: {name} is not a config::env name",
+                        cmd.get_name(),
+                        arg.get_id()
+                    );
+                    seen.push(name);
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, seen);
+            }
+        }
+        let mut seen = Vec::new();
+        walk(&Cli::command(), &mut seen);
+        assert!(
+            !seen.is_empty(),
+            "verify reads its secrets and JWT policy from the environment"
+        );
+    }
 }

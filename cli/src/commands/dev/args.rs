@@ -2,6 +2,7 @@
 //! over it in [`super::config`], so the command reads its configuration the way the Lambdas do.
 
 use clap::Args;
+use gemini_hooks::adapters::sqlite::DEFAULT_MAX_RECEIVE_COUNT;
 
 use crate::support::args::{DEFAULT_ADDR, DataDirArg};
 
@@ -28,7 +29,7 @@ pub struct DevArgs {
     pub data: DataDirArg,
 
     /// Static signing secret(s), comma separated; overrides WEBHOOK_SIGNING_SECRETS.
-    #[arg(long, value_name = "WHSEC", hide_env_values = true)]
+    #[arg(long, value_name = "WHSEC")]
     pub secret: Option<String>,
 
     /// Receive and queue only; do not run the consumer (no GEMINI_API_KEY needed). Queued
@@ -53,7 +54,7 @@ pub struct DevArgs {
     pub visibility_timeout: u64,
 
     /// Receives after which a message is moved to the dead letters (SQS maxReceiveCount).
-    #[arg(long, value_name = "N", default_value_t = 5)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_RECEIVE_COUNT)]
     pub max_receive_count: u32,
 
     /// Messages handled at once.

@@ -87,8 +87,8 @@ impl Signer {
                 issuer,
                 bind_body,
             } => {
-                // What a receiver can rely on (DESIGN §4): issued-at, expiry, a single-use id
-                // and the audience. The body stays unbound unless asked for.
+                // What a receiver can rely on (docs/gemini.md §2): issued-at, expiry, a
+                // single-use id and the audience. The body stays unbound unless asked for.
                 let mut claims = json!({
                     "iss": issuer.as_deref().unwrap_or(LOCAL_ISSUER),
                     "aud": audience,

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use gemini_hooks::config::{defaults, env};
 
 pub const LONG_ABOUT: &str = "\
 Verify a captured delivery offline, and explain the first check that fails in plain words.
@@ -44,7 +45,7 @@ pub struct VerifyArgs {
     /// Signing secret(s), comma or whitespace separated.
     #[arg(
         long,
-        env = "WEBHOOK_SIGNING_SECRETS",
+        env = env::WEBHOOK_SIGNING_SECRETS,
         value_name = "WHSEC",
         hide_env_values = true
     )]
@@ -53,9 +54,9 @@ pub struct VerifyArgs {
     /// Replay window in seconds.
     #[arg(
         long,
-        env = "WEBHOOK_TOLERANCE_SECONDS",
+        env = env::WEBHOOK_TOLERANCE_SECONDS,
         value_name = "SECS",
-        default_value_t = 300
+        default_value_t = defaults::TOLERANCE_SECONDS
     )]
     pub tolerance: u64,
 
@@ -72,7 +73,7 @@ pub struct VerifyArgs {
     pub jwks: Option<PathBuf>,
 
     /// JWKS for dynamic (JWT) signatures: a URL (default: Gemini's).
-    #[arg(long, env = "WEBHOOK_JWKS_URL", value_name = "URL")]
+    #[arg(long, env = env::WEBHOOK_JWKS_URL, value_name = "URL")]
     pub jwks_url: Option<String>,
 
     /// Public or private RSA key (PEM) for dynamic signatures, instead of a JWKS.
@@ -80,10 +81,10 @@ pub struct VerifyArgs {
     pub key: Option<PathBuf>,
 
     /// Required `aud` of dynamic deliveries.
-    #[arg(long, env = "WEBHOOK_JWT_AUDIENCE")]
+    #[arg(long, env = env::WEBHOOK_JWT_AUDIENCE)]
     pub audience: Option<String>,
 
     /// Required `iss` of dynamic deliveries.
-    #[arg(long, env = "WEBHOOK_JWT_ISSUER")]
+    #[arg(long, env = env::WEBHOOK_JWT_ISSUER)]
     pub issuer: Option<String>,
 }
