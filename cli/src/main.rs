@@ -2,32 +2,18 @@
 //! `results`, `redrive`, `jwks`, `secret`) and webhook management (`webhooks`). This file only wires:
 //! parse, set up logging, dispatch, exit.
 
-mod args;
-mod demo;
-mod dev;
-mod error;
-mod jsonfmt;
-mod keys;
-mod layout;
-mod lock;
-mod logging;
-mod results;
-mod sample_gemini;
-mod samples;
-mod secrets_manager;
-mod send;
-mod util;
-mod verify;
-mod webhooks;
+mod commands;
+mod support;
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Command};
-use error::{CliError, EXIT_FAILURE, EXIT_USAGE};
+use commands::{Cli, Command, demo, dev, jwks, redrive, results, secret, send, verify, webhooks};
 use gemini_hooks::adapters::telemetry::LogFormat;
+use support::error::{CliError, EXIT_FAILURE, EXIT_USAGE};
+use support::logging;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -89,26 +75,17 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
         }
         Command::Redrive(a) => {
             logging::init(LogFormat::Text, "warn");
-            results::redrive(a, out).await.map(|()| 0)
+            redrive::run(a, out).await.map(|()| 0)
         }
         Command::Jwks(a) => {
             logging::init(LogFormat::Text, "warn");
-            let (key, path, created) = keys::LocalKey::resolve(a.key.as_deref(), &a.data.data_dir)?;
-            if created {
-                eprintln!("generated a local signing key at {}", path.display());
-            }
-            let text = serde_json::to_string_pretty(&key.jwks(key.kid()))
-                .map_err(|e| CliError::Failed(format!("cannot encode the JWKS: {e}")))?;
-            util::line(out, &text).map(|()| 0)
+            jwks::run(a, out).map(|()| 0)
         }
         Command::Webhooks(c) => {
             logging::init(LogFormat::Text, "warn");
             webhooks::run(c, out).await.map(|()| 0)
         }
-        Command::Secret => {
-            let secret = gemini_hooks::domain::verify::standard::SigningSecret::generate();
-            util::line(out, &secret.to_whsec()).map(|()| 0)
-        }
+        Command::Secret => secret::run(out).map(|()| 0),
     }
 }
 

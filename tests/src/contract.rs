@@ -26,7 +26,8 @@ async fn must_claim(store: &dyn DedupeStore, req: &ClaimRequest) {
     }
 }
 
-/// Runs every dedupe-lease rule of DESIGN §5 against `store`. `prefix` keeps ids unique.
+/// Runs every dedupe-lease rule (the `DedupeStore` port; README, "How it behaves") against
+/// `store`. `prefix` keeps ids unique.
 pub async fn dedupe_store_contract(store: Arc<dyn DedupeStore>, prefix: &str) {
     let s = store.as_ref();
 
@@ -200,8 +201,9 @@ async fn must_list_rows(store: &dyn ResultsStore, job_id: &str) -> Vec<ResultRow
         .unwrap_or_else(|e| panic!("list_rows({job_id}): {e}"))
 }
 
-/// Runs every rule of the results store (DESIGN §6–7): forward-only job state, idempotent rows
-/// keyed `(job_id, key)`, ordering of the listings. `prefix` keeps job ids unique per run.
+/// Runs every rule of the results store (the `ResultsStore` port): forward-only job state,
+/// idempotent rows keyed `(job_id, key)`, ordering of the listings. `prefix` keeps job ids
+/// unique per run.
 pub async fn results_store_contract(store: Arc<dyn ResultsStore>, prefix: &str) {
     let s = store.as_ref();
     let id = format!("batches/{prefix}-forward");

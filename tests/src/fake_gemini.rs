@@ -6,7 +6,7 @@
 //! path substring and consumed one per matching request, so tests can script "429, then 500, then
 //! fine". Every request is recorded with the status it got.
 //!
-//! It also serves the WebhookService (gemini-facts §6) under `/v1/webhooks`: create, list
+//! It also serves the WebhookService (docs/gemini.md §7) under `/v1/webhooks`: create, list
 //! (paged), get, patch (`update_mask` required), delete, `:ping` and `:rotateSigningSecret`, in
 //! snake_case, with knobs for the enum spelling it accepts and for Gemini disabling a webhook.
 

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 
-/// Attribute holding the DynamoDB TTL (epoch seconds) on both tables (DESIGN §5, §7).
+/// Attribute holding the DynamoDB TTL (epoch seconds) on both tables (`TimeToLiveSpecification` in template.yaml).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
 /// Upper bound on `drain` rounds, so a queue that never empties cannot hang a test.

@@ -18,10 +18,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::error::CliError;
+use crate::support::error::CliError;
 
 /// The bundled results file: six answers, one error line, one truncated (malformed) line.
-pub const SAMPLE_RESULTS: &str = include_str!("../samples/batch-results.jsonl");
+pub const SAMPLE_RESULTS: &str = include_str!("../../samples/batch-results.jsonl");
 /// The API key the sample endpoint expects (it is not a real key).
 pub const SAMPLE_API_KEY: &str = "sample-key-not-a-real-gemini-key";
 pub const SUCCEEDED_BATCH: &str = "batches/demo-sample-succeeded";

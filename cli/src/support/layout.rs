@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use gemini_hooks::adapters::sqlite::DB_FILE_NAME;
+use gemini_hooks::adapters::sqlite::{DB_FILE_NAME, SqliteStore};
 
-use crate::error::CliError;
+use crate::support::error::CliError;
 
 /// The main store: dedupe lease, queue, dead letters, default results table.
 pub fn store_path(data_dir: &Path) -> PathBuf {
@@ -27,6 +27,36 @@ pub fn table_path(data_dir: &Path, table: &str) -> Result<PathBuf, CliError> {
         )));
     }
     Ok(data_dir.join(format!("results-{table}.sqlite3")))
+}
+
+/// Opens an existing store; never creates one where there is none.
+pub fn open_existing(path: PathBuf) -> Result<SqliteStore, CliError> {
+    if !path.is_file() {
+        return Err(CliError::Usage(format!(
+            "no local store at {} — run `gemini-hooks dev` (or `gemini-hooks demo`) first, or \
+             pass --data-dir",
+            path.display()
+        )));
+    }
+    Ok(SqliteStore::open(path)?)
+}
+
+/// The routed results tables (`ROUTES`) that have a file in `data_dir`, by table name.
+pub fn routed_tables(data_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data_dir)
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix("results-")?
+                        .strip_suffix(".sqlite3")
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
-//! Small helpers shared by the commands.
+//! Small helpers shared by the commands: the clock, input files, text.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
-use crate::error::CliError;
+use crate::support::error::CliError;
 
 /// Wall-clock Unix seconds.
 pub fn now_secs() -> i64 {
@@ -38,21 +38,6 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>, CliError> {
         return Ok(buf);
     }
     std::fs::read(path).map_err(|e| CliError::io(path, e))
-}
-
-/// Writes to the command's output; a closed pipe (`| head`) is not an error worth a message.
-pub fn write_out(out: &mut dyn Write, bytes: &[u8]) -> Result<(), CliError> {
-    match out.write_all(bytes) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(CliError::io(Path::new("<stdout>"), e)),
-    }
-}
-
-/// Writes a line.
-pub fn line(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
-    write_out(out, text.as_bytes())?;
-    write_out(out, b"\n")
 }
 
 /// Shortens `text` to at most `max` characters, on one line.

@@ -5,25 +5,55 @@
 //! receiver, waits for the consumer and prints what was stored.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use gemini_hooks::adapters::gemini::GeminiSettings;
-use gemini_hooks::config::{ReceiveLimits, VerifierConfig};
+use clap::Args;
+use gemini_hooks::adapters::sqlite::DEFAULT_MAX_RECEIVE_COUNT;
+use gemini_hooks::config::{ReceiveLimits, VerifierConfig, defaults};
 use gemini_hooks::domain::jobs::JobRecord;
 use gemini_hooks::domain::verify::standard::SigningSecret;
 use gemini_hooks::ports::ResultsStore;
 
-use crate::args::DemoArgs;
-use crate::dev::{ConsumerSetup, Pipeline, PipelineConfig, bind};
-use crate::error::CliError;
-use crate::layout::store_path;
-use crate::lock::DataDirLock;
-use crate::results::{job_note, row_text};
-use crate::sample_gemini::{self, FAILED_BATCH, SAMPLE_API_KEY, SUCCEEDED_BATCH};
-use crate::samples::sample_event;
-use crate::send::{Answer, Delivery, Signer, http_client, new_webhook_id, post};
-use crate::util::{line, now_ms, now_secs, rfc3339};
+use crate::commands::dev::{ConsumerSetup, Pipeline, PipelineConfig, bind};
+use crate::commands::results::{job_note, row_text};
+use crate::commands::send::{Answer, Delivery, Signer, http_client, new_webhook_id, post};
+use crate::support::error::CliError;
+use crate::support::layout::store_path;
+use crate::support::lock::DataDirLock;
+use crate::support::output::line;
+use crate::support::sample_gemini::{self, FAILED_BATCH, SUCCEEDED_BATCH};
+use crate::support::samples::sample_event;
+use crate::support::util::{now_ms, now_secs, rfc3339};
+
+pub const LONG_ABOUT: &str = "\
+Show the whole story with sample data, in one command, with no AWS account and no Gemini key.
+
+Starts the local pipeline with a freshly generated secret and a fresh data directory, serves
+bundled SAMPLE batch results from a local Gemini-compatible endpoint, sends signed
+`batch.succeeded` and `batch.failed` deliveries, a duplicate, a forged and a stale one, then
+prints what happened to each and the rows the consumer ingested. It never touches the data
+directory of `gemini-hooks dev`.";
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where to keep the demo's store (default: a fresh temporary directory, never the data
+    /// directory of `dev`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address of the demo's receiver (default: a free port).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+    pub addr: String,
+
+    /// Show the pipeline's logs (normally only warnings and errors).
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Log JSON lines instead of human-readable text.
+    #[arg(long)]
+    pub log_json: bool,
+}
 
 /// How long the demo waits for the consumer.
 const CONSUMER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,13 +76,18 @@ fn event_body(event_type: &str, job: &str) -> Result<Vec<u8>, CliError> {
     .map_err(|e| CliError::Failed(format!("cannot encode a sample event: {e}")))
 }
 
-fn explain(answer: &Answer) -> &'static str {
+fn explain(answer: &Answer) -> String {
     match (answer.status, answer.outcome().as_str()) {
-        (200, "accepted") => "verified, claimed and queued",
-        (200, "duplicate") => "recognised by webhook-id: nothing queued twice",
-        (401, "signature_mismatch") => "forged: no signature matches the secret",
-        (401, "timestamp_too_old") => "replay: outside the 300 s window",
-        _ => "",
+        (200, "accepted") => "verified, claimed and queued".into(),
+        (200, "duplicate") => "recognised by webhook-id: nothing queued twice".into(),
+        (401, "signature_mismatch") => "forged: no signature matches the secret".into(),
+        (401, "timestamp_too_old") => {
+            format!(
+                "replay: outside the {} s window",
+                defaults::TOLERANCE_SECONDS
+            )
+        }
+        _ => String::new(),
     }
 }
 
@@ -72,23 +107,21 @@ pub async fn run(args: DemoArgs, out: &mut dyn Write) -> Result<(), CliError> {
     }
     let (gemini_url, _) = sample_gemini::start().await?;
     let secret = SigningSecret::generate();
-    let mut gemini = GeminiSettings::new(SAMPLE_API_KEY);
-    gemini.base_url = gemini_url.clone();
     let config = PipelineConfig {
         data_dir: data_dir.clone(),
         verifier: VerifierConfig {
             secrets: Some(vec![secret.clone()]),
-            tolerance_secs: gemini_hooks::config::defaults::TOLERANCE_SECONDS,
+            tolerance_secs: defaults::TOLERANCE_SECONDS,
             jwt: None,
         },
         limits: ReceiveLimits::default(),
-        consumer: Some(ConsumerSetup {
-            gemini,
-            routes: Default::default(),
-        }),
+        consumer: Some(ConsumerSetup::sample(
+            gemini_url.clone(),
+            Default::default(),
+        )),
         local_jwks: None,
         visibility_ms: 60_000,
-        max_receive_count: 5,
+        max_receive_count: DEFAULT_MAX_RECEIVE_COUNT,
         concurrency: 4,
     };
     let lock = DataDirLock::acquire(&data_dir)?;
@@ -199,7 +232,7 @@ async fn story(
                 step.what,
                 answer.status,
                 answer.outcome(),
-                step.note.unwrap_or_else(|| explain(&answer))
+                step.note.map_or_else(|| explain(&answer), str::to_owned)
             ),
         )?;
     }

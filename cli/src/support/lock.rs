@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use crate::error::CliError;
+use crate::support::error::CliError;
 
 /// File name of the lock inside a data directory.
 pub const LOCK_FILE_NAME: &str = "dev.lock";

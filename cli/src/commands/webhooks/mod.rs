@@ -1,6 +1,6 @@
 //! `gemini-hooks webhooks …`: the WebhookService from the command line. The HTTP and the
 //! secret-list rules live in `gemini_hooks::adapters::gemini::webhooks`; this module reads the
-//! environment, prints, and stores secrets through [`crate::secrets_manager`].
+//! environment, prints, and stores secrets through [`secrets_manager`].
 
 use std::io::Write;
 
@@ -12,14 +12,17 @@ use gemini_hooks::adapters::gemini::{
 use gemini_hooks::config::{Env, env};
 use gemini_hooks::ports::gemini::GeminiError;
 
-use crate::args::{
-    PruneSecretsArgs, StoreSecretArgs, WebhookCreateArgs, WebhookGetArgs, WebhookListArgs,
-    WebhookRotateArgs, WebhooksCommand,
+use crate::support::error::CliError;
+use crate::support::output::{line, print_json, table};
+
+mod args;
+mod secrets_manager;
+
+pub use args::{
+    LONG_ABOUT, PruneSecretsArgs, StoreSecretArgs, WebhookCreateArgs, WebhookGetArgs,
+    WebhookListArgs, WebhookRotateArgs, WebhooksCommand,
 };
-use crate::error::CliError;
-use crate::results::{print_json, table};
-use crate::secrets_manager::{SecretStore, Stored, Target, Update};
-use crate::util::line;
+use secrets_manager::{SecretStore, Stored, Target, Update};
 
 /// Runs one `webhooks` subcommand.
 pub async fn run(cmd: WebhooksCommand, out: &mut dyn Write) -> Result<(), CliError> {
@@ -450,7 +453,7 @@ mod tests {
             CliError::Config(ConfigError::Missing("GEMINI_API_KEY"), _)
         ));
         assert!(err.to_string().contains("GEMINI_API_KEY"), "{err}");
-        assert_eq!(err.exit_code(), crate::error::EXIT_USAGE);
+        assert_eq!(err.exit_code(), crate::support::error::EXIT_USAGE);
     }
 
     #[test]

@@ -1,35 +1,51 @@
 //! `gemini-hooks results`: jobs, result rows and dead letters from the local store.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use clap::Args;
 use gemini_hooks::adapters::sqlite::{DeadLetter, SqliteStore};
 use gemini_hooks::domain::envelope::QueueEnvelope;
 use gemini_hooks::domain::jobs::{JobRecord, ResultRow, RowStatus};
 use gemini_hooks::ports::ResultsStore;
 use serde_json::{Value, json};
 
-use crate::args::{RedriveArgs, ResultsArgs};
-use crate::error::CliError;
-use crate::layout::{store_path, table_path};
-use crate::util::{line, now_ms, one_line, rfc3339_ms};
+use crate::support::args::DataDirArg;
+use crate::support::error::CliError;
+use crate::support::layout::{open_existing, routed_tables, store_path, table_path};
+use crate::support::output::{line, print_json, table};
+use crate::support::util::{now_ms, one_line, rfc3339_ms};
+
+#[derive(Debug, Clone, Args)]
+pub struct ResultsArgs {
+    /// Show this job and its rows (e.g. batches/abc; the `batches/` prefix is optional).
+    #[arg(long, value_name = "ID")]
+    pub job: Option<String>,
+
+    /// Machine-readable JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Most rows to show (0 = all). Default: 50 in a table, all with --json.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+
+    /// List the dead-lettered queue messages instead.
+    #[arg(long)]
+    pub dead_letters: bool,
+
+    /// Read the results table of a ROUTES group (its own SQLite file in the data directory).
+    #[arg(long, value_name = "NAME")]
+    pub table: Option<String>,
+
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
 
 /// Rows shown in a table when `--limit` is not given.
 const DEFAULT_TABLE_ROWS: usize = 50;
 /// Width of the text column.
 const TEXT_WIDTH: usize = 60;
-
-/// Opens an existing store; never creates one where there is none.
-pub fn open_existing(path: PathBuf) -> Result<SqliteStore, CliError> {
-    if !path.is_file() {
-        return Err(CliError::Usage(format!(
-            "no local store at {} — run `gemini-hooks dev` (or `gemini-hooks demo`) first, or \
-             pass --data-dir",
-            path.display()
-        )));
-    }
-    Ok(SqliteStore::open(path)?)
-}
 
 /// Finds a job by the id as typed: exact, or with the `batches/` / `interactions/` prefix.
 pub async fn find_job(store: &dyn ResultsStore, id: &str) -> Result<Option<JobRecord>, CliError> {
@@ -110,45 +126,6 @@ pub async fn run(args: ResultsArgs, out: &mut dyn Write) -> Result<(), CliError>
     }
 }
 
-pub fn print_json(out: &mut dyn Write, v: &Value) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(v)
-        .map_err(|e| CliError::Failed(format!("cannot encode JSON: {e}")))?;
-    line(out, &text)
-}
-
-/// Prints aligned columns.
-pub fn table(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> Result<(), CliError> {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let render = |cells: Vec<&str>| {
-        let last = cells.len().saturating_sub(1);
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i == last {
-                    (*c).to_owned()
-                } else {
-                    format!("{c:<width$}", width = widths[i])
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
-    line(out, render(header.to_vec()).trim_end())?;
-    for r in rows {
-        line(
-            out,
-            render(r.iter().map(String::as_str).collect()).trim_end(),
-        )?;
-    }
-    Ok(())
-}
-
 /// A one-line summary of what happened to a job.
 pub fn job_note(job: &JobRecord) -> String {
     if let Some(e) = &job.error {
@@ -172,24 +149,6 @@ pub fn job_note(job: &JobRecord) -> String {
         parts.push(format!("at line {} (byte {})", c.lines, c.byte_offset));
     }
     parts.join(", ")
-}
-
-/// The routed results tables (`ROUTES`) that have a file in `data_dir`, by table name.
-pub fn routed_tables(data_dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(data_dir)
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.strip_prefix("results-")?
-                        .strip_suffix(".sqlite3")
-                        .map(str::to_owned)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 /// Where the work not shown yet is: queued or retrying messages, dead letters, routed tables.
@@ -368,37 +327,6 @@ fn print_dead_letters(out: &mut dyn Write, dead: &[DeadLetter]) -> Result<(), Cl
     line(
         out,
         "Fix the cause, then `gemini-hooks redrive` (or --id MESSAGE) moves them back to the queue.",
-    )
-}
-
-/// Runs `gemini-hooks redrive`.
-pub async fn redrive(args: RedriveArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let store = open_existing(store_path(&args.data.data_dir))?;
-    let ids = (!args.ids.is_empty()).then(|| args.ids.clone());
-    let done = store.redrive(ids, now_ms()).await?;
-    if !done.unknown.is_empty() {
-        return Err(CliError::Usage(format!(
-            "not a dead letter in {}: {} (see `gemini-hooks results --dead-letters`); nothing \
-             was moved",
-            store.path().display(),
-            done.unknown.join(", ")
-        )));
-    }
-    if done.moved.is_empty() {
-        return line(out, "No dead letters to redrive.");
-    }
-    line(
-        out,
-        &format!(
-            "Moved {} dead letter(s) back to the queue: {}",
-            done.moved.len(),
-            done.moved.join(", ")
-        ),
-    )?;
-    line(
-        out,
-        "A running `gemini-hooks dev` on this data directory handles them within a second; \
-         otherwise its next start does.",
     )
 }
 

@@ -1,4 +1,4 @@
-//! Built-in sample event bodies, shaped like Gemini's documented envelope (gemini-facts §3):
+//! Built-in sample event bodies, shaped like Gemini's documented envelope (docs/gemini.md §3):
 //! `type`, `version`, `timestamp`, `data`. They are samples: ids are marked as such.
 
 use serde_json::{Map, Value, json};

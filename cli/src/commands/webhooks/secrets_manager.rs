@@ -13,8 +13,8 @@ use gemini_hooks::adapters::gemini::webhooks::{
 };
 use gemini_hooks::domain::verify::standard::{SecretListError, parse_secret_list};
 
-use crate::args::StoreSecretArgs;
-use crate::error::CliError;
+use super::args::StoreSecretArgs;
+use crate::support::error::CliError;
 
 /// Which secret to write.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::error::CliError;
+use crate::support::error::CliError;
 
 /// File name of the generated key inside the data directory.
 pub const KEY_FILE_NAME: &str = "dynamic-signing-key.pem";
@@ -221,7 +221,7 @@ mod tests {
     use aws_lc_rs::encoding::PublicKeyX509Der;
     use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::Jwk};
 
-    const FIXTURE: &str = include_str!("../../tests/fixtures/test-rsa-1.pem");
+    const FIXTURE: &str = include_str!("../../../tests/fixtures/test-rsa-1.pem");
 
     fn verify(token: &str, jwk: &Value) -> jsonwebtoken::TokenData<Value> {
         let jwk: Jwk = serde_json::from_value(jwk.clone()).unwrap();

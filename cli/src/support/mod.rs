@@ -1,0 +1,14 @@
+//! Helpers that several commands share: errors and exit codes, output, the data directory
+//! (layout, lock, local signing key), logging, sample data and the sample Gemini endpoint.
+
+pub mod args;
+pub mod error;
+pub mod jsonfmt;
+pub mod keys;
+pub mod layout;
+pub mod lock;
+pub mod logging;
+pub mod output;
+pub mod sample_gemini;
+pub mod samples;
+pub mod util;
