@@ -8,6 +8,7 @@ use crate::adapters::aws::dynamodb_dedupe::DynamoDbDedupeStore;
 use crate::adapters::aws::dynamodb_results::DynamoDbResultsStore;
 use crate::adapters::aws::s3_payloads::S3PayloadStore;
 use crate::adapters::aws::secrets_manager::SecretsManagerSource;
+use crate::adapters::aws::sqs::MAX_MESSAGE_BYTES as SQS_MAX_MESSAGE_BYTES;
 use crate::adapters::aws::sqs::SqsEventQueue;
 use crate::adapters::gemini::{ApiKey, GeminiClient};
 use crate::adapters::jwks::HttpJwks;
@@ -17,12 +18,11 @@ use crate::config::{
     RouteTables, VerifierConfig, env,
 };
 use crate::domain::verify::standard::{StandardVerifier, parse_secret_list};
-use crate::adapters::aws::sqs::MAX_MESSAGE_BYTES as SQS_MAX_MESSAGE_BYTES;
-use crate::ports::{EventQueue, ResultsStore};
 use crate::ports::clock::SharedClock;
 use crate::ports::gemini::GeminiApi;
 use crate::ports::ids::SharedIds;
 use crate::ports::keys::KeySource;
+use crate::ports::{EventQueue, ResultsStore};
 use crate::usecases::consume::{ConsumeSettings, Consumer};
 use crate::usecases::enqueue_once::EnqueueOnce;
 use crate::usecases::offload::OffloadingQueue;

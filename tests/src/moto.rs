@@ -43,6 +43,31 @@ pub async fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&sdk_config().await)
 }
 
+/// S3 client for moto, addressed as the receiver and consumer address their bucket.
+pub async fn s3() -> aws_sdk_s3::Client {
+    gemini_hooks::adapters::aws::s3_payloads::S3PayloadStore::client(&sdk_config().await)
+}
+
+/// Creates a bucket (the template's `PayloadBucket`).
+pub async fn create_bucket(c: &aws_sdk_s3::Client, name: &str) {
+    sdk(
+        c.create_bucket().bucket(name).send().await,
+        &format!("CreateBucket {name}"),
+    );
+}
+
+/// The keys in `bucket`.
+pub async fn bucket_keys(c: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+    let out = sdk(
+        c.list_objects_v2().bucket(bucket).send().await,
+        &format!("ListObjectsV2 {bucket}"),
+    );
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
+}
+
 /// `prefix` plus a random suffix, e.g. `dedupe-3f2a9c0d41b7`.
 ///
 /// Valid as a DynamoDB table and an SQS queue name as long as `prefix` uses only

@@ -801,3 +801,120 @@ async fn held_namespaces_case_and_concurrent_token_claims() {
     assert_eq!(accepted, 1);
     assert_eq!(rx.aws.messages().await.len(), 1);
 }
+
+/// BREAK 10. `user_metadata` is written to DynamoDB as native maps and numbers. A value DynamoDB
+/// cannot store (a number above 9.99e125 — refused by moto and AWS; real AWS also refuses maps
+/// nested deeper than 32, which moto accepts and the receiver allows up to 64) makes every save
+/// of the job and of its rows fail as "store unavailable": the batch's results are never
+/// ingested, the message goes to the DLQ. The metadata comes from whoever created the job
+/// (static) or from the token's claims (dynamic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_dynamodb_cannot_store_does_not_cost_a_batch_its_results() {
+    let s = Stack::new().await;
+    succeeded_with_file(&s.gemini, "meta", 12);
+    let body = br#"{"type":"batch.succeeded","version":"v1","data":{"id":"meta","user_metadata":{"job_group":"signed","budget":1e200}}}"#;
+    assert_eq!(s.deliver_static("msg_meta", body).await.0, 200);
+    let failed_polls = s.consume_until_dlq(5).await;
+    let rows = s.rows(&s.signed_table, "batches/meta").await;
+    assert_eq!(
+        (failed_polls, rows),
+        (0, 12),
+        "the message failed on {failed_polls} polls and {rows} rows were ingested\n{}",
+        s.consumer_fn.logs()
+    );
+}
+
+/// BREAK 12. The receiver accepts bodies up to `WEBHOOK_MAX_BODY_BYTES` (1 MiB) but puts the
+/// event on SQS twice over (`raw_event` *and* `user_metadata`), and SQS stops at 256 KiB. A
+/// genuine static delivery whose job carries ~130 KB of `user_metadata` is answered
+/// `413 enqueue_too_large` on every retry: never enqueued, and (DESIGN §4, issue 9 item 6) a
+/// 4xx makes Gemini retry for 24 h and risks the project's static webhook being disabled.
+#[tokio::test]
+async fn a_signed_delivery_under_the_body_limit_is_enqueued() {
+    let rx = Rx::new(ReceiveLimits::default()).await;
+    let note = "x".repeat(135 * 1024);
+    let body = event(
+        "batch.succeeded",
+        "big-meta",
+        json!({"user_metadata": {"job_group": "signed", "note": note}}),
+    );
+    assert!(body.len() < ReceiveLimits::default().max_body_bytes);
+    let headers = signed_headers(&test_secret(), "msg_big_meta", T0, &body);
+    let reply = rx.post(&headers, &body).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "a {}-byte signed body (limit {}) was answered {}",
+        body.len(),
+        ReceiveLimits::default().max_body_bytes,
+        reply.body
+    );
+}
+
+/// BREAK 10, continued. Once the metadata above dead-lettered the message, the reconciler found
+/// no job record and recovered the batch *without* its `user_metadata`: the rows landed in the
+/// default table instead of the job group's. With metadata stored as JSON text the message no
+/// longer fails, its rows land in the job group's table, and the reconciler counts the batch as
+/// handled instead of recovering it a second time elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_metadata_dynamodb_refuses_as_a_map_lands_in_its_own_table() {
+    let s = Stack::new().await;
+    let finished =
+        chrono::DateTime::from_timestamp_millis(reliability_common::now_ms() - 2 * 3_600_000)
+            .unwrap_or_else(|| panic!("time"))
+            .to_rfc3339();
+    let file = "files/meta2-results".to_owned();
+    s.gemini
+        .put_file(&file, Bytes::from(sample_results(6, 10, 0)));
+    let mut op = operation_json(
+        "batches/meta2",
+        "BATCH_STATE_SUCCEEDED",
+        OutputSpec::File(file),
+    );
+    op["metadata"]["updateTime"] = json!(finished);
+    op["metadata"]["endTime"] = json!(finished);
+    s.gemini.put_operation(op);
+    let body = br#"{"type":"batch.succeeded","version":"v1","data":{"id":"meta2","user_metadata":{"job_group":"signed","budget":1e200}}}"#;
+    assert_eq!(s.deliver_static("msg_meta2", body).await.0, 200);
+    assert_eq!(
+        s.consume_until_dlq(5).await,
+        0,
+        "the delivery failed\n{}",
+        s.consumer_fn.logs()
+    );
+
+    let api = RuntimeApi::start().await;
+    let routes = json!({"signed": s.signed_table, "forged": s.forged_table}).to_string();
+    let reconciler = spawn_function(
+        &bin_path("reconciler"),
+        &api,
+        &[
+            ("RESULTS_TABLE", s.results.clone()),
+            ("ROUTES", routes),
+            ("DEDUPE_TABLE", s.aws.table.clone()),
+            ("QUEUE_URL", s.aws.queue.url.clone()),
+            ("GEMINI_API_KEY", FakeGemini::API_KEY.to_owned()),
+            ("GEMINI_API_BASE_URL", s.gemini.base_url()),
+        ],
+    )
+    .await;
+    let out = api
+        .invoke(json!({"look_back_hours": 24}), INVOKE)
+        .await
+        .unwrap_or_else(|e| panic!("reconciler: {e}\n{}", reconciler.logs()));
+    assert_eq!(
+        (&out["recovered"], &out["handled"]),
+        (&json!([]), &json!(1)),
+        "{out}"
+    );
+    assert!(s.consume().await.is_empty(), "{}", s.consumer_fn.logs());
+    let (signed, default) = (
+        s.rows(&s.signed_table, "batches/meta2").await,
+        s.rows(&s.results, "batches/meta2").await,
+    );
+    assert_eq!(
+        (signed, default),
+        (6, 0),
+        "recovered rows: {signed} in the job group's table, {default} in the default table"
+    );
+}

@@ -193,6 +193,7 @@ fn webhook_ids(queued: &[(QueueEnvelope, String)]) -> Vec<String> {
         .map(|(e, _)| match e {
             QueueEnvelope::Webhook(w) => w.webhook_id.clone(),
             QueueEnvelope::Continuation(c) => panic!("unexpected continuation {c:?}"),
+            QueueEnvelope::Stored(p) => panic!("unexpected stored payload {p:?}"),
         })
         .collect();
     ids.sort();

@@ -290,6 +290,9 @@ fn describe_envelope(body: &str) -> (String, String) {
             w.event.job_id.unwrap_or_default(),
         ),
         Ok(QueueEnvelope::Continuation(c)) => ("continuation".into(), c.job_id),
+        Ok(QueueEnvelope::Stored(s)) => {
+            (format!("stored payload ({} bytes)", s.bytes), String::new())
+        }
         Err(_) => ("(not an envelope)".into(), String::new()),
     }
 }

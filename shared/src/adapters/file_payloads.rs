@@ -25,7 +25,9 @@ impl FilePayloadStore {
             .components()
             .all(|c| matches!(c, std::path::Component::Normal(_)));
         if key.is_empty() || !plain {
-            return Err(PayloadError::Unavailable(format!("not a payload key: {key}")));
+            return Err(PayloadError::Unavailable(format!(
+                "not a payload key: {key}"
+            )));
         }
         Ok(self.root.join(relative))
     }
@@ -83,7 +85,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gh-payloads-{}", uuid::Uuid::new_v4()));
         let store = FilePayloadStore::new(&dir);
         store.put("payloads/a.json", b"{}").await.unwrap();
-        assert_eq!(store.get("payloads/a.json").await.unwrap(), Some(b"{}".to_vec()));
+        assert_eq!(
+            store.get("payloads/a.json").await.unwrap(),
+            Some(b"{}".to_vec())
+        );
         store.delete("payloads/a.json").await.unwrap();
         store.delete("payloads/a.json").await.unwrap();
         assert_eq!(store.get("payloads/a.json").await.unwrap(), None);

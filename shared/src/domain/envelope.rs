@@ -210,14 +210,20 @@ impl StoredPayload {
 
     /// The small message that goes on the queue instead: the pointer as body, and the original
     /// attributes (routing and metrics still see them) with `message_kind` = `stored`.
-    pub fn pointer_message(&self, original: &OutgoingMessage) -> Result<OutgoingMessage, serde_json::Error> {
+    pub fn pointer_message(
+        &self,
+        original: &OutgoingMessage,
+    ) -> Result<OutgoingMessage, serde_json::Error> {
         let mut message = QueueEnvelope::Stored(self.clone()).to_message()?;
         message.attributes = original
             .attributes
             .iter()
             .filter(|(k, _)| k != ATTR_MESSAGE_KIND)
             .cloned()
-            .chain(std::iter::once((ATTR_MESSAGE_KIND.to_owned(), "stored".to_owned())))
+            .chain(std::iter::once((
+                ATTR_MESSAGE_KIND.to_owned(),
+                "stored".to_owned(),
+            )))
             .collect();
         Ok(message)
     }

@@ -119,6 +119,12 @@ pub struct JobErrorInfo {
     pub source: String,
 }
 
+/// Largest `user_metadata`, as JSON text, kept on a job record. A delivery may be up to
+/// `WEBHOOK_MAX_BODY_BYTES` (1 MiB) but a DynamoDB item stops at 400 KB, and the record must
+/// always be writable or the job could never be recorded; larger metadata is left out and its
+/// size noted (`user_metadata_omitted_bytes`). The job group is kept either way.
+pub const MAX_USER_METADATA_BYTES: usize = 64 * 1024;
+
 /// The record of one job (`pk = JOB#<id>`, `sk = JOB`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -129,6 +135,10 @@ pub struct JobRecord {
     pub last_event: Option<String>,
     pub last_webhook_id: Option<String>,
     pub user_metadata: Option<Value>,
+    /// Size (JSON text) of `user_metadata` that was too large to keep on the record
+    /// ([`MAX_USER_METADATA_BYTES`]); `user_metadata` is then absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_metadata_omitted_bytes: Option<u64>,
     /// Routing group (`user_metadata.job_group`).
     pub job_group: Option<String>,
     pub counts: JobCounts,
@@ -144,6 +154,21 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// Keeps `metadata` on the record unless its JSON text exceeds [`MAX_USER_METADATA_BYTES`],
+    /// in which case only its size is kept. Returns whether it was kept.
+    pub fn keep_user_metadata(&mut self, metadata: &Value) -> bool {
+        let bytes = serde_json::to_vec(metadata).map_or(usize::MAX, |v| v.len());
+        if bytes <= MAX_USER_METADATA_BYTES {
+            self.user_metadata = Some(metadata.clone());
+            self.user_metadata_omitted_bytes = None;
+            true
+        } else {
+            self.user_metadata = None;
+            self.user_metadata_omitted_bytes = Some(u64::try_from(bytes).unwrap_or(u64::MAX));
+            false
+        }
+    }
+
     /// A fresh record for a job first seen at `now_ms`.
     pub fn new(job_id: impl Into<String>, kind: JobKind, now_ms: i64) -> Self {
         Self {
@@ -153,6 +178,7 @@ impl JobRecord {
             last_event: None,
             last_webhook_id: None,
             user_metadata: None,
+            user_metadata_omitted_bytes: None,
             job_group: None,
             counts: JobCounts::default(),
             checkpoint: None,
@@ -253,6 +279,27 @@ impl ResultRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_metadata_is_kept_up_to_the_limit_and_only_its_size_beyond() {
+        let mut job = JobRecord::new("batches/m", JobKind::Batch, 0);
+        let fits = serde_json::json!({"n": "x".repeat(MAX_USER_METADATA_BYTES - 8)});
+        assert_eq!(
+            serde_json::to_vec(&fits).map(|v| v.len()).ok(),
+            Some(MAX_USER_METADATA_BYTES)
+        );
+        assert!(job.keep_user_metadata(&fits));
+        assert_eq!(
+            (job.user_metadata.as_ref(), job.user_metadata_omitted_bytes),
+            (Some(&fits), None)
+        );
+        let over = serde_json::json!({"n": "x".repeat(MAX_USER_METADATA_BYTES - 7)});
+        assert!(!job.keep_user_metadata(&over));
+        assert_eq!(
+            (job.user_metadata.as_ref(), job.user_metadata_omitted_bytes),
+            (None, Some(MAX_USER_METADATA_BYTES as u64 + 1))
+        );
+    }
 
     fn row(key: &str, line: u64, keyless: bool) -> ResultRow {
         ResultRow {

@@ -7,12 +7,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use gemini_hooks::adapters::aws::sqs::MAX_MESSAGE_BYTES as SQS_MAX_MESSAGE_BYTES;
+use gemini_hooks::adapters::file_payloads::FilePayloadStore;
 use gemini_hooks::adapters::jwks::StaticJwks;
 use gemini_hooks::adapters::sqlite::SqliteStore;
 use gemini_hooks::ports::clock::SharedClock;
 use gemini_hooks::ports::keys::KeySource;
+use gemini_hooks::ports::payloads::PayloadStore;
 use gemini_hooks::ports::{EventQueue, ResultsStore};
 use gemini_hooks::usecases::consume::{ConsumeSettings, Consumer};
+use gemini_hooks::usecases::offload::OffloadingQueue;
 use gemini_hooks::usecases::receive::Receiver;
 use gemini_hooks::wiring::{self, Runtime};
 use tokio::net::TcpListener;
@@ -71,6 +75,14 @@ impl Pipeline {
             )),
             None => None,
         };
+        // Like the Lambdas: a message over SQS's limit waits in the data directory and the queue
+        // carries a pointer, so `dev` takes the same path large deliveries take on AWS.
+        let payloads: Arc<dyn PayloadStore> = Arc::new(FilePayloadStore::new(&config.data_dir));
+        let queue: Arc<dyn EventQueue> = Arc::new(OffloadingQueue::new(
+            shared.clone(),
+            Arc::clone(&payloads),
+            SQS_MAX_MESSAGE_BYTES,
+        ));
         let receiver = Receiver::new(
             Arc::new(wiring::webhook_verifier(
                 &config.verifier,
@@ -78,20 +90,17 @@ impl Pipeline {
                 keys,
             )),
             shared.clone(),
-            shared.clone(),
+            queue,
             Arc::clone(&clock),
             config.limits,
         )
         .with_ids(runtime.ids);
         let consumer = match &config.consumer {
             None => None,
-            Some(setup) => Some(Arc::new(build_consumer(
-                setup,
-                &config,
-                shared.clone(),
-                http,
-                Arc::clone(&clock),
-            )?)),
+            Some(setup) => Some(Arc::new(
+                build_consumer(setup, &config, shared.clone(), http, Arc::clone(&clock))?
+                    .with_payloads(payloads),
+            )),
         };
 
         let addr = listener

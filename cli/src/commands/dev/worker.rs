@@ -7,17 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gemini_hooks::adapters::sqlite::{LocalMessage, SqliteStore};
-use gemini_hooks::domain::envelope::QueueEnvelope;
+use gemini_hooks::ports::ResultsStore;
 use gemini_hooks::ports::clock::SharedClock;
-use gemini_hooks::usecases::consume::{ConsumeError, Consumer, Handled};
+use gemini_hooks::usecases::consume::{
+    Consumer, Disposition, InboundMessage, RetrySchedule, job_of,
+};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// How often the consumer looks at the queue when nothing woke it (other processes, delays).
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
-/// First retry delay after a retryable failure; doubles per receive, up to [`MAX_RETRY_DELAY_MS`].
-const BASE_RETRY_DELAY_MS: i64 = 2_000;
-const MAX_RETRY_DELAY_MS: i64 = 60_000;
 /// Messages still being handled this long after a shutdown signal are abandoned (and released).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A message handled for longer than this gets progress lines.
@@ -30,7 +29,6 @@ const PROGRESS_CHECK: Duration = Duration::from_secs(1);
 /// A message being handled.
 struct InFlight {
     message_id: String,
-    receive_count: u32,
     job_id: Option<String>,
     started: Instant,
     last_progress: Option<Instant>,
@@ -50,7 +48,7 @@ impl Worker {
     /// and releases the rest for the next run.
     pub(super) async fn run(self, mut stop: watch::Receiver<bool>) {
         let signal = self.store.enqueued_signal();
-        let mut tasks: JoinSet<Result<Handled, ConsumeError>> = JoinSet::new();
+        let mut tasks: JoinSet<(Disposition, Option<String>)> = JoinSet::new();
         let mut in_flight: HashMap<tokio::task::Id, InFlight> = HashMap::new();
         let mut progress = tokio::time::interval(PROGRESS_CHECK);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -111,28 +109,30 @@ impl Worker {
 
     fn spawn(
         &self,
-        tasks: &mut JoinSet<Result<Handled, ConsumeError>>,
+        tasks: &mut JoinSet<(Disposition, Option<String>)>,
         message: LocalMessage,
         now: i64,
     ) -> (tokio::task::Id, InFlight) {
-        let job_id = match QueueEnvelope::from_body(&message.body) {
-            Ok(QueueEnvelope::Webhook(w)) => w.event.job_id,
-            Ok(QueueEnvelope::Continuation(c)) => Some(c.job_id),
-            Err(_) => None,
-        };
+        let job_id = job_of(&message.body);
         let consumer = Arc::clone(&self.consumer);
         // Hand over to a continuation before the message becomes visible again, exactly as the
         // Lambda does before its timeout.
         let deadline = now.saturating_add(self.visibility_ms);
-        let body = message.body;
-        let handle =
-            tasks.spawn(async move { consumer.handle_message(&body, Some(deadline)).await });
+        let inbound = InboundMessage {
+            id: message.id.clone(),
+            body: message.body,
+            receive_count: message.receive_count,
+        };
+        let handle = tasks.spawn(async move {
+            consumer
+                .process_reporting(&inbound, Some(deadline), RetrySchedule::LOCAL)
+                .await
+        });
         let started = Instant::now();
         (
             handle.id(),
             InFlight {
                 message_id: message.id,
-                receive_count: message.receive_count,
                 job_id,
                 started,
                 last_progress: None,
@@ -142,7 +142,7 @@ impl Worker {
 
     async fn finish(
         &self,
-        done: Result<(tokio::task::Id, Result<Handled, ConsumeError>), tokio::task::JoinError>,
+        done: Result<(tokio::task::Id, (Disposition, Option<String>)), tokio::task::JoinError>,
         in_flight: &mut HashMap<tokio::task::Id, InFlight>,
     ) {
         let (task, outcome) = match done {
@@ -154,52 +154,22 @@ impl Worker {
         };
         let now = self.clock.now_ms();
         let id = flight.message_id.as_str();
-        let result = match outcome {
-            Ok(Ok(_handled)) => self.store.delete(id).await.map(|_| ()),
-            Ok(Err(e)) => {
-                let delay = if e.is_retryable() {
-                    let doublings = flight.receive_count.saturating_sub(1).min(16);
-                    (BASE_RETRY_DELAY_MS << doublings).min(MAX_RETRY_DELAY_MS)
-                } else {
-                    0
-                };
-                let attempts_left = self
-                    .store
-                    .max_receive_count()
-                    .saturating_sub(flight.receive_count);
-                // The one line per failed receive: the Gemini client's own retries log at
-                // debug level, and this carries their last reason.
-                if e.is_retryable() {
-                    tracing::warn!(
-                        message_id = id,
-                        job_id = flight.job_id.as_deref().unwrap_or(""),
-                        outcome = e.code(),
-                        error = %e,
-                        retry_in_ms = delay,
-                        attempts_left,
-                        "message failed; it will be retried"
-                    );
-                } else {
-                    tracing::error!(
-                        message_id = id,
-                        job_id = flight.job_id.as_deref().unwrap_or(""),
-                        outcome = e.code(),
-                        error = %e,
-                        attempts_left,
-                        "message cannot be handled; it goes to the dead letters after its last attempt"
-                    );
-                }
-                let reason = format!("{}: {e}", e.code());
+        // The use case logged and counted the failure; the queue only keeps the reason.
+        let (disposition, reason) = match outcome {
+            Ok(done) => done,
+            Err(join) => (
+                self.consumer.panicked(id, &join),
+                Some(format!("panic: {join}")),
+            ),
+        };
+        let result = match disposition {
+            Disposition::Done => self.store.delete(id).await.map(|_| ()),
+            failed => {
+                let delay =
+                    i64::try_from(failed.redelivery_delay().as_millis()).unwrap_or(i64::MAX);
+                let reason = reason.unwrap_or_else(|| "failed".into());
                 self.store
                     .release_failed(id, delay, now, &reason)
-                    .await
-                    .map(|_| ())
-            }
-            Err(join) => {
-                tracing::error!(message_id = id, outcome = "panic", error = %join, "message handler panicked");
-                let reason = format!("panic: {join}");
-                self.store
-                    .release_failed(id, 0, now, &reason)
                     .await
                     .map(|_| ())
             }
@@ -220,7 +190,7 @@ impl Worker {
             }
             flight.last_progress = Some(Instant::now());
             let Some(job) = &flight.job_id else { continue };
-            match self.store.row_count(job).await {
+            match ResultsStore::count_rows(&self.store, job).await {
                 Ok(rows) => tracing::info!(
                     job_id = %job,
                     rows,

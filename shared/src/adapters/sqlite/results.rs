@@ -241,10 +241,3 @@ impl ResultsStore for SqliteStore {
         .await
     }
 }
-
-impl SqliteStore {
-    /// Rows stored for `job_id` (the `dev` progress lines).
-    pub async fn row_count(&self, job_id: &str) -> Result<u64, StoreError> {
-        ResultsStore::count_rows(self, job_id).await
-    }
-}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::Consumer;
+use crate::domain::envelope::QueueEnvelope;
 use crate::ports::metrics::metric;
 
 /// One message of an SQS (or local) batch.
@@ -80,6 +81,15 @@ impl RetrySchedule {
     }
 }
 
+/// The job a message is about, when it names one (a stored payload does not until resolved).
+pub fn job_of(body: &str) -> Option<String> {
+    match QueueEnvelope::from_body(body).ok()? {
+        QueueEnvelope::Webhook(w) => w.event.job_id,
+        QueueEnvelope::Continuation(c) => Some(c.job_id),
+        QueueEnvelope::Stored(_) => None,
+    }
+}
+
 /// The ids of the messages that stay on the queue (SQS batch item failures).
 pub fn failures(results: &[(String, Disposition)]) -> Vec<String> {
     results
@@ -98,18 +108,34 @@ impl Consumer {
         deadline_ms: Option<i64>,
         schedule: RetrySchedule,
     ) -> Disposition {
+        self.process_reporting(message, deadline_ms, schedule)
+            .await
+            .0
+    }
+
+    /// [`Self::process`], also returning why a failed message failed (`"<code>: <error>"`), for
+    /// queues that keep the last error with the message (the local dead letters).
+    pub async fn process_reporting(
+        &self,
+        message: &InboundMessage,
+        deadline_ms: Option<i64>,
+        schedule: RetrySchedule,
+    ) -> (Disposition, Option<String>) {
         let Err(e) = self.handle_message(&message.body, deadline_ms).await else {
-            return Disposition::Done;
+            return (Disposition::Done, None);
         };
         self.metrics
             .set()
             .reason(e.code())
             .count(metric::MESSAGES_FAILED, 1)
             .flush();
-        if e.is_retryable() {
+        // Only on the failure path: which job, for the one log line an operator reads.
+        let job_id = job_of(&message.body).unwrap_or_default();
+        let disposition = if e.is_retryable() {
             let after = schedule.delay(message.receive_count);
             tracing::warn!(
                 message_id = %message.id,
+                job_id = %job_id,
                 receive_count = message.receive_count,
                 outcome = e.code(),
                 error = %e,
@@ -120,13 +146,15 @@ impl Consumer {
         } else {
             tracing::error!(
                 message_id = %message.id,
+                job_id = %job_id,
                 receive_count = message.receive_count,
                 outcome = e.code(),
                 error = %e,
                 "message cannot be handled; it goes to the dead letters after its last receive"
             );
             Disposition::Poison
-        }
+        };
+        (disposition, Some(format!("{}: {e}", e.code())))
     }
 
     /// What a panic while handling `message_id` means: logged, counted, poison.

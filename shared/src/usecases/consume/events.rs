@@ -235,8 +235,15 @@ impl Consumer {
             let w = claim.envelope;
             job.last_event = Some(claim.event.event_type.as_str().to_owned());
             job.last_webhook_id = Some(w.webhook_id.clone());
-            if w.user_metadata.is_some() {
-                job.user_metadata = w.user_metadata.clone();
+            if let Some(metadata) = &w.user_metadata
+                && !job.keep_user_metadata(metadata)
+            {
+                tracing::warn!(
+                    job_id = %job.job_id,
+                    bytes = job.user_metadata_omitted_bytes,
+                    limit = crate::domain::jobs::MAX_USER_METADATA_BYTES,
+                    "user_metadata too large to keep on the job record; only its size is kept"
+                );
             }
             if claim.group.is_some() {
                 job.job_group = claim.group.clone();

@@ -14,18 +14,18 @@ mod settings;
 
 use std::sync::Arc;
 
-pub use driver::{Disposition, InboundMessage, RetrySchedule, failures};
+pub use driver::{Disposition, InboundMessage, RetrySchedule, failures, job_of};
 pub use error::{ConsumeError, Handled};
 pub use rows::to_row;
 pub use settings::ConsumeSettings;
 
 use crate::domain::envelope::{QueueEnvelope, StoredPayload};
-use crate::ports::payloads::PayloadStore;
-use crate::usecases::offload::{ResolveError, resolve};
 use crate::ports::EventQueue;
 use crate::ports::clock::SharedClock;
 use crate::ports::gemini::GeminiApi;
 use crate::ports::metrics::Metrics;
+use crate::ports::payloads::PayloadStore;
+use crate::usecases::offload::{ResolveError, resolve};
 use crate::usecases::routes::Routes;
 
 /// The consume use case with its ports.
@@ -81,7 +81,10 @@ impl Consumer {
     }
 
     /// Reads the message a pointer stands for; `None` when the payload is already gone.
-    async fn unstore(&self, pointer: &StoredPayload) -> Result<Option<QueueEnvelope>, ConsumeError> {
+    async fn unstore(
+        &self,
+        pointer: &StoredPayload,
+    ) -> Result<Option<QueueEnvelope>, ConsumeError> {
         let Some(payloads) = &self.payloads else {
             return Err(ConsumeError::Poison(
                 "a stored payload arrived but no payload store is configured (PAYLOAD_BUCKET)"
@@ -140,7 +143,9 @@ impl Consumer {
                     .await?
             }
             QueueEnvelope::Stored(_) => {
-                return Err(ConsumeError::Poison("a stored payload holding a pointer".into()));
+                return Err(ConsumeError::Poison(
+                    "a stored payload holding a pointer".into(),
+                ));
             }
         };
         if let (Some(pointer), Some(payloads)) = (stored, &self.payloads)
