@@ -35,6 +35,7 @@ pub mod env {
     pub const GEMINI_API_KEY_ARN: &str = "GEMINI_API_KEY_ARN";
     pub const GEMINI_API_BASE_URL: &str = "GEMINI_API_BASE_URL";
     pub const PAYLOAD_BUCKET: &str = "PAYLOAD_BUCKET";
+    pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
 
     /// Every name above, for checks that the template and the code agree (tests/template_env).
     pub const ALL: &[&str] = &[
@@ -55,6 +56,7 @@ pub mod env {
         GEMINI_API_KEY_ARN,
         GEMINI_API_BASE_URL,
         PAYLOAD_BUCKET,
+        EVENT_BUS_NAME,
     ];
 }
 
@@ -580,6 +582,31 @@ pub struct ConsumerConfig {
     pub queue_url: String,
     /// `PAYLOAD_BUCKET`: where the receiver put messages too large for SQS.
     pub payload_bucket: Option<String>,
+    /// Downstream events (`EVENT_BUS_NAME`); `None` publishes none.
+    pub events: Option<EventsConfig>,
+}
+
+/// Where the consumer publishes downstream events, and where it claims them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// `EVENT_BUS_NAME`: the EventBridge bus (name or ARN).
+    pub bus: String,
+    /// `DEDUPE_TABLE`: each event is claimed there once (`usecases::consume`), under keys no
+    /// delivery's `webhook-id` can take. Required with `EVENT_BUS_NAME`.
+    pub dedupe_table: String,
+}
+
+impl EventsConfig {
+    /// `None` without `EVENT_BUS_NAME`; with it, `DEDUPE_TABLE` is required.
+    pub fn from_env(env: &Env<'_>) -> Result<Option<Self>, ConfigError> {
+        let Some(bus) = env.optional(env::EVENT_BUS_NAME) else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            bus,
+            dedupe_table: env.required(env::DEDUPE_TABLE)?,
+        }))
+    }
 }
 
 impl ConsumerConfig {
@@ -590,7 +617,47 @@ impl ConsumerConfig {
             gemini: GeminiConfig::from_env(env, None)?,
             queue_url: env.required_url(env::QUEUE_URL)?,
             payload_bucket: env.optional(env::PAYLOAD_BUCKET),
+            events: EventsConfig::from_env(env)?,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod consumer_config_tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn consumer(pairs: &[(&str, &str)]) -> Result<ConsumerConfig, ConfigError> {
+        let map: HashMap<String, String> = [
+            ("RESULTS_TABLE", "results"),
+            ("QUEUE_URL", "http://127.0.0.1:5000/123/q"),
+            ("GEMINI_API_KEY", "k"),
+        ]
+        .iter()
+        .chain(pairs)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        ConsumerConfig::from_env(&Env::from_fn(|k| map.get(k).cloned()))
+    }
+
+    #[test]
+    fn downstream_events_are_off_without_a_bus_and_need_the_dedupe_table_with_one() {
+        assert_eq!(consumer(&[]).unwrap().events, None);
+        assert_eq!(consumer(&[("EVENT_BUS_NAME", "  ")]).unwrap().events, None);
+        assert_eq!(
+            consumer(&[("EVENT_BUS_NAME", "jobs")]).unwrap_err(),
+            ConfigError::Missing("DEDUPE_TABLE")
+        );
+        assert_eq!(
+            consumer(&[("EVENT_BUS_NAME", "jobs"), ("DEDUPE_TABLE", "dedupe")])
+                .unwrap()
+                .events,
+            Some(EventsConfig {
+                bus: "jobs".into(),
+                dedupe_table: "dedupe".into()
+            })
+        );
     }
 }
 

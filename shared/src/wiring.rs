@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::adapters::aws::dynamodb_dedupe::DynamoDbDedupeStore;
 use crate::adapters::aws::dynamodb_results::DynamoDbResultsStore;
+use crate::adapters::aws::eventbridge::EventBridgePublisher;
 use crate::adapters::aws::s3_payloads::S3PayloadStore;
 use crate::adapters::aws::secrets_manager::SecretsManagerSource;
 use crate::adapters::aws::sqs::MAX_MESSAGE_BYTES as SQS_MAX_MESSAGE_BYTES;
@@ -23,7 +24,7 @@ use crate::ports::gemini::GeminiApi;
 use crate::ports::ids::SharedIds;
 use crate::ports::keys::KeySource;
 use crate::ports::{EventQueue, ResultsStore};
-use crate::usecases::consume::{ConsumeSettings, Consumer};
+use crate::usecases::consume::{Announcer, ConsumeSettings, Consumer};
 use crate::usecases::enqueue_once::EnqueueOnce;
 use crate::usecases::offload::OffloadingQueue;
 use crate::usecases::receive::Receiver;
@@ -220,6 +221,22 @@ pub async fn aws_consumer(
         ConsumeSettings::default(),
     )
     .with_metrics(emf_stdout("consumer"));
+    let consumer = match &config.events {
+        Some(events) => consumer.with_announcer(
+            Announcer::new(
+                Arc::new(DynamoDbDedupeStore::new(
+                    aws_sdk_dynamodb::Client::new(aws),
+                    events.dedupe_table.clone(),
+                )),
+                Arc::new(EventBridgePublisher::new(
+                    aws_sdk_eventbridge::Client::new(aws),
+                    events.bus.clone(),
+                )),
+            )
+            .with_ids(runtime.ids),
+        ),
+        None => consumer,
+    };
     Ok(match &config.payload_bucket {
         Some(bucket) => consumer.with_payloads(Arc::new(S3PayloadStore::new(
             S3PayloadStore::client(aws),

@@ -48,6 +48,86 @@ pub async fn s3() -> aws_sdk_s3::Client {
     gemini_hooks::adapters::aws::s3_payloads::S3PayloadStore::client(&sdk_config().await)
 }
 
+/// EventBridge client for moto.
+pub async fn eventbridge() -> aws_sdk_eventbridge::Client {
+    aws_sdk_eventbridge::Client::new(&sdk_config().await)
+}
+
+/// Creates an event bus (the template's `JobEventBus`).
+pub async fn create_event_bus(c: &aws_sdk_eventbridge::Client, name: &str) {
+    sdk(
+        c.create_event_bus().name(name).send().await,
+        &format!("CreateEventBus {name}"),
+    );
+}
+
+/// Creates a queue and a rule on `bus` that sends it every downstream event (`source` and
+/// `detail-type` as a user's rule matches them, README "Downstream events"), so a test can
+/// read what was published. Returns the queue URL.
+pub async fn observe_job_events(
+    eb: &aws_sdk_eventbridge::Client,
+    sqs: &aws_sdk_sqs::Client,
+    bus: &str,
+) -> String {
+    let queue = create_queue(sqs, &unique_name("observed"), 10, 30).await;
+    let rule = unique_name("on-job-finished");
+    let pattern = serde_json::json!({
+        "source": [gemini_hooks::domain::job_events::SOURCE],
+        "detail-type": [gemini_hooks::domain::job_events::DETAIL_TYPE],
+    });
+    sdk(
+        eb.put_rule()
+            .name(&rule)
+            .event_bus_name(bus)
+            .event_pattern(pattern.to_string())
+            .send()
+            .await,
+        &format!("PutRule {rule}"),
+    );
+    let target = ok(
+        aws_sdk_eventbridge::types::Target::builder()
+            .id("observer")
+            .arn(&queue.arn)
+            .build(),
+        "build Target",
+    );
+    let out = sdk(
+        eb.put_targets()
+            .rule(&rule)
+            .event_bus_name(bus)
+            .targets(target)
+            .send()
+            .await,
+        &format!("PutTargets {rule}"),
+    );
+    assert_eq!(out.failed_entry_count(), 0, "PutTargets {rule}: {out:?}");
+    queue.url
+}
+
+/// Every event delivered to an observing queue since the last call (received and deleted),
+/// as the JSON EventBridge sent.
+pub async fn take_events(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    for m in drain(sqs, url).await {
+        if let Some(handle) = m.receipt_handle() {
+            sdk(
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await,
+                "DeleteMessage",
+            );
+        }
+        let body = m.body().unwrap_or_default();
+        match serde_json::from_str(body) {
+            Ok(v) => events.push(v),
+            Err(e) => panic!("an observed event is not JSON ({e}): {body}"),
+        }
+    }
+    events
+}
+
 /// Creates a bucket (the template's `PayloadBucket`).
 pub async fn create_bucket(c: &aws_sdk_s3::Client, name: &str) {
     sdk(

@@ -123,6 +123,7 @@ pub async fn run(args: DemoArgs, out: &mut dyn Write) -> Result<(), CliError> {
         visibility_ms: 60_000,
         max_receive_count: DEFAULT_MAX_RECEIVE_COUNT,
         concurrency: 4,
+        notify: None,
     };
     let lock = DataDirLock::acquire(&data_dir)?;
     let pipeline = Pipeline::start(bind(&args.addr).await?, config, lock).await?;

@@ -201,7 +201,8 @@ fn thumbprint(public: &PublicKey) -> String {
 }
 
 /// Writes a private key readable by the owner only (where the OS supports modes).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+/// Writes a new file readable by its owner only (keys, secrets); never overwrites one.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -31,6 +31,11 @@ pub fn recovery(batch: &str, state: &str) -> String {
     format!("recovery {batch} {state}")
 }
 
+/// The consumer's claim on publishing the downstream event `event_id` (`domain::job_events`).
+pub fn job_event(event_id: &str) -> String {
+    format!("job-event {event_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +54,7 @@ mod tests {
             delivery(SignatureMode::Synthetic, "x", false),
             token("jti:abc"),
             recovery("batches/a", "SUCCEEDED"),
+            job_event("batches/a#SUCCEEDED"),
         ] {
             assert!(key.contains(' '), "{key}");
         }

@@ -151,6 +151,10 @@ pub struct JobRecord {
     pub completed_at_ms: Option<i64>,
     /// When the receiver accepted the delivery that led here (ingest-lag metric).
     pub event_received_at_ms: Option<i64>,
+    /// The terminal state whose downstream event was published (`domain::job_events`). A hint
+    /// that spares replays a ledger lookup; the ledger in the dedupe table decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_state: Option<JobState>,
 }
 
 impl JobRecord {
@@ -188,6 +192,7 @@ impl JobRecord {
             updated_at_ms: now_ms,
             completed_at_ms: None,
             event_received_at_ms: None,
+            notified_state: None,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod dedupe_keys;
 pub mod envelope;
 pub mod event;
 pub mod gemini;
+pub mod job_events;
 pub mod jobs;
 pub mod results;
 pub mod verify;

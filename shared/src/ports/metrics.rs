@@ -46,6 +46,10 @@ pub mod metric {
     /// Consumer: an event the Gemini API contradicts (another state, or no such job in this
     /// project): logged and counted, never recorded. Forged or stale events show up here.
     pub const EVENTS_CONTRADICTED: &str = "EventsContradicted";
+    /// Consumer: a downstream event (`Gemini Job Finished`) was published.
+    pub const EVENTS_PUBLISHED: &str = "EventsPublished";
+    /// Consumer: publishing a downstream event failed; the message is retried.
+    pub const EVENT_PUBLISH_FAILURES: &str = "EventPublishFailures";
     /// Reconciler: finished batches examined in the look-back window.
     pub const BATCHES_SCANNED: &str = "BatchesScanned";
     /// Reconciler: a finished batch no webhook had reported was enqueued (a missed delivery).
@@ -70,6 +74,8 @@ pub mod metric {
         INGEST_LAG,
         MESSAGES_FAILED,
         EVENTS_CONTRADICTED,
+        EVENTS_PUBLISHED,
+        EVENT_PUBLISH_FAILURES,
         BATCHES_SCANNED,
         BATCHES_RECOVERED,
         RECONCILE_FAILURES,

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod gemini;
 pub mod ids;
+pub mod job_events;
 pub mod keys;
 pub mod metrics;
 pub mod payloads;
@@ -98,4 +99,10 @@ pub trait ResultsStore: Send + Sync {
 
     /// Every job record, newest `updated_at_ms` first (local tooling; not used on hot paths).
     async fn list_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// The table name readers outside this system use (the downstream event says where to
+    /// read); `None` where there is no such name (the local default store).
+    fn table_name(&self) -> Option<&str> {
+        None
+    }
 }

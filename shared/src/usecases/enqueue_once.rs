@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::domain::dedupe::{ClaimOutcome, ClaimRequest, DedupeStatus};
 use crate::domain::envelope::OutgoingMessage;
-use crate::ports::clock::SharedClock;
+use crate::ports::clock::{Clock, SharedClock};
 use crate::ports::ids::{RandomIds, SharedIds};
 use crate::ports::{DedupeStore, EventQueue, QueueError, StoreError};
 
@@ -94,51 +94,24 @@ impl EnqueueOnce {
     /// Enqueues `request.message` unless `request.id` was already enqueued or is being handled.
     pub async fn enqueue(&self, request: &OnceRequest<'_>) -> Result<OnceOutcome, OnceError> {
         let owner = self.ids.new_id();
-        for _ in 0..CLAIM_ATTEMPTS {
-            let now_ms = self.clock.now_ms();
-            let lease_until_ms = match request.deadline_ms {
-                Some(deadline) => deadline
-                    .max(now_ms)
-                    .saturating_add(DEADLINE_LEASE_MARGIN_MS),
-                None => now_ms.saturating_add(request.lease_ms.max(1)),
-            };
-            let claim = ClaimRequest {
-                webhook_id: request.id.to_owned(),
-                owner: owner.clone(),
-                body_sha256: request.body_sha256.to_owned(),
-                now_ms,
-                lease_until_ms,
-                expires_at: now_ms
-                    .div_euclid(1000)
-                    .saturating_add(request.retention_secs),
-            };
-            match self.dedupe.claim(&claim).await.map_err(OnceError::Store)? {
-                ClaimOutcome::Claimed => {
-                    return self.enqueue_claimed(&claim, request.message).await;
-                }
-                ClaimOutcome::Existing(record) => {
-                    if record.body_sha256 != request.body_sha256 {
-                        return Ok(OnceOutcome::BodyMismatch);
-                    }
-                    match record.status {
-                        DedupeStatus::Enqueued => return Ok(OnceOutcome::AlreadyEnqueued),
-                        DedupeStatus::Pending if record.lease_until_ms >= now_ms => {
-                            let wait_ms = record.lease_until_ms.saturating_sub(now_ms);
-                            let retry_after_secs =
-                                u64::try_from(wait_ms.saturating_add(999) / 1000)
-                                    .unwrap_or(1)
-                                    .max(1);
-                            return Ok(OnceOutcome::InFlight { retry_after_secs });
-                        }
-                        // The record changed between the condition and our read; try again.
-                        DedupeStatus::Pending => continue,
-                    }
-                }
+        let spec = ClaimSpec {
+            id: request.id,
+            body_sha256: request.body_sha256,
+            deadline_ms: request.deadline_ms,
+            lease_ms: request.lease_ms,
+            retention_secs: request.retention_secs,
+        };
+        match claim_once(self.dedupe.as_ref(), self.clock.as_ref(), &owner, &spec)
+            .await
+            .map_err(OnceError::Store)?
+        {
+            ClaimDecision::Claimed(claim) => self.enqueue_claimed(&claim, request.message).await,
+            ClaimDecision::Done => Ok(OnceOutcome::AlreadyEnqueued),
+            ClaimDecision::InFlight { retry_after_secs } => {
+                Ok(OnceOutcome::InFlight { retry_after_secs })
             }
+            ClaimDecision::BodyMismatch => Ok(OnceOutcome::BodyMismatch),
         }
-        Err(OnceError::Store(StoreError::Unavailable(
-            "the dedupe record kept changing; giving up for this attempt".into(),
-        )))
     }
 
     async fn enqueue_claimed(
@@ -167,4 +140,78 @@ impl EnqueueOnce {
             }
         }
     }
+}
+
+/// What to claim: [`OnceRequest`] without the message, for any effect done once per id (the
+/// consumer's downstream events claim the same way, `usecases::consume`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimSpec<'a> {
+    pub id: &'a str,
+    pub body_sha256: &'a str,
+    pub deadline_ms: Option<i64>,
+    pub lease_ms: i64,
+    pub retention_secs: i64,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimDecision {
+    /// The caller owns the id now: do the effect, then complete (or release) this claim.
+    Claimed(ClaimRequest),
+    /// The effect was already done (the record is complete).
+    Done,
+    /// Another caller holds a live claim.
+    InFlight { retry_after_secs: u64 },
+    /// The id is known with another body hash.
+    BodyMismatch,
+}
+
+/// Claims `spec.id` for `owner`: the lease lasts until the caller's deadline (plus a margin) or
+/// `lease_ms`, and a record whose holder died (lease over) is taken over.
+pub async fn claim_once(
+    dedupe: &dyn DedupeStore,
+    clock: &dyn Clock,
+    owner: &str,
+    spec: &ClaimSpec<'_>,
+) -> Result<ClaimDecision, StoreError> {
+    for _ in 0..CLAIM_ATTEMPTS {
+        let now_ms = clock.now_ms();
+        let lease_until_ms = match spec.deadline_ms {
+            Some(deadline) => deadline
+                .max(now_ms)
+                .saturating_add(DEADLINE_LEASE_MARGIN_MS),
+            None => now_ms.saturating_add(spec.lease_ms.max(1)),
+        };
+        let claim = ClaimRequest {
+            webhook_id: spec.id.to_owned(),
+            owner: owner.to_owned(),
+            body_sha256: spec.body_sha256.to_owned(),
+            now_ms,
+            lease_until_ms,
+            expires_at: now_ms.div_euclid(1000).saturating_add(spec.retention_secs),
+        };
+        match dedupe.claim(&claim).await? {
+            ClaimOutcome::Claimed => return Ok(ClaimDecision::Claimed(claim)),
+            ClaimOutcome::Existing(record) => {
+                if record.body_sha256 != spec.body_sha256 {
+                    return Ok(ClaimDecision::BodyMismatch);
+                }
+                match record.status {
+                    DedupeStatus::Enqueued => return Ok(ClaimDecision::Done),
+                    DedupeStatus::Pending if record.lease_until_ms >= now_ms => {
+                        let wait_ms = record.lease_until_ms.saturating_sub(now_ms);
+                        let retry_after_secs = u64::try_from(wait_ms.saturating_add(999) / 1000)
+                            .unwrap_or(1)
+                            .max(1);
+                        return Ok(ClaimDecision::InFlight { retry_after_secs });
+                    }
+                    // The record changed between the condition and our read; try again.
+                    DedupeStatus::Pending => {}
+                }
+            }
+        }
+    }
+    Err(StoreError::Unavailable(
+        "the dedupe record kept changing; giving up for this attempt".into(),
+    ))
 }

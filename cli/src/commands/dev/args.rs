@@ -57,6 +57,12 @@ pub struct DevArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_RECEIVE_COUNT)]
     pub max_receive_count: u32,
 
+    /// POST each finished job's event (the EventBridge event's JSON) to URL, signed Standard
+    /// Webhooks style with the data directory's notify secret (printed at start-up), retrying
+    /// failed POSTs with backoff.
+    #[arg(long, value_name = "URL", conflicts_with = "receive_only")]
+    pub notify_url: Option<String>,
+
     /// Messages handled at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub concurrency: usize,

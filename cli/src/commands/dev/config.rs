@@ -18,6 +18,7 @@ use gemini_hooks::domain::verify::standard::parse_secret_list;
 use serde_json::Value;
 
 use super::args::DevArgs;
+use super::notify::NotifySetup;
 use crate::support::args::LOCAL_AUDIENCE;
 use crate::support::error::CliError;
 use crate::support::keys::LocalKey;
@@ -70,6 +71,8 @@ pub struct PipelineConfig {
     pub visibility_ms: i64,
     pub max_receive_count: u32,
     pub concurrency: usize,
+    /// `--notify-url`: where finished jobs' events are POSTed.
+    pub notify: Option<NotifySetup>,
 }
 
 impl PipelineConfig {
@@ -102,6 +105,11 @@ impl PipelineConfig {
         let env = overrides.over_process();
         let verifier = VerifierConfig::from_env(&env, None).map_err(secrets_hint)?;
         let limits = ReceiveLimits::from_env(&env)?;
+        let notify = args
+            .notify_url
+            .as_deref()
+            .map(|url| NotifySetup::resolve(url, &args.data.data_dir))
+            .transpose()?;
         let consumer = if args.receive_only {
             None
         } else if args.sample_gemini {
@@ -120,6 +128,7 @@ impl PipelineConfig {
                 .unwrap_or(i64::MAX),
             max_receive_count: args.max_receive_count,
             concurrency: args.concurrency,
+            notify,
         })
     }
 }

@@ -7,7 +7,8 @@
 //! - [`config`]: flags layered over the environment, read by the library's configuration;
 //! - [`pipeline`]: the store and the use cases, built through `gemini_hooks::wiring`;
 //! - [`server`]: the HTTP server (the function URL's answers, the local JWKS);
-//! - [`worker`]: the consumer loop over the SQLite queue.
+//! - [`worker`]: the consumer loop over the SQLite queue;
+//! - [`notify`]: `--notify-url`, finished jobs' events POSTed from the store's outbox.
 
 use std::io::Write;
 use std::path::Path;
@@ -19,6 +20,7 @@ use crate::support::util::now_ms;
 
 mod args;
 mod config;
+mod notify;
 mod pipeline;
 mod server;
 mod worker;
@@ -112,6 +114,17 @@ fn describe(config: &PipelineConfig, sample: bool) -> Vec<String> {
         ),
         None => "  consumer   off (--receive-only): deliveries are queued for a later run".into(),
     });
+    if let Some(n) = &config.notify {
+        // The secret is this machine's own (not a Gemini secret): printed so the local worker
+        // at the URL can verify what it receives.
+        lines.push(format!(
+            "  notify     finished jobs' events to {}, signed with {} ({}{})",
+            n.url,
+            n.secret.to_whsec(),
+            n.secret_path.display(),
+            if n.created { ", new" } else { "" }
+        ));
+    }
     if sample {
         lines.push(
             "  SAMPLE     bundled sample data, nothing goes to Google: every batches/sample-… id \

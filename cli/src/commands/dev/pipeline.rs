@@ -15,7 +15,7 @@ use gemini_hooks::ports::clock::SharedClock;
 use gemini_hooks::ports::keys::KeySource;
 use gemini_hooks::ports::payloads::PayloadStore;
 use gemini_hooks::ports::{EventQueue, ResultsStore};
-use gemini_hooks::usecases::consume::{ConsumeSettings, Consumer};
+use gemini_hooks::usecases::consume::{Announcer, ConsumeSettings, Consumer};
 use gemini_hooks::usecases::offload::OffloadingQueue;
 use gemini_hooks::usecases::receive::Receiver;
 use gemini_hooks::wiring::{self, Runtime};
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::config::{ConsumerSetup, PipelineConfig};
+use super::notify::Notifier;
 use super::server;
 use super::worker::Worker;
 use crate::support::error::CliError;
@@ -42,6 +43,7 @@ pub struct Pipeline {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     consumer: Option<JoinHandle<()>>,
+    notifier: Option<JoinHandle<()>>,
     /// Released when the pipeline is dropped, after it stopped.
     _lock: DataDirLock,
 }
@@ -83,6 +85,7 @@ impl Pipeline {
             Arc::clone(&payloads),
             SQS_MAX_MESSAGE_BYTES,
         ));
+        let ids = Arc::clone(&runtime.ids);
         let receiver = Receiver::new(
             Arc::new(wiring::webhook_verifier(
                 &config.verifier,
@@ -97,10 +100,19 @@ impl Pipeline {
         .with_ids(runtime.ids);
         let consumer = match &config.consumer {
             None => None,
-            Some(setup) => Some(Arc::new(
-                build_consumer(setup, &config, shared.clone(), http, Arc::clone(&clock))?
-                    .with_payloads(payloads),
-            )),
+            Some(setup) => {
+                let consumer =
+                    build_consumer(setup, &config, shared.clone(), http, Arc::clone(&clock))?
+                        .with_payloads(payloads);
+                // `--notify-url`: events are claimed in the store's dedupe table and queued in
+                // its outbox, as the Lambda claims them in DynamoDB and puts them on the bus.
+                Some(Arc::new(match &config.notify {
+                    Some(_) => consumer.with_announcer(
+                        Announcer::new(shared.clone(), shared.clone()).with_ids(ids),
+                    ),
+                    None => consumer,
+                }))
+            }
         };
 
         let addr = listener
@@ -119,9 +131,17 @@ impl Pipeline {
                 consumer,
                 visibility_ms: config.visibility_ms,
                 concurrency: config.concurrency.max(1),
+                clock: Arc::clone(&clock),
+            };
+            tokio::spawn(worker.run(watch_rx.clone()))
+        });
+        let notifier = config.notify.clone().map(|setup| {
+            let notifier = Notifier {
+                store: store.clone(),
+                setup,
                 clock,
             };
-            tokio::spawn(worker.run(watch_rx))
+            tokio::spawn(notifier.run(watch_rx))
         });
         Ok(Self {
             addr,
@@ -130,6 +150,7 @@ impl Pipeline {
             shutdown,
             server,
             consumer,
+            notifier,
             _lock: lock,
         })
     }
@@ -141,6 +162,9 @@ impl Pipeline {
         let _ = self.server.await;
         if let Some(consumer) = self.consumer {
             let _ = consumer.await;
+        }
+        if let Some(notifier) = self.notifier {
+            let _ = notifier.await;
         }
     }
 }
@@ -160,8 +184,9 @@ fn build_consumer(
         if let Some(store) = opened.get(table) {
             return Ok::<_, CliError>(Arc::clone(store));
         }
-        let store: Arc<dyn ResultsStore> =
-            Arc::new(SqliteStore::open(table_path(&config.data_dir, table)?)?);
+        let store: Arc<dyn ResultsStore> = Arc::new(
+            SqliteStore::open(table_path(&config.data_dir, table)?)?.with_table_name(table),
+        );
         opened.insert(table.to_owned(), Arc::clone(&store));
         Ok(store)
     })?;

@@ -458,6 +458,10 @@ impl ResultsStore for DynamoDbResultsStore {
         jobs.sort_by_key(|j| std::cmp::Reverse(j.updated_at_ms));
         Ok(jobs)
     }
+
+    fn table_name(&self) -> Option<&str> {
+        Some(&self.table)
+    }
 }
 
 impl DynamoDbResultsStore {

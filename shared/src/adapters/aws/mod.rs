@@ -1,8 +1,10 @@
 //! AWS adapters: DynamoDB (dedupe lease, results table), SQS (the events queue), S3 (messages too
-//! large for it) and Secrets Manager (signing secrets, the Gemini API key).
+//! large for it), Secrets Manager (signing secrets, the Gemini API key) and EventBridge
+//! (downstream events).
 
 pub mod dynamodb_dedupe;
 pub mod dynamodb_results;
+pub mod eventbridge;
 pub mod s3_payloads;
 pub mod secrets_manager;
 pub mod sqs;

@@ -23,9 +23,11 @@ use crate::ports::StoreError;
 use crate::ports::clock::{SharedClock, SystemClock};
 
 mod dedupe;
+mod outbox;
 mod queue;
 mod results;
 
+pub use outbox::{OutboxItem, OutboxStats};
 pub use queue::{DeadLetter, LocalMessage, QueueStats, Redriven};
 
 /// Layout version written to `schema_version`; a file from a newer layout is refused, one from
@@ -85,7 +87,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     record        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_updated ON jobs (updated_at_ms);
-
+-- Downstream events waiting for (or done with) `dev --notify-url`. Added without a version
+-- bump: older builds ignore the table, and this one creates it on open.
+CREATE TABLE IF NOT EXISTS outbox (
+    id              TEXT PRIMARY KEY,
+    body            TEXT NOT NULL,
+    created_at_ms   INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    delivered_at_ms INTEGER,
+    last_error      TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at_ms, next_attempt_ms);
 ";
 
 /// The result rows table (also used by the migration from version 2).
@@ -121,6 +134,8 @@ pub struct SqliteStore {
     clock: SharedClock,
     max_receive_count: u32,
     enqueued: Arc<Notify>,
+    /// The `ROUTES` table this file stands for (`None`: the data directory's default store).
+    table: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -171,7 +186,15 @@ impl SqliteStore {
             clock: Arc::new(SystemClock),
             max_receive_count: DEFAULT_MAX_RECEIVE_COUNT,
             enqueued: Arc::new(Notify::new()),
+            table: None,
         })
+    }
+
+    /// Names the results table this file stands for (a `ROUTES` table in local mode), which
+    /// downstream events report as where to read.
+    pub fn with_table_name(mut self, table: &str) -> Self {
+        self.table = Some(Arc::from(table));
+        self
     }
 
     /// Uses `clock` for enqueue and dead-letter times (tests).

@@ -240,4 +240,8 @@ impl ResultsStore for SqliteStore {
         })
         .await
     }
+
+    fn table_name(&self) -> Option<&str> {
+        self.table.as_deref()
+    }
 }

@@ -2,6 +2,7 @@
 
 use crate::domain::jobs::JobState;
 use crate::ports::gemini::GeminiError;
+use crate::ports::job_events::PublishError;
 use crate::ports::{QueueError, StoreError};
 
 /// Why a message was not handled. Every variant leaves the message for redelivery; the
@@ -24,6 +25,10 @@ pub enum ConsumeError {
     /// The payload store holding a large message failed.
     #[error("payload store: {0}")]
     Payload(String),
+    /// The job's state is recorded but its downstream event could not be published; the
+    /// redelivered message publishes it.
+    #[error("downstream event: {0}")]
+    Publish(#[from] PublishError),
 }
 
 impl ConsumeError {
@@ -33,6 +38,7 @@ impl ConsumeError {
             Self::Poison(_) => false,
             Self::NotReady(_) | Self::Store(_) | Self::Queue(_) | Self::Payload(_) => true,
             Self::Gemini(e) => e.is_transient(),
+            Self::Publish(e) => matches!(e, PublishError::Unavailable(_)),
         }
     }
 
@@ -46,6 +52,8 @@ impl ConsumeError {
             Self::Store(_) => "store_unavailable",
             Self::Queue(_) => "queue_unavailable",
             Self::Payload(_) => "payload_unavailable",
+            Self::Publish(PublishError::Unavailable(_)) => "publish_unavailable",
+            Self::Publish(PublishError::Refused(_)) => "publish_refused",
         }
     }
 }

@@ -51,15 +51,18 @@ impl Consumer {
             .await?
             .unwrap_or_else(|| JobRecord::new(job_id.clone(), kind, now));
         if job.state.is_terminal() {
-            // Replays and late events of a finished job cost nothing, not even an API call.
+            // Replays and late events of a finished job cost nothing, not even an API call;
+            // only an event whose publishing was interrupted (a crash after the state was
+            // saved, a bus that refused) is published now.
+            self.announce(store.as_ref(), &job, deadline_ms).await?;
             return Ok(Handled::Skipped {
                 reason: format!("job already {}", job.state.as_str()),
             });
         }
         match kind {
             JobKind::Batch => self.on_batch(store, job, claim, deadline_ms).await,
-            JobKind::Interaction => self.on_interaction(store, job, claim).await,
-            JobKind::Video => self.on_video(store, job, claim).await,
+            JobKind::Interaction => self.on_interaction(store, job, claim, deadline_ms).await,
+            JobKind::Video => self.on_video(store, job, claim, deadline_ms).await,
             JobKind::Other => Ok(Handled::Skipped {
                 reason: "unhandled kind".into(),
             }),
@@ -98,18 +101,24 @@ impl Consumer {
         self.settle(&mut job, &claim, api_state, op.state.as_str());
         apply_stats(&mut job, &op);
         if api_state == JobState::Succeeded {
-            return self
+            let handled = self
                 .ingest_batch(
-                    store,
+                    Arc::clone(&store),
                     job,
                     op,
                     claim.envelope.webhook_id.clone(),
                     deadline_ms,
                 )
-                .await;
+                .await?;
+            if let Handled::Ingested { job_id, .. } = &handled {
+                self.announce_stored(store.as_ref(), job_id, deadline_ms)
+                    .await?;
+            }
+            return Ok(handled);
         }
         job.error = op.error.as_ref().map(|e| rpc_error(e, "operation"));
-        self.record(store.as_ref(), job, api_state).await
+        self.record(store.as_ref(), job, api_state, deadline_ms)
+            .await
     }
 
     /// `interaction.*`: `GET /v1beta/interactions/{id}` decides.
@@ -118,6 +127,7 @@ impl Consumer {
         store: Arc<dyn ResultsStore>,
         mut job: JobRecord,
         claim: EventClaim<'_>,
+        deadline_ms: Option<i64>,
     ) -> Result<Handled, ConsumeError> {
         let interaction = match self.gemini.get_interaction(&job.job_id).await {
             Ok(i) => i,
@@ -153,7 +163,8 @@ impl Consumer {
             "outputs": interaction.outputs,
             "usage": interaction.usage,
         })));
-        self.record(store.as_ref(), job, api_state).await
+        self.record(store.as_ref(), job, api_state, deadline_ms)
+            .await
     }
 
     /// `video.generated`: the operation (or else the file) the event names decides.
@@ -162,6 +173,7 @@ impl Consumer {
         store: Arc<dyn ResultsStore>,
         mut job: JobRecord,
         claim: EventClaim<'_>,
+        deadline_ms: Option<i64>,
     ) -> Result<Handled, ConsumeError> {
         let data = &claim.event.data;
         let text = |name: &str| data.get(name).and_then(Value::as_str).map(str::trim);
@@ -223,7 +235,8 @@ impl Consumer {
         self.settle(&mut job, &claim, api_state, api_state.as_str());
         job.error = error;
         job.output = Some(output);
-        self.record(store.as_ref(), job, api_state).await
+        self.record(store.as_ref(), job, api_state, deadline_ms)
+            .await
     }
 
     /// Compares what the event claims with what the API says. When they agree the event is noted
@@ -317,12 +330,14 @@ impl Consumer {
             .flush();
     }
 
-    /// Moves a job to `state` (forward only) and stores it.
+    /// Moves a job to `state` (forward only) and stores it; a terminal state is then announced
+    /// downstream (`announce`).
     pub(super) async fn record(
         &self,
         store: &dyn ResultsStore,
         mut job: JobRecord,
         state: JobState,
+        deadline_ms: Option<i64>,
     ) -> Result<Handled, ConsumeError> {
         let job_id = job.job_id.clone();
         if !job.state.may_become(state) {
@@ -364,6 +379,9 @@ impl Consumer {
             }
             _ => tracing::info!(state = state.as_str(), "job recorded"),
         }
+        // After the state is durable: a failure here leaves the message for redelivery, which
+        // finds the job finished and publishes then.
+        self.announce(store, &job, deadline_ms).await?;
         Ok(Handled::Recorded { job_id, state })
     }
 }

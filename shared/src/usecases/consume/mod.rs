@@ -5,6 +5,7 @@
 //! that describe exactly the lines before the checkpoint. A replayed or concurrent message
 //! therefore converges to the same rows and the same record.
 
+mod announce;
 mod driver;
 mod error;
 mod events;
@@ -14,6 +15,7 @@ mod settings;
 
 use std::sync::Arc;
 
+pub use announce::Announcer;
 pub use driver::{Disposition, InboundMessage, RetrySchedule, failures, job_of};
 pub use error::{ConsumeError, Handled};
 pub use rows::to_row;
@@ -40,6 +42,8 @@ pub struct Consumer {
     key_probe: tokio::sync::Mutex<Option<(i64, bool)>>,
     /// Where messages too large for the queue are (see `usecases::offload`).
     payloads: Option<Arc<dyn PayloadStore>>,
+    /// Publishes downstream events of finished jobs; none when not configured.
+    announcer: Option<Announcer>,
 }
 
 /// How long a key probe's answer is trusted.
@@ -71,6 +75,7 @@ impl Consumer {
             metrics: Metrics::disabled(),
             key_probe: tokio::sync::Mutex::new(None),
             payloads: None,
+            announcer: None,
         }
     }
 
@@ -100,6 +105,12 @@ impl Consumer {
             Err(ResolveError::Store(e)) => Err(ConsumeError::Payload(e.to_string())),
             Err(e @ ResolveError::Corrupt { .. }) => Err(ConsumeError::Poison(e.to_string())),
         }
+    }
+
+    /// Publishes a downstream event whenever a job reaches a terminal state (`announce`).
+    pub fn with_announcer(mut self, announcer: Announcer) -> Self {
+        self.announcer = Some(announcer);
+        self
     }
 
     /// Reads pointers to large messages from `payloads` (the receiver's payload store).
@@ -139,8 +150,18 @@ impl Consumer {
             }
             QueueEnvelope::Continuation(c) => {
                 let span = tracing::info_span!("message", job_id = %c.job_id, part = c.part);
-                tracing::Instrument::instrument(self.handle_continuation(c, deadline_ms), span)
-                    .await?
+                let store = Arc::clone(self.routes.for_group(c.job_group.as_deref()));
+                let job_id = c.job_id.clone();
+                let handled =
+                    tracing::Instrument::instrument(self.handle_continuation(c, deadline_ms), span)
+                        .await?;
+                // The last part finished the job, or a redelivered part found it finished: its
+                // event goes out now if it has not yet (a crash after the state was saved).
+                if matches!(handled, Handled::Ingested { .. } | Handled::Skipped { .. }) {
+                    self.announce_stored(store.as_ref(), &job_id, deadline_ms)
+                        .await?;
+                }
+                handled
             }
             QueueEnvelope::Stored(_) => {
                 return Err(ConsumeError::Poison(
