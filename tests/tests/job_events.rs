@@ -596,5 +596,107 @@ async fn a_claim_held_by_another_attempt_waits_and_is_taken_over_after_its_lease
         d.s.claim_status("batches/ev-held#FAILED").await.as_deref(),
         Some("ENQUEUED")
     );
-    assert!(d.clock.now_ms() > T0_MS);
+
+    // A concurrent save of the same state may drop the record's note; the claim still holds.
+    let mut record = d
+        .store
+        .load_job("batches/ev-held")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no record"));
+    assert_eq!(record.notified_state, Some(JobState::Failed));
+    record.notified_state = None;
+    assert!(
+        d.store
+            .save_job(&record)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    );
+    let handled = c
+        .handle_message(&body, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(handled, Handled::Skipped { .. }), "{handled:?}");
+    assert_eq!(d.s.published(&d.observer).await.len(), 0);
+    let record = d
+        .store
+        .load_job("batches/ev-held")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no record"));
+    assert_eq!(record.notified_state, Some(JobState::Failed), "noted again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactions_and_videos_publish_when_they_finish_and_not_before() {
+    let d = Direct::new().await;
+    let c = d.consumer(ConsumeSettings::default());
+    let handle = |id: &'static str, event: Value| {
+        let body = envelope(id, &event, T0_MS);
+        let c = &c;
+        async move {
+            c.handle_message(&body, None)
+                .await
+                .unwrap_or_else(|e| panic!("{id}: {e}"))
+        }
+    };
+    d.s.gemini.put_resource(
+        "interactions/ev-i1",
+        json!({"id": "ev-i1", "status": "requires_action", "outputs": [{"type": "function_call"}]}),
+    );
+    handle(
+        "w-i1",
+        json!({"type": "interaction.requires_action", "data": {"id": "ev-i1"}}),
+    )
+    .await;
+    assert_eq!(
+        d.s.published(&d.observer).await.len(),
+        0,
+        "not finished yet"
+    );
+    d.s.gemini.put_resource(
+        "interactions/ev-i1",
+        json!({"id": "ev-i1", "status": "completed", "outputs": [{"type": "text", "text": "done"}]}),
+    );
+    handle(
+        "w-i2",
+        json!({"type": "interaction.completed", "data": {"id": "ev-i1"}}),
+    )
+    .await;
+    d.s.gemini.put_resource(
+        "models/veo/operations/ev-v1",
+        json!({"name": "models/veo/operations/ev-v1", "done": true, "response": {
+            "generateVideoResponse": {"generatedSamples": [{"video": {"uri": "files/ev-v1"}}]}}}),
+    );
+    handle(
+        "w-v1",
+        json!({"type": "video.generated", "data": {"id": "models/veo/operations/ev-v1", "file_name": "files/ev-v1"}}),
+    )
+    .await;
+    let events = d.s.published(&d.observer).await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(
+        (
+            &events[0]["event_id"],
+            &events[0]["kind"],
+            &events[0]["state"]
+        ),
+        (
+            &json!("interactions/ev-i1#SUCCEEDED"),
+            &json!("interaction"),
+            &json!("SUCCEEDED")
+        )
+    );
+    assert_eq!(
+        events[0]["output"]["outputs"],
+        json!([{"type": "text", "text": "done"}])
+    );
+    assert_eq!(
+        (&events[1]["event_id"], &events[1]["kind"]),
+        (
+            &json!("videos/models/veo/operations/ev-v1#SUCCEEDED"),
+            &json!("video")
+        )
+    );
+    assert_eq!(events[1]["output"]["videos"], json!(["files/ev-v1"]));
 }

@@ -101,8 +101,14 @@ impl Consumer {
         .await?
         {
             ClaimDecision::Claimed(_) => {}
-            ClaimDecision::Done | ClaimDecision::BodyMismatch => {
+            ClaimDecision::Done => {
                 self.mark_notified(store, job).await;
+                return Ok(());
+            }
+            ClaimDecision::BodyMismatch => {
+                // The hash is derived from the key, so only a foreign write to the dedupe table
+                // gets here; publishing on top of it could duplicate, so nothing is published.
+                tracing::warn!(event_id = %event.event_id, "the event's claim holds another hash; not published");
                 return Ok(());
             }
             ClaimDecision::InFlight { retry_after_secs } => {
