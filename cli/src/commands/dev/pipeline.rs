@@ -64,6 +64,8 @@ impl Pipeline {
         let now = clock.now_ms();
         store.purge_expired_dedupe(now).await?;
         let resumed = store.requeue_hidden(now).await?;
+        // Those messages are retried now: the claims the previous run held must not stall them.
+        store.expire_pending_claims(now).await?;
 
         let http = wiring::http_client()
             .map_err(|e| CliError::Failed(format!("cannot build the HTTP client: {e}")))?;

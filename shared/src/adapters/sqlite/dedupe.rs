@@ -21,6 +21,26 @@ impl SqliteStore {
         })
         .await
     }
+
+    /// Ends the lease of every PENDING claim at `now_ms` and returns how many. For a restart of
+    /// the only process on this file (`dev` holds the data directory's lock): the previous
+    /// process's claims died with it, and its messages are retried at once
+    /// ([`Self::requeue_hidden`]), before their leases would have run out. Without this, a
+    /// downstream event claimed just before a crash would be "in flight" for every retry of
+    /// its message, into the dead letters.
+    pub async fn expire_pending_claims(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.run(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE dedupe SET lease_until_ms = ?1 - 1
+                     WHERE status = 'PENDING' AND lease_until_ms >= ?1",
+                    params![now_ms],
+                )
+                .map_err(db_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
 }
 
 fn dedupe_from_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64, i64, String)> {
@@ -133,5 +153,53 @@ impl DedupeStore for SqliteStore {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_restart_ends_the_leases_of_the_previous_process() {
+        let path = std::env::temp_dir().join(format!(
+            "gemini-hooks-claims-{}.sqlite3",
+            uuid::Uuid::new_v4()
+        ));
+        let store = SqliteStore::open(&path).unwrap();
+        let claim = |owner: &str, now_ms: i64| ClaimRequest {
+            webhook_id: "job-event batches/x#SUCCEEDED".into(),
+            owner: owner.into(),
+            body_sha256: "h".into(),
+            now_ms,
+            lease_until_ms: now_ms + 300_000,
+            expires_at: now_ms / 1000 + 3600,
+        };
+        let t0 = 1_795_000_000_000;
+        assert_eq!(
+            store.claim(&claim("old", t0)).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
+        assert!(matches!(
+            store.claim(&claim("new", t0 + 1_000)).await.unwrap(),
+            ClaimOutcome::Existing(_)
+        ));
+        assert_eq!(store.expire_pending_claims(t0 + 1_000).await.unwrap(), 1);
+        assert_eq!(
+            store.claim(&claim("new", t0 + 1_000)).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
+        store
+            .complete("job-event batches/x#SUCCEEDED", "new", "e1")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.expire_pending_claims(t0 + 2_000).await.unwrap(),
+            0,
+            "completed claims are kept"
+        );
+        drop(store);
+        let _ = std::fs::remove_file(path);
     }
 }
