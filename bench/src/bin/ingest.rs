@@ -404,7 +404,7 @@ fn stages(args: &Args) -> Result<(), BenchError> {
                 if stage >= 1 {
                     let record = record_from_line(&line);
                     if stage >= 2 {
-                        let row = to_row(&job, &record, 0);
+                        let row = to_row(&job, record, 0);
                         sink += row.response_json.map_or(0, |r| r.len());
                     } else {
                         sink += record.key.len();
@@ -422,8 +422,11 @@ fn stages(args: &Args) -> Result<(), BenchError> {
     let mut previous = 0.0;
     for (stage, name) in [
         (0, "split into lines (LineSplitter)"),
-        (1, "+ parse (record_from_line: JSON → Value → fields)"),
-        (2, "+ build row (to_row: clone response, re-serialise)"),
+        (
+            1,
+            "+ parse (record_from_line: borrowed views, raw response)",
+        ),
+        (2, "+ build row (to_row: fields moved into the row)"),
     ] {
         let best = (0..3).map(|_| pass(stage)).fold(f64::INFINITY, f64::min);
         rows.push(vec![

@@ -7,5 +7,6 @@ pub mod envelope;
 pub mod event;
 pub mod gemini;
 pub mod jobs;
+pub mod lines;
 pub mod results;
 pub mod verify;

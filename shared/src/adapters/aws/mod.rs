@@ -2,6 +2,7 @@
 //! large for it) and Secrets Manager (signing secrets, the Gemini API key).
 
 pub mod dynamodb_dedupe;
+mod dynamodb_items;
 pub mod dynamodb_results;
 pub mod s3_payloads;
 pub mod secrets_manager;

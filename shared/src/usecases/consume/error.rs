@@ -24,6 +24,10 @@ pub enum ConsumeError {
     /// The payload store holding a large message failed.
     #[error("payload store: {0}")]
     Payload(String),
+    /// The invocation's time ran out before a call finished: the message is retried, and the
+    /// invocation still answers before its deadline.
+    #[error("out of time: {0}")]
+    OutOfTime(String),
 }
 
 impl ConsumeError {
@@ -31,7 +35,11 @@ impl ConsumeError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Poison(_) => false,
-            Self::NotReady(_) | Self::Store(_) | Self::Queue(_) | Self::Payload(_) => true,
+            Self::NotReady(_)
+            | Self::Store(_)
+            | Self::Queue(_)
+            | Self::Payload(_)
+            | Self::OutOfTime(_) => true,
             Self::Gemini(e) => e.is_transient(),
         }
     }
@@ -46,6 +54,7 @@ impl ConsumeError {
             Self::Store(_) => "store_unavailable",
             Self::Queue(_) => "queue_unavailable",
             Self::Payload(_) => "payload_unavailable",
+            Self::OutOfTime(_) => "out_of_time",
         }
     }
 }
