@@ -88,7 +88,10 @@ impl ServerChild {
             .wait()
             .map_err(BenchError::io(format!("waiting for {}", self.what)))?;
         if !status.success() {
-            return Err(BenchError::Failed(format!("{} failed ({status})", self.what)));
+            return Err(BenchError::Failed(format!(
+                "{} failed ({status})",
+                self.what
+            )));
         }
         serde_json::from_str(&last).map_err(|e| {
             BenchError::Failed(format!("{} printed no JSON at the end ({e})", self.what))

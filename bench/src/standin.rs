@@ -219,10 +219,9 @@ type Answer = Result<Value, (&'static str, String)>;
 fn json_response(status: StatusCode, value: &Value) -> Response {
     let mut response = Response::new(Body::from(value.to_string()));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(CONTENT_TYPE),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     response.headers_mut().insert(
         "x-amzn-requestid",
         HeaderValue::from_static("standin-request"),
@@ -473,9 +472,7 @@ pub fn standin_role(args: &crate::Args) -> Result<(), BenchError> {
         let stats = serde_json::to_string(&standin.stats())
             .map_err(|e| BenchError::Failed(format!("stand-in stats: {e}")))?;
         println!("{stats}");
-        std::io::stdout()
-            .flush()
-            .map_err(BenchError::io("stdout"))
+        std::io::stdout().flush().map_err(BenchError::io("stdout"))
     })
 }
 
@@ -574,7 +571,10 @@ mod tests {
         let stats = standin.stats();
         assert_eq!(stats.duplicate_key_calls, 1);
         assert_eq!(stats.duplicate_keys, 1);
-        assert_eq!(stats.first_duplicate.as_deref(), Some("t: JOB#j / RESULT#a"));
+        assert_eq!(
+            stats.first_duplicate.as_deref(),
+            Some("t: JOB#j / RESULT#a")
+        );
         assert_eq!(stats.oversize_calls, 1);
         assert_eq!(stats.violations(), 2);
         let refused = http

@@ -9,7 +9,9 @@ use gemini_hooks::domain::envelope::OutgoingMessage;
 use gemini_hooks::domain::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
 use gemini_hooks::domain::event::Event;
 use gemini_hooks::ports::{EventQueue, QueueError};
-use gemini_hooks_tests::fake_gemini::{FakeGemini, OutputSpec, operation_json, sample_line, with_stats};
+use gemini_hooks_tests::fake_gemini::{
+    FakeGemini, OutputSpec, operation_json, sample_line, with_stats,
+};
 use serde_json::json;
 
 use crate::BenchError;

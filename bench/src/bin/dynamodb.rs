@@ -30,8 +30,7 @@ use gemini_hooks_bench::workload::{
     ERROR_EVERY, MALFORMED_EVERY, ServedBatch, envelope, expected_counts, job_name, serve_batches,
 };
 use gemini_hooks_bench::{
-    Args, BenchError, group, parse_number, proc_cpu_seconds, proc_status_kb, render_table,
-    runtime,
+    Args, BenchError, group, parse_number, proc_cpu_seconds, proc_status_kb, render_table, runtime,
 };
 use gemini_hooks_tests::fake_gemini::FakeGemini;
 use serde_json::{Value, json};
@@ -104,7 +103,8 @@ fn run(args: &Args) -> Result<(), BenchError> {
             .ok_or_else(|| BenchError::Failed("no job record after ingest".into()))?;
         let c = &record.counts;
         let counted = (
-            c.rows_ingested.saturating_sub(c.error_rows + c.malformed_rows),
+            c.rows_ingested
+                .saturating_sub(c.error_rows + c.malformed_rows),
             c.error_rows,
             c.malformed_rows,
         );
@@ -217,9 +217,11 @@ fn drive(args: &Args) -> Result<(), BenchError> {
                 n / r["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
             )
         };
-        let twin = outcomes
-            .iter()
-            .find(|o| o.result["impl"].as_str().is_some_and(|s| s.starts_with("python")));
+        let twin = outcomes.iter().find(|o| {
+            o.result["impl"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("python"))
+        });
         for o in &outcomes {
             let r = &o.result;
             let s = &o.standin;

@@ -37,8 +37,7 @@ use gemini_hooks_bench::workload::{
     job_name, serve_batches,
 };
 use gemini_hooks_bench::{
-    Args, BenchError, group, parse_number, proc_cpu_seconds, proc_status_kb, render_table,
-    runtime,
+    Args, BenchError, group, parse_number, proc_cpu_seconds, proc_status_kb, render_table, runtime,
 };
 use gemini_hooks_tests::fake_gemini::FakeGemini;
 use serde_json::{Value, json};

@@ -122,11 +122,15 @@ fn vocabulary() -> Vec<String> {
             let syllables = 1 + rng.below(4);
             let mut w = String::new();
             for _ in 0..syllables {
-                w.push(char::from(CONSONANTS[rng.below(CONSONANTS.len() as u64) as usize]));
+                w.push(char::from(
+                    CONSONANTS[rng.below(CONSONANTS.len() as u64) as usize],
+                ));
                 w.push(char::from(VOWELS[rng.below(VOWELS.len() as u64) as usize]));
             }
             if rng.below(3) == 0 {
-                w.push(char::from(CONSONANTS[rng.below(CONSONANTS.len() as u64) as usize]));
+                w.push(char::from(
+                    CONSONANTS[rng.below(CONSONANTS.len() as u64) as usize],
+                ));
             }
             w
         })
