@@ -6,7 +6,7 @@
 #   STORE=counting scripts/bench.sh       # pipeline only (no database); default: counting and sqlite
 #   scripts/bench.sh --only coldstart     # one part: verify | ingest | dynamodb | memory | coldstart | dev
 #                                         # (default: all)
-#   WRITES_IN_FLIGHT=8 scripts/bench.sh --only dynamodb   # a consumer knob (once the library has it)
+#   WRITES_IN_FLIGHT=8 scripts/bench.sh --only dynamodb   # a consumer knob
 #
 # Needs a Rust toolchain and python3 (3.11+, with venv/pip). It builds the benchmark binaries in
 # release mode, creates ./.venv-bench with the pinned Python libraries compared against (first run

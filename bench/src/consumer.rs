@@ -1,10 +1,8 @@
 //! The consumer under test, built in one place: the library's [`Consumer`] with the real
 //! [`GeminiClient`] and the real [`DynamoDbResultsStore`], pointed at local endpoints.
 //!
-//! This is the function to adapt when `ConsumeSettings` grows (the consumer work of issue 11 adds
-//! settings such as the number of `BatchWriteItem` calls in flight): knobs the library has are set
-//! from [`Knobs`], everything else stays at `ConsumeSettings::default()`, which is what the
-//! Lambda runs with (`wiring::aws_consumer`).
+//! Knobs given are set from [`Knobs`]; everything else stays at `ConsumeSettings::default()`,
+//! which is what the Lambda runs with (`wiring::aws_consumer`).
 
 use std::sync::Arc;
 
@@ -31,8 +29,8 @@ pub struct Knobs {
     /// `--max-concurrency`: messages of one batch handled at once
     /// (`ConsumeSettings::max_concurrency`).
     pub max_concurrency: Option<u64>,
-    /// `--writes-in-flight`: `BatchWriteItem` calls in flight at once. The consumer on this
-    /// branch writes one at a time and has no such setting yet; see [`consume_settings`].
+    /// `--writes-in-flight`: `BatchWriteItem` calls in flight at once
+    /// (`ConsumeSettings::writes_in_flight`, `CONSUMER_WRITES_IN_FLIGHT` in the Lambda).
     pub writes_in_flight: Option<u64>,
 }
 
@@ -89,18 +87,12 @@ pub fn consume_settings(knobs: &Knobs) -> Result<ConsumeSettings, BenchError> {
             Some(n) => usize_of(n, "max-concurrency")?,
             None => defaults.max_concurrency,
         },
+        writes_in_flight: match knobs.writes_in_flight {
+            Some(n) => usize_of(n, "writes-in-flight")?,
+            None => defaults.writes_in_flight,
+        },
         ..defaults
     };
-    if knobs.writes_in_flight.is_some() {
-        // Refused rather than ignored, so a run never reports numbers for a setting it did not
-        // apply. Once the consumer has the setting, set it here.
-        return Err(BenchError::Usage(
-            "--writes-in-flight / WRITES_IN_FLIGHT: this build's ConsumeSettings has no such \
-             setting (writes are sequential); set it in bench/src/consumer.rs::consume_settings \
-             once the consumer has it"
-                .into(),
-        ));
-    }
     Ok(settings)
 }
 
