@@ -4,7 +4,9 @@
 #   scripts/bench.sh                      # verification + ingest at 10k, 100k, 1M lines
 #   LINES=10k,100k scripts/bench.sh       # smaller ingest sizes
 #   STORE=counting scripts/bench.sh       # pipeline only (no database); default: counting and sqlite
-#   scripts/bench.sh --only coldstart     # one part: verify | ingest | coldstart | dev (default: all)
+#   scripts/bench.sh --only coldstart     # one part: verify | ingest | dynamodb | memory | coldstart | dev
+#                                         # (default: all)
+#   WRITES_IN_FLIGHT=8 scripts/bench.sh --only dynamodb   # a consumer knob
 #
 # Needs a Rust toolchain and python3 (3.11+, with venv/pip). It builds the benchmark binaries in
 # release mode, creates ./.venv-bench with the pinned Python libraries compared against (first run
@@ -13,7 +15,11 @@
 # process too. Environment knobs: LINES, STORE (counting|sqlite|all), ROWS_PER_WRITE (rows per
 # store write and per Python transaction, default 500 as in `gemini-hooks dev`), PYTHON (interpreter used to
 # create the venv), CARGO_TARGET_DIR (honoured by cargo as usual), RUNS and INVOCATIONS (cold
-# starts per contender, warm invocations; default 10 and 200), DELIVERIES (dev latency, default 50).
+# starts per contender, warm invocations; default 10 and 200), DELIVERIES (dev latency, default 50),
+# DDB_LATENCY_MS (the DynamoDB stand-in's answer delay, default 10), DDB_ROWS_PER_WRITE,
+# MAX_CONCURRENCY and WRITES_IN_FLIGHT (consumer settings for the DynamoDB and memory parts; unset
+# keeps the library's defaults), MEMORY_MESSAGES, MEMORY_LINES, MEMORY_LINE_BYTES (default 4, 25, 8m).
+# The DynamoDB part ingests LINES lines when LINES is set, else 10k,100k.
 # The cold-start part starts a moto server from .venv-bench on a free port for both receivers.
 set -euo pipefail
 
@@ -24,6 +30,8 @@ VENV="$REPO/.venv-bench"
 REQS="$REPO/bench/python/requirements.txt"
 STAMP="$VENV/.requirements.sha256"
 PYTHON="${PYTHON:-python3}"
+# The DynamoDB ingest waits 10 ms per 25 rows when writes are sequential: 1M lines is opt-in.
+DDB_LINES="${LINES:-10k,100k}"
 LINES="${LINES:-10k,100k,1m}"
 STORE="${STORE:-all}"
 ROWS_PER_WRITE="${ROWS_PER_WRITE:-500}"
@@ -32,6 +40,15 @@ WORK="$REPO/target/bench"
 RUNS="${RUNS:-10}"
 INVOCATIONS="${INVOCATIONS:-200}"
 DELIVERIES="${DELIVERIES:-50}"
+DDB_LATENCY_MS="${DDB_LATENCY_MS:-10}"
+MEMORY_MESSAGES="${MEMORY_MESSAGES:-4}"
+MEMORY_LINES="${MEMORY_LINES:-25}"
+MEMORY_LINE_BYTES="${MEMORY_LINE_BYTES:-8m}"
+# Consumer knobs, passed only when set (the binaries refuse a knob the library does not have).
+KNOBS=()
+[[ -n "${DDB_ROWS_PER_WRITE:-}" ]] && KNOBS+=(--rows-per-write "$DDB_ROWS_PER_WRITE")
+[[ -n "${MAX_CONCURRENCY:-}" ]] && KNOBS+=(--max-concurrency "$MAX_CONCURRENCY")
+[[ -n "${WRITES_IN_FLIGHT:-}" ]] && KNOBS+=(--writes-in-flight "$WRITES_IN_FLIGHT")
 ONLY="all"
 MOTO_PID=""
 
@@ -39,12 +56,12 @@ while (($#)); do
   case "$1" in
     --only) ONLY="${2:-}"; shift 2 || { echo "--only needs a value" >&2; exit 2; } ;;
     --only=*) ONLY="${1#--only=}"; shift ;;
-    *) echo "unknown argument: $1 (usage: scripts/bench.sh [--only verify|ingest|coldstart|dev])" >&2; exit 2 ;;
+    *) echo "unknown argument: $1 (usage: scripts/bench.sh [--only verify|ingest|dynamodb|memory|coldstart|dev])" >&2; exit 2 ;;
   esac
 done
 case "$ONLY" in
-  all | verify | ingest | coldstart | dev) ;;
-  *) echo "--only takes verify, ingest, coldstart or dev, not '$ONLY'" >&2; exit 2 ;;
+  all | verify | ingest | dynamodb | memory | coldstart | dev) ;;
+  *) echo "--only takes verify, ingest, dynamodb, memory, coldstart or dev, not '$ONLY'" >&2; exit 2 ;;
 esac
 want_part() { [[ "$ONLY" == all || "$ONLY" == "$1" ]]; }
 
@@ -123,7 +140,31 @@ if want_part ingest; then
   "$TARGET/release/ingest" stages --lines 100k
 fi
 
-# --- 7. Receiver cold start -------------------------------------------------------------------
+# --- 7. DynamoDB ingest ----------------------------------------------------------------------
+if want_part dynamodb; then
+  section "DynamoDB ingest (issue 11): lines $DDB_LINES, stand-in latency $DDB_LATENCY_MS ms${KNOBS[*]:+, knobs ${KNOBS[*]}}"
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  # The Python twin gets dummy credentials and the stand-in's URL as arguments; nothing may
+  # reach real AWS or the instance metadata service.
+  AWS_EC2_METADATA_DISABLED=true "$TARGET/release/dynamodb" --lines "$DDB_LINES" --latency-ms "$DDB_LATENCY_MS" \
+    ${KNOBS[@]+"${KNOBS[@]}"} --python "$VENV/bin/python" --script bench/python/ingest_dynamodb.py
+  echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+fi
+
+# --- 8. Memory at scale -----------------------------------------------------------------------
+if want_part memory; then
+  section "memory at scale (issue 11): $MEMORY_MESSAGES messages x $MEMORY_LINES lines x $MEMORY_LINE_BYTES bytes through DynamoDB"
+  AWS_EC2_METADATA_DISABLED=true "$TARGET/release/memory" --messages "$MEMORY_MESSAGES" --lines "$MEMORY_LINES" \
+    --line-bytes "$MEMORY_LINE_BYTES" --latency-ms "$DDB_LATENCY_MS" ${KNOBS[@]+"${KNOBS[@]}"}
+  if ! want_part ingest; then
+    # Flat from 10k to 1M lines: the ingest table's peak RSS column (Rust rows only here; with
+    # the ingest part, its own table already shows it).
+    section "memory: peak RSS from 10k to 1M lines (ingest, Rust only)"
+    "$TARGET/release/ingest" --lines 10k,1m --store "$STORE" --rows-per-write "$ROWS_PER_WRITE" --db-dir "$WORK"
+  fi
+fi
+
+# --- 9. Receiver cold start -------------------------------------------------------------------
 if want_part coldstart; then
   section "receiver cold start and invocation time (issue 6 item 6): $RUNS runs, $INVOCATIONS invocations"
   PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
@@ -152,7 +193,7 @@ PY
   echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 fi
 
-# --- 8. Local end-to-end latency --------------------------------------------------------------
+# --- 10. Local end-to-end latency --------------------------------------------------------------
 if want_part dev; then
   section "gemini-hooks dev: delivery accepted -> ingestion started (issue 6 item 8): $DELIVERIES deliveries"
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

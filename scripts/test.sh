@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The one test command: README and CI (.ci/run) call exactly this.
 #
-# Needs only a Rust toolchain and python3 (3.11+, with venv/pip). On first run it creates ./.venv
-# with the pinned tools in scripts/requirements-test.txt; later runs skip the install while the
-# requirements are unchanged. It then starts a moto server on a free port, lints template.yaml,
-# builds every binary (the end-to-end tests spawn them) and runs `cargo test --workspace "$@"`.
+# Needs only a Rust toolchain, python3 (3.11+, with venv/pip) and Node.js 20+ with npm. On first run
+# it creates ./.venv with the pinned tools in scripts/requirements-test.txt and ./.dynalite with the
+# dynalite pinned by scripts/dynalite/package-lock.json; later runs skip each install while its pins
+# are unchanged. It then starts a moto server and a dynalite server on free ports, lints
+# template.yaml, builds every binary (the end-to-end tests spawn them) and runs
+# `cargo test --workspace "$@"`.
 # Extra arguments go to `cargo test`; a package selection (-p NAME) replaces --workspace.
 set -euo pipefail
 
@@ -18,6 +20,12 @@ PYTHON="${PYTHON:-python3}"
 LOG_DIR="$REPO/target"
 MOTO_LOG="$LOG_DIR/moto.log"
 MOTO_PID=""
+DYNALITE_DIR="$REPO/.dynalite"
+DYNALITE_PINS="$REPO/scripts/dynalite"
+DYNALITE_STAMP="$DYNALITE_DIR/.package-lock.sha256"
+DYNALITE_CLI="$DYNALITE_DIR/node_modules/dynalite/cli.js"
+DYNALITE_LOG="$LOG_DIR/dynalite.log"
+DYNALITE_PID=""
 
 section() { printf '\n==> %s\n' "$*"; }
 die() {
@@ -32,6 +40,10 @@ cleanup() {
   if [[ -n "$MOTO_PID" ]] && kill -0 "$MOTO_PID" 2>/dev/null; then
     kill "$MOTO_PID" 2>/dev/null || true
     wait "$MOTO_PID" 2>/dev/null || true
+  fi
+  if [[ -n "$DYNALITE_PID" ]] && kill -0 "$DYNALITE_PID" 2>/dev/null; then
+    kill "$DYNALITE_PID" 2>/dev/null || true
+    wait "$DYNALITE_PID" 2>/dev/null || true
   fi
   if ((rc != 0)); then
     printf '\n==> FAILED (exit %s)\n' "$rc" >&2
@@ -100,6 +112,66 @@ export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 export AWS_EC2_METADATA_DISABLED=true
 unset AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN
+
+# --- 2b. dynalite (a stricter DynamoDB emulator) ---------------------------------------------
+# dynalite refuses what real DynamoDB refuses and moto accepts (two writes of one key in one
+# BatchWriteItem, numbers just past DynamoDB's range or precision). Only the tests that ask for it
+# (tests/src/dynalite.rs) use it, through DYNALITE_ENDPOINT_URL; AWS_ENDPOINT_URL_DYNAMODB is
+# deliberately left unset so every other test and every spawned binary keeps using moto.
+section "dynalite (.dynalite)"
+command -v node >/dev/null || die "node not found; install Node.js 20+ with npm (Debian/Ubuntu: apt-get install nodejs npm)"
+command -v npm >/dev/null || die "npm not found; install npm alongside Node.js 20+ (Debian/Ubuntu: apt-get install npm)"
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' ||
+  die "node $(node --version) is too old for dynalite 4.0.0; install Node.js 20+"
+# The stamp ties the install to the exact lockfile and Node version, so reruns skip npm.
+want="$( { cat "$DYNALITE_PINS/package-lock.json"; node --version; } | sha256sum | cut -d' ' -f1)"
+if [[ -f "$DYNALITE_STAMP" && "$(cat "$DYNALITE_STAMP")" == "$want" && -f "$DYNALITE_CLI" ]]; then
+  echo "up to date: dynalite@$(node -p 'require(process.argv[1]).version' "$DYNALITE_DIR/node_modules/dynalite/package.json")"
+else
+  echo "installing dynalite from scripts/dynalite/package-lock.json ..."
+  t0="$(now)"
+  mkdir -p "$DYNALITE_DIR"
+  cp "$DYNALITE_PINS/package.json" "$DYNALITE_PINS/package-lock.json" "$DYNALITE_DIR/"
+  # --ignore-scripts: the only install script is classic-level's native build check, and its
+  # prebuilt binaries ship in the package; in-memory dynalite does not touch LevelDB anyway.
+  npm ci --prefix "$DYNALITE_DIR" --ignore-scripts --no-audit --no-fund --loglevel=error ||
+    die "npm ci in $DYNALITE_DIR failed (the first run needs network access to the npm registry)"
+  [[ -f "$DYNALITE_CLI" ]] || die "npm ci finished but $DYNALITE_CLI is missing"
+  echo "$want" >"$DYNALITE_STAMP"
+  echo "installed in $(elapsed "$t0") s"
+fi
+DYNALITE_PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+t0="$(now)"
+# In memory (no --path); tables become ACTIVE at once instead of after dynalite's default 500 ms.
+node "$DYNALITE_CLI" --host 127.0.0.1 --port "$DYNALITE_PORT" \
+  --createTableMs 0 --deleteTableMs 0 --updateTableMs 0 >"$DYNALITE_LOG" 2>&1 &
+DYNALITE_PID=$!
+# dynalite answers GET / with 200 "healthy: ..." once it listens.
+wait_for_dynalite='
+import os, sys, time, urllib.request
+port, pid = sys.argv[1], int(sys.argv[2])
+end = time.monotonic() + 30
+while time.monotonic() < end:
+    try:
+        if b"healthy" in urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read():
+            sys.exit(0)
+    except Exception:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit("dynalite exited during start-up")
+    time.sleep(0.05)
+sys.exit("dynalite did not answer within 30 s")
+'
+if ! "$VENV/bin/python" -c "$wait_for_dynalite" "$DYNALITE_PORT" "$DYNALITE_PID"; then
+  tail -n 40 "$DYNALITE_LOG" >&2 || true
+  die "dynalite failed to start on 127.0.0.1:$DYNALITE_PORT (log: $DYNALITE_LOG)"
+fi
+echo "dynalite listening on 127.0.0.1:$DYNALITE_PORT (pid $DYNALITE_PID, up in $(elapsed "$t0") s, log: target/dynalite.log)"
+export DYNALITE_ENDPOINT_URL="http://127.0.0.1:$DYNALITE_PORT"
+# Never a DynamoDB-only override: moto stays the endpoint of everything else.
+unset AWS_ENDPOINT_URL_DYNAMODB
 
 # --- 3. Template lint -------------------------------------------------------------------------
 section "cfn-lint --non-zero-exit-code error template.yaml"

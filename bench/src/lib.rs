@@ -1,5 +1,6 @@
 //! Shared pieces of the benchmark binaries: argument parsing, peak-RSS reading, the timing loop
-//! and table printing.
+//! and table printing; child processes ([`child`]), the workload ([`workload`]), the consumer
+//! under test ([`consumer`]) and the DynamoDB stand-in ([`standin`]).
 //!
 //! Benchmarks, not tests: nothing here runs under `cargo test`'s timing. Each binary prints a
 //! table meant to be pasted into `docs/BENCHMARKS.md`, and every number in it comes from one run
@@ -7,6 +8,11 @@
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+pub mod child;
+pub mod consumer;
+pub mod standin;
+pub mod workload;
 
 /// Why a benchmark could not run or produced numbers that cannot be trusted.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +114,14 @@ pub fn parse_number(v: &str) -> Result<u64, BenchError> {
         .ok()
         .and_then(|n| n.checked_mul(factor))
         .ok_or_else(|| BenchError::Usage(format!("`{v}` is not a count")))
+}
+
+/// A multi-threaded tokio runtime with I/O and timers, as the Lambda runs.
+pub fn runtime() -> Result<tokio::runtime::Runtime, BenchError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(BenchError::io("cannot start the tokio runtime"))
 }
 
 /// A `/proc/self/status` field in kB (`VmHWM`, `VmRSS`); `None` off Linux.

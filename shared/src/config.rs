@@ -35,6 +35,7 @@ pub mod env {
     pub const GEMINI_API_KEY_ARN: &str = "GEMINI_API_KEY_ARN";
     pub const GEMINI_API_BASE_URL: &str = "GEMINI_API_BASE_URL";
     pub const PAYLOAD_BUCKET: &str = "PAYLOAD_BUCKET";
+    pub const CONSUMER_WRITES_IN_FLIGHT: &str = "CONSUMER_WRITES_IN_FLIGHT";
     pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
 
     /// Every name above, for checks that the template and the code agree (tests/template_env).
@@ -56,6 +57,7 @@ pub mod env {
         GEMINI_API_KEY_ARN,
         GEMINI_API_BASE_URL,
         PAYLOAD_BUCKET,
+        CONSUMER_WRITES_IN_FLIGHT,
         EVENT_BUS_NAME,
     ];
 }
@@ -65,6 +67,10 @@ pub mod defaults {
     pub const TOLERANCE_SECONDS: u64 = crate::domain::verify::standard::DEFAULT_TOLERANCE_SECS;
     pub const MAX_BODY_BYTES: usize = crate::usecases::receive::DEFAULT_MAX_BODY_BYTES;
     pub const DEDUPE_RETENTION_HOURS: u64 = crate::usecases::receive::DEFAULT_RETENTION_HOURS;
+    pub const CONSUMER_WRITES_IN_FLIGHT: usize = 4;
+    /// Upper bound of `CONSUMER_WRITES_IN_FLIGHT`: past a few writes the byte budget, not the
+    /// count, is what limits a message.
+    pub const MAX_CONSUMER_WRITES_IN_FLIGHT: usize = 16;
 }
 
 /// A configuration problem, naming the variable.
@@ -582,6 +588,8 @@ pub struct ConsumerConfig {
     pub queue_url: String,
     /// `PAYLOAD_BUCKET`: where the receiver put messages too large for SQS.
     pub payload_bucket: Option<String>,
+    /// `CONSUMER_WRITES_IN_FLIGHT`: row writes one message keeps in flight.
+    pub writes_in_flight: usize,
     /// Downstream events (`EVENT_BUS_NAME`); `None` publishes none.
     pub events: Option<EventsConfig>,
 }
@@ -611,12 +619,26 @@ impl EventsConfig {
 
 impl ConsumerConfig {
     pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let writes_in_flight = env.number(
+            env::CONSUMER_WRITES_IN_FLIGHT,
+            defaults::CONSUMER_WRITES_IN_FLIGHT,
+        )?;
+        if !(1..=defaults::MAX_CONSUMER_WRITES_IN_FLIGHT).contains(&writes_in_flight) {
+            return Err(ConfigError::Invalid {
+                name: env::CONSUMER_WRITES_IN_FLIGHT,
+                reason: format!(
+                    "must be between 1 and {}",
+                    defaults::MAX_CONSUMER_WRITES_IN_FLIGHT
+                ),
+            });
+        }
         Ok(Self {
             results_table: env.required(env::RESULTS_TABLE)?,
             routes: route_tables(env)?,
             gemini: GeminiConfig::from_env(env, None)?,
             queue_url: env.required_url(env::QUEUE_URL)?,
             payload_bucket: env.optional(env::PAYLOAD_BUCKET),
+            writes_in_flight,
             events: EventsConfig::from_env(env)?,
         })
     }

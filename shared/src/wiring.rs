@@ -51,9 +51,56 @@ impl Runtime {
     }
 }
 
-/// Loads the AWS SDK configuration from the environment (honours `AWS_ENDPOINT_URL`).
-pub async fn aws_sdk_config() -> aws_config::SdkConfig {
+/// Bounds on every AWS call a function makes, so a hung connection fails the call (and the
+/// request or message it serves) instead of the whole invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsTimeouts {
+    pub connect: Duration,
+    /// One attempt (request sent, response read).
+    pub attempt: Duration,
+    /// The whole call, retries included.
+    pub operation: Duration,
+}
+
+impl AwsTimeouts {
+    /// The receiver answers within its 10 s timeout even if every call of the slowest path
+    /// (token claim, payload upload, enqueue, completion: four in a row) used its whole
+    /// operation budget; in-region calls take milliseconds.
+    pub const RECEIVER: Self = Self {
+        connect: Duration::from_secs(1),
+        attempt: Duration::from_millis(1_500),
+        operation: Duration::from_secs(2),
+    };
+
+    /// Consumer writes are also cut at the invocation's reserve (`ConsumeSettings`); one
+    /// attempt stays under its deadline margin.
+    pub const CONSUMER: Self = Self {
+        connect: Duration::from_secs(2),
+        attempt: Duration::from_secs(10),
+        operation: Duration::from_secs(20),
+    };
+
+    /// The reconciler runs for minutes (300 s timeout) and makes few calls.
+    pub const RECONCILER: Self = Self {
+        connect: Duration::from_secs(2),
+        attempt: Duration::from_secs(10),
+        operation: Duration::from_secs(30),
+    };
+
+    fn config(self) -> aws_config::timeout::TimeoutConfig {
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .operation_attempt_timeout(self.attempt)
+            .operation_timeout(self.operation)
+            .build()
+    }
+}
+
+/// Loads the AWS SDK configuration from the environment (honours `AWS_ENDPOINT_URL`), with
+/// `timeouts` on every call.
+pub async fn aws_sdk_config(timeouts: AwsTimeouts) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts.config())
         .load()
         .await
 }
@@ -218,7 +265,10 @@ pub async fn aws_consumer(
             config.queue_url.clone(),
         )),
         runtime.clock,
-        ConsumeSettings::default(),
+        ConsumeSettings {
+            writes_in_flight: config.writes_in_flight,
+            ..ConsumeSettings::default()
+        },
     )
     .with_metrics(emf_stdout("consumer"));
     let consumer = match &config.events {
@@ -274,4 +324,31 @@ pub async fn aws_reconciler(
         runtime.clock,
         emf_stdout("reconciler"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message hands over when less than the margin is left; whatever single attempt is then
+    /// running must still fit, or Lambda kills the whole batch.
+    #[test]
+    fn the_consumer_deadline_margin_covers_its_longest_single_attempt() {
+        let margin = Duration::from_millis(
+            u64::try_from(ConsumeSettings::default().deadline_margin_ms).unwrap_or(0),
+        );
+        let gemini = crate::adapters::gemini::GeminiSettings::new("k").request_timeout;
+        let aws = AwsTimeouts::CONSUMER.attempt;
+        assert!(
+            margin > gemini && margin > aws,
+            "{margin:?} vs {gemini:?}, {aws:?}"
+        );
+    }
+
+    #[test]
+    fn the_receivers_slowest_path_fits_its_timeout() {
+        // template.yaml: ReceiverFunction Timeout 10 (s); four AWS calls in a row at most.
+        assert!(AwsTimeouts::RECEIVER.operation * 4 < Duration::from_secs(10));
+        assert!(AwsTimeouts::RECEIVER.attempt <= AwsTimeouts::RECEIVER.operation);
+    }
 }

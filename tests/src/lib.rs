@@ -1,10 +1,12 @@
 //! Test support for gemini-hooks' end-to-end suite: paths to the built binaries, helpers for
-//! the moto server that `scripts/test.sh` starts, a fake Lambda Runtime API that runs the real
-//! function binaries the way Lambda does, a fake Gemini API, and delivery/JWT builders.
+//! the moto and dynalite servers that `scripts/test.sh` starts, a fake Lambda Runtime API that
+//! runs the real function binaries the way Lambda does, a fake Gemini API, and delivery/JWT
+//! builders.
 
 pub mod bins;
 pub mod contract;
 pub mod delivery;
+pub mod dynalite;
 pub mod fake_gemini;
 pub mod jwt;
 pub mod local;

@@ -9,7 +9,7 @@ use std::fmt::Display;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
     TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
@@ -158,19 +158,38 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", &id[..12])
 }
 
+/// Key schema of the receiver's dedupe table (template.yaml): PK `webhook_id` (S).
+pub const DEDUPE_KEYS: &[(&str, KeyType)] = &[("webhook_id", KeyType::Hash)];
+
+/// Key schema of the results table (template.yaml): PK `pk` (S), SK `sk` (S).
+pub const RESULTS_KEYS: &[(&str, KeyType)] = &[("pk", KeyType::Hash), ("sk", KeyType::Range)];
+
+/// Upper bound on `DescribeTable` polls while a new table is CREATING (moto is ACTIVE at once;
+/// dynalite, started with `--createTableMs 0`, too).
+const ACTIVE_MAX_POLLS: usize = 200;
+
 /// Creates the receiver's dedupe table as the template does: PK `webhook_id` (S),
 /// on-demand billing, TTL on `expires_at`.
 pub async fn create_dedupe_table(c: &aws_sdk_dynamodb::Client, name: &str) {
-    create_table(c, name, &[("webhook_id", KeyType::Hash)]).await;
+    create_keyed_table(c, name, DEDUPE_KEYS, "moto").await;
+    enable_ttl(c, name, "moto").await;
 }
 
 /// Creates the results table as the template does: PK `pk` (S), SK `sk` (S), on-demand
 /// billing, TTL on `expires_at`.
 pub async fn create_results_table(c: &aws_sdk_dynamodb::Client, name: &str) {
-    create_table(c, name, &[("pk", KeyType::Hash), ("sk", KeyType::Range)]).await;
+    create_keyed_table(c, name, RESULTS_KEYS, "moto").await;
+    enable_ttl(c, name, "moto").await;
 }
 
-async fn create_table(c: &aws_sdk_dynamodb::Client, name: &str, keys: &[(&str, KeyType)]) {
+/// `CreateTable` with string key attributes and on-demand billing, then waits until the table
+/// is ACTIVE. `backend` names the emulator in failure messages.
+pub(crate) async fn create_keyed_table(
+    c: &aws_sdk_dynamodb::Client,
+    name: &str,
+    keys: &[(&str, KeyType)],
+    backend: &str,
+) {
     let mut req = c
         .create_table()
         .table_name(name)
@@ -192,8 +211,24 @@ async fn create_table(c: &aws_sdk_dynamodb::Client, name: &str, keys: &[(&str, K
                 "build KeySchemaElement",
             ));
     }
-    sdk(req.send().await, &format!("CreateTable {name}"));
-    sdk(
+    sdk_on(req.send().await, &format!("CreateTable {name}"), backend);
+    for _ in 0..ACTIVE_MAX_POLLS {
+        let out = sdk_on(
+            c.describe_table().table_name(name).send().await,
+            &format!("DescribeTable {name}"),
+            backend,
+        );
+        if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("table {name} on {backend} still not ACTIVE after {ACTIVE_MAX_POLLS} polls");
+}
+
+/// `UpdateTimeToLive` on [`TTL_ATTRIBUTE`], as the template declares.
+pub(crate) async fn enable_ttl(c: &aws_sdk_dynamodb::Client, name: &str, backend: &str) {
+    sdk_on(
         c.update_time_to_live()
             .table_name(name)
             .time_to_live_specification(ok(
@@ -206,6 +241,7 @@ async fn create_table(c: &aws_sdk_dynamodb::Client, name: &str, keys: &[(&str, K
             .send()
             .await,
         &format!("UpdateTimeToLive {name}"),
+        backend,
     );
 }
 
@@ -323,9 +359,20 @@ fn sdk<T, E>(r: Result<T, E>, what: &str) -> T
 where
     E: std::error::Error,
 {
+    sdk_on(r, what, "moto")
+}
+
+/// [`sdk`] for any emulator: `backend` names it in the panic message.
+pub(crate) fn sdk_on<T, E>(r: Result<T, E>, what: &str, backend: &str) -> T
+where
+    E: std::error::Error,
+{
     match r {
         Ok(v) => v,
-        Err(e) => panic!("{what} failed against moto: {}", DisplayErrorContext(&e)),
+        Err(e) => panic!(
+            "{what} failed against {backend}: {}",
+            DisplayErrorContext(&e)
+        ),
     }
 }
 

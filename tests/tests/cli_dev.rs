@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gemini_hooks_tests::delivery::TEST_SECRET;
+use gemini_hooks_tests::delivery::{TEST_SECRET, signed_headers, test_secret};
 use gemini_hooks_tests::fake_gemini::{
     FakeGemini, Fault, OutputSpec, operation_json, sample_results, sample_text, with_stats,
 };
@@ -495,4 +495,78 @@ async fn dev_refuses_to_start_without_required_configuration() {
         "never echo the secret: {}",
         out.stderr
     );
+}
+
+/// 100 clients that open a connection and send half a request: `dev` serves at most 64
+/// connections at once, cuts each stalled one after its header or body timeout (10 s each), and
+/// a genuine delivery queued behind them still gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_cut_and_do_not_starve_real_deliveries() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = TempDir::new("cli-slowloris");
+    let dev = DevServer::start(
+        dir.path(),
+        "dev.log",
+        &["--receive-only"],
+        &[("WEBHOOK_SIGNING_SECRETS", TEST_SECRET)],
+    )
+    .await;
+    let addr = dev
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stalled = Vec::new();
+    for i in 0..100 {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect {i}: {e}"));
+        // Headers without their end, or headers promising a body that never comes.
+        let partial: &[u8] = if i % 2 == 0 {
+            b"POST / HTTP/1.1\r\nhost: x\r\n"
+        } else {
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{"
+        };
+        s.write_all(partial)
+            .await
+            .unwrap_or_else(|e| panic!("write {i}: {e}"));
+        stalled.push(s);
+    }
+    let started = std::time::Instant::now();
+    let body = br#"{"type":"batch.succeeded","data":{"id":"slow"}}"#;
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(0);
+    let headers = signed_headers(&test_secret(), "msg_slow", now, body);
+    let mut req = reqwest::Client::new().post(&dev.url).body(body.to_vec());
+    for (name, value) in &headers {
+        req = req.header(name.as_str(), value.as_str());
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(60), req.send())
+        .await
+        .unwrap_or_else(|_| panic!("no answer within 60 s\n{}", dev.log()))
+        .unwrap_or_else(|e| panic!("POST: {e}"));
+    assert_eq!(answer.status(), 200, "{}", dev.log());
+    // Every stalled connection is closed by the server (EOF or reset), none held for good.
+    let mut closed = 0;
+    for mut s in stalled {
+        let mut buf = [0u8; 512];
+        let read = tokio::time::timeout(Duration::from_secs(45), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        closed += usize::from(read.is_ok());
+    }
+    assert_eq!(closed, 100, "stalled connections closed by dev");
+    assert!(started.elapsed() < Duration::from_secs(120));
+    dev.kill().await;
 }

@@ -1,9 +1,12 @@
-//! The dedupe-lease contract against DynamoDB (moto server) and SQLite (local mode).
+//! The DynamoDB contracts (dedupe lease, results store) against both DynamoDB emulators — moto
+//! and the stricter dynalite (`tests/src/dynalite.rs`) — and the dedupe contract against SQLite
+//! (local mode).
 
 use std::sync::Arc;
 
 use gemini_hooks::adapters::aws::dynamodb_dedupe::DynamoDbDedupeStore;
-use gemini_hooks_tests::{contract, moto};
+use gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore;
+use gemini_hooks_tests::{contract, dynalite, moto};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dynamodb_dedupe_store_obeys_the_contract() {
@@ -11,6 +14,18 @@ async fn dynamodb_dedupe_store_obeys_the_contract() {
     let table = moto::unique_name("dedupe");
     moto::create_dedupe_table(&ddb, &table).await;
     contract::dedupe_store_contract(Arc::new(DynamoDbDedupeStore::new(ddb, table)), "ddb").await;
+}
+
+/// The same contract on dynalite. dynalite returns no item with a failed condition
+/// (`ReturnValuesOnConditionCheckFailure` is ignored), so this run also covers the adapter's
+/// fallback read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynalite_dedupe_store_obeys_the_contract() {
+    let ddb = dynalite::dynamodb();
+    let table = moto::unique_name("dedupe");
+    dynalite::create_dedupe_table(&ddb, &table).await;
+    contract::dedupe_store_contract(Arc::new(DynamoDbDedupeStore::new(ddb, table)), "dynalite")
+        .await;
 }
 
 /// The same contract against the embedded SQLite store of local mode: one suite, two backends.
@@ -29,7 +44,17 @@ async fn dynamodb_results_store_obeys_the_contract() {
     let ddb = moto::dynamodb().await;
     let table = moto::unique_name("results");
     moto::create_results_table(&ddb, &table).await;
-    let store =
-        gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore::new(ddb, table);
+    let store = DynamoDbResultsStore::new(ddb, table);
     contract::results_store_contract(Arc::new(store), "ddb").await;
+}
+
+/// The results-store contract on dynalite, which refuses what real DynamoDB refuses and moto
+/// accepts (two writes of one key in one `BatchWriteItem`, numbers just out of range).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynalite_results_store_obeys_the_contract() {
+    let ddb = dynalite::dynamodb();
+    let table = moto::unique_name("results");
+    dynalite::create_results_table(&ddb, &table).await;
+    let store = DynamoDbResultsStore::new(ddb, table);
+    contract::results_store_contract(Arc::new(store), "dynalite").await;
 }

@@ -151,7 +151,18 @@ async fn first_delivery_is_enqueued_exactly_once_with_envelope_and_attributes() 
         envelope["raw_event"],
         serde_json::from_str::<Value>(&body).unwrap_or_default()
     );
-    assert_eq!(envelope["user_metadata"], json!({"job_group": "nightly"}));
+    // The event is carried once: metadata inside it is marked, not copied.
+    assert_eq!(
+        (
+            envelope.get("user_metadata"),
+            &envelope["metadata_in_event"]
+        ),
+        (None, &json!(true))
+    );
+    assert_eq!(
+        decoded_metadata(m.body().unwrap_or_default()),
+        Some(json!({"job_group": "nightly"}))
+    );
     let attrs = m.message_attributes().cloned().unwrap_or_default();
     assert_eq!(
         attrs.get("event_type").and_then(|a| a.string_value()),
@@ -683,7 +694,10 @@ async fn signed_claims_win_over_the_body_and_dynamic_ids_live_apart() {
     assert_eq!(dynamic["bound"], true);
     assert_eq!(dynamic["event"]["type"], "batch.succeeded");
     assert_eq!(dynamic["event"]["job_id"], "batches/from-claims");
-    assert_eq!(dynamic["user_metadata"]["job_group"], "signed");
+    assert_eq!(
+        decoded_metadata(&dynamic.to_string()),
+        Some(json!({"job_group": "signed"}))
+    );
     assert!(h.dedupe_item("dynamic msg_static_space").await.is_some());
     assert!(h.dedupe_item("msg_static_space").await.is_some());
 
@@ -700,6 +714,15 @@ async fn signed_claims_win_over_the_body_and_dynamic_ids_live_apart() {
     assert_eq!(env["bound"], false);
     assert_eq!(env["event"]["job_id"], "batches/from-body");
     assert_eq!(env["user_metadata"], Value::Null, "{env}");
+    assert_eq!(decoded_metadata(&env.to_string()), None, "{env}");
+}
+
+/// The `user_metadata` the consumer reads from a queued body.
+fn decoded_metadata(body: &str) -> Option<Value> {
+    match gemini_hooks::domain::envelope::QueueEnvelope::from_body(body) {
+        Ok(gemini_hooks::domain::envelope::QueueEnvelope::Webhook(w)) => w.user_metadata,
+        other => panic!("not a webhook envelope: {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -18,36 +18,29 @@
 
 #![allow(clippy::print_stdout)] // a benchmark's job is to print its table
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use gemini_hooks::adapters::gemini::{GeminiClient, GeminiSettings};
 use gemini_hooks::adapters::sqlite::SqliteStore;
-use gemini_hooks::domain::envelope::OutgoingMessage;
-use gemini_hooks::domain::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
-use gemini_hooks::domain::event::Event;
 use gemini_hooks::domain::jobs::{JobRecord, ResultRow, RowStatus};
 use gemini_hooks::ports::clock::SystemClock;
-use gemini_hooks::ports::{EventQueue, QueueError, ResultsStore, StoreError};
+use gemini_hooks::ports::{ResultsStore, StoreError};
 use gemini_hooks::usecases::consume::{ConsumeSettings, Consumer, Handled};
 use gemini_hooks::usecases::routes::Routes;
+use gemini_hooks_bench::workload::{
+    ERROR_EVERY, MALFORMED_EVERY, NoQueue, ServedBatch, bench_line, envelope, expected_counts,
+    job_name, serve_batches,
+};
 use gemini_hooks_bench::{
-    Args, BenchError, group, parse_number, proc_cpu_seconds, proc_status_kb, render_table,
+    Args, BenchError, group, parse_number, proc_cpu_seconds, proc_status_kb, render_table, runtime,
 };
-use gemini_hooks_tests::fake_gemini::{
-    FakeGemini, OutputSpec, operation_json, sample_line, with_stats,
-};
+use gemini_hooks_tests::fake_gemini::FakeGemini;
 use serde_json::{Value, json};
-
-/// Every 97th line is an error line (~1 %), every 1000th malformed (five kinds of garbage):
-/// the mix a real batch with a few failed requests produces.
-const ERROR_EVERY: u64 = 97;
-const MALFORMED_EVERY: u64 = 1000;
 
 /// Rows per store write, and per Python transaction: what `gemini-hooks dev` uses for SQLite
 /// (the Lambda's 25 is a DynamoDB `BatchWriteItem` limit, not a choice).
@@ -72,30 +65,6 @@ fn main() {
     }
 }
 
-fn job_name(lines: u64) -> String {
-    format!("batches/bench-{lines}")
-}
-
-fn bench_line(i: u64) -> String {
-    sample_line(i, ERROR_EVERY, MALFORMED_EVERY)
-}
-
-/// What the file of `lines` lines must turn into: (ok, error, malformed) rows.
-fn expected_counts(lines: u64) -> (u64, u64, u64) {
-    let malformed = lines / MALFORMED_EVERY;
-    let errors = (1..=lines)
-        .filter(|i| i % ERROR_EVERY == 0 && i % MALFORMED_EVERY != 0)
-        .count() as u64;
-    (lines - malformed - errors, errors, malformed)
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, BenchError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(BenchError::io("cannot start the tokio runtime"))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Server role
 // ---------------------------------------------------------------------------------------------
@@ -103,40 +72,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, BenchError> {
 /// Builds the file, serves it, prints `READY <base_url> <bytes>` and waits for stdin to close.
 fn serve(args: &Args) -> Result<(), BenchError> {
     let lines = args.number("lines", 10_000)?;
-    let job = job_name(lines);
-    let file_name = format!("files/bench-{lines}");
-    let mut body = Vec::with_capacity(usize::try_from(lines).unwrap_or(0).saturating_mul(640));
-    for i in 1..=lines {
-        body.extend_from_slice(bench_line(i).as_bytes());
-        body.push(b'\n');
-    }
-    let bytes = body.len();
-    let rt = runtime()?;
-    rt.block_on(async {
-        let gemini = FakeGemini::start().await;
-        gemini.put_file(&file_name, Bytes::from(body));
-        let (ok, errors, _) = expected_counts(lines);
-        let requests = i64::try_from(lines).unwrap_or(i64::MAX);
-        gemini.put_operation(with_stats(
-            operation_json(&job, "BATCH_STATE_SUCCEEDED", OutputSpec::File(file_name)),
-            requests,
-            i64::try_from(ok).unwrap_or(i64::MAX),
-            i64::try_from(errors).unwrap_or(i64::MAX),
-        ));
-        println!("READY {} {bytes}", gemini.base_url());
-        std::io::stdout()
-            .flush()
-            .map_err(BenchError::io("stdout"))?;
-        // The driver keeps our stdin open for as long as it needs the server.
-        tokio::task::spawn_blocking(|| {
-            let mut sink = String::new();
-            while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
-                sink.clear();
-            }
-        })
-        .await
-        .map_err(|e| BenchError::Failed(format!("stdin watcher: {e}")))
-    })
+    serve_batches(vec![ServedBatch::bench(lines)], &[])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,40 +140,6 @@ impl ResultsStore for CountingStore {
         let job = self.job.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(job.clone().into_iter().collect())
     }
-}
-
-/// No continuation is ever needed: the benchmark runs without a deadline.
-struct NoQueue;
-
-#[async_trait]
-impl EventQueue for NoQueue {
-    async fn enqueue(&self, _message: &OutgoingMessage) -> Result<String, QueueError> {
-        Err(QueueError::Unavailable(
-            "the benchmark has no queue (it runs without a deadline)".into(),
-        ))
-    }
-}
-
-/// The queue message the receiver produces for a `batch.succeeded` delivery of `job`.
-fn envelope(job: &str) -> Result<String, BenchError> {
-    let raw = json!({
-        "type": "batch.succeeded", "version": "v1", "timestamp": "2026-05-04T10:30:01Z",
-        "data": {"id": job, "output_file_uri": job.replace("batches/", "files/")},
-    });
-    let event = Event::from_value(&raw, None)
-        .map_err(|e| BenchError::Failed(format!("benchmark event: {e}")))?;
-    let env = QueueEnvelope::Webhook(WebhookEnvelope {
-        webhook_id: format!("msg_bench_{job}"),
-        received_at_ms: 0,
-        signature_mode: SignatureMode::Static,
-        bound: true,
-        event: EventSummary::from(&event),
-        raw_event: raw,
-        user_metadata: None,
-    });
-    env.to_message()
-        .map(|m| m.body)
-        .map_err(|e| BenchError::Failed(format!("benchmark envelope: {e}")))
 }
 
 /// The store under test, and the counting store itself when that is the one (to cross-check
@@ -404,7 +306,7 @@ fn stages(args: &Args) -> Result<(), BenchError> {
                 if stage >= 1 {
                     let record = record_from_line(&line);
                     if stage >= 2 {
-                        let row = to_row(&job, &record, 0);
+                        let row = to_row(&job, record, 0);
                         sink += row.response_json.map_or(0, |r| r.len());
                     } else {
                         sink += record.key.len();
@@ -422,8 +324,11 @@ fn stages(args: &Args) -> Result<(), BenchError> {
     let mut previous = 0.0;
     for (stage, name) in [
         (0, "split into lines (LineSplitter)"),
-        (1, "+ parse (record_from_line: JSON → Value → fields)"),
-        (2, "+ build row (to_row: clone response, re-serialise)"),
+        (
+            1,
+            "+ parse (record_from_line: borrowed views, raw response)",
+        ),
+        (2, "+ build row (to_row: fields moved into the row)"),
     ] {
         let best = (0..3).map(|_| pass(stage)).fold(f64::INFINITY, f64::min);
         rows.push(vec![

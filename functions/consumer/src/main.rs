@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
     init_logging(LogFormat::from_lambda_env());
     let config = ConsumerConfig::from_env(&Env::process())
         .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
-    let aws = wiring::aws_sdk_config().await;
+    let aws = wiring::aws_sdk_config(wiring::AwsTimeouts::CONSUMER).await;
     let deps = event_handler::Deps {
         consumer: Arc::new(
             wiring::aws_consumer(

@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     // Configuration errors stop the cold start with a message naming the variable.
     let config = ReceiverConfig::from_env(&Env::process())
         .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
-    let aws = wiring::aws_sdk_config().await;
+    let aws = wiring::aws_sdk_config(wiring::AwsTimeouts::RECEIVER).await;
     let receiver = wiring::aws_receiver(
         &config,
         &aws,

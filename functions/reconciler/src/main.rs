@@ -12,7 +12,7 @@ async fn main() -> Result<(), Error> {
     init_logging(LogFormat::from_lambda_env());
     let config = ReconcilerConfig::from_env(&Env::process())
         .inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
-    let aws = wiring::aws_sdk_config().await;
+    let aws = wiring::aws_sdk_config(wiring::AwsTimeouts::RECONCILER).await;
     let reconciler = wiring::aws_reconciler(
         &config,
         &aws,

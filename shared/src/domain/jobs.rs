@@ -262,6 +262,19 @@ pub const ROW_HASH_PREFIX: &str = "RESULTH#";
 pub const ROW_LINE_PREFIX: &str = "LINE#";
 
 impl ResultRow {
+    /// About how many bytes the row holds in memory (its strings, plus a little for the rest):
+    /// what the consumer's byte budget counts.
+    pub fn approx_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        128 + self.job_id.len()
+            + self.key.len()
+            + text(&self.text)
+            + text(&self.response_json)
+            + text(&self.error_message)
+            + text(&self.finish_reason)
+            + text(&self.model_version)
+    }
+
     /// Where the row is stored within its job, in three namespaces no request key can cross:
     /// `RESULT#<key>` (or `RESULTH#<sha256 of key>` when that would not fit a DynamoDB sort key),
     /// and `LINE#<n>` for key-less lines. Every request-keyed id starts with `RESULT`, then `#` or

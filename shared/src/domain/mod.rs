@@ -8,5 +8,6 @@ pub mod event;
 pub mod gemini;
 pub mod job_events;
 pub mod jobs;
+pub mod lines;
 pub mod results;
 pub mod verify;

@@ -6,14 +6,16 @@
 //! line into one [`ResultRecord`] without ever failing: a bad line becomes a `Malformed` row, not
 //! a failed job.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::domain::gemini::InlineResponse;
 use crate::domain::gemini::batch::int64;
 
-/// Longest prefix of an over-long line kept on [`Line::bytes`], enough to recover a leading key.
-pub const TOO_LONG_PREFIX: usize = 1024;
+pub use super::lines::{Line, LineSplitter, TOO_LONG_PREFIX};
 
 /// One result, keyed by the caller's request key.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,8 +57,8 @@ pub struct SuccessRow {
     pub usage: Usage,
     pub model_version: Option<String>,
     pub response_id: Option<String>,
-    /// The whole response, never truncated.
-    pub response: Value,
+    /// The whole response as the JSON text it arrived as, never truncated or re-serialised.
+    pub response: String,
 }
 
 /// `usageMetadata` token counts.
@@ -75,6 +77,11 @@ pub fn synthetic_key(line_no: u64) -> String {
 }
 
 /// Parses one results-file line. Never panics; garbage becomes [`Outcome::Malformed`].
+///
+/// Only what a row stores is read: the response is kept as the raw text it arrived as (never
+/// parsed into a tree and written out again), and its text parts, finish reason, usage and
+/// version are read through borrowed views. A response whose fields have unexpected types takes
+/// the slower tree path, which reads the same fields leniently.
 pub fn parse_line(line: &[u8], line_no: u64) -> ResultRecord {
     let malformed = |key: Option<String>, reason: &str| ResultRecord {
         keyless: key.is_none(),
@@ -88,41 +95,184 @@ pub fn parse_line(line: &[u8], line_no: u64) -> ResultRecord {
         .strip_prefix(b"\xEF\xBB\xBF")
         .unwrap_or(line)
         .trim_ascii();
-    let value: Value = match serde_json::from_slice(trimmed) {
+    if trimmed.first() != Some(&b'{') {
+        // Still a JSON parse, so the reason says what kind of garbage it is.
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(trimmed) {
+            Ok(_) => malformed(None, "not a JSON object"),
+            Err(e) => malformed(None, &json_reason(&e)),
+        };
+    }
+    let view: LineView<'_> = match serde_json::from_slice(trimmed) {
         Ok(v) => v,
-        Err(e) => {
-            // Only the error class and position: the line's content stays out of messages.
-            let reason = format!(
-                "invalid JSON ({:?} error at column {})",
-                e.classify(),
-                e.column()
-            );
-            return malformed(None, &reason);
-        }
+        Err(e) => return malformed(None, &json_reason(&e)),
     };
-    let Some(obj) = value.as_object() else {
-        return malformed(None, "not a JSON object");
-    };
-    let key = match obj.get("key") {
-        Some(Value::String(k)) if !k.is_empty() => Some(k.clone()),
-        Some(Value::String(_)) => return malformed(None, "empty key"),
-        Some(Value::Null) | None => obj
-            .get("metadata")
-            .and_then(|m| m.get("key"))
-            .and_then(Value::as_str)
-            .filter(|k| !k.is_empty())
-            .map(str::to_owned),
+    let key = match view.key.map(RawValue::get) {
+        Some(raw) if raw.starts_with('"') => match serde_json::from_str::<Cow<'_, str>>(raw) {
+            Ok(k) if !k.is_empty() => Some(k.into_owned()),
+            _ => return malformed(None, "empty key"),
+        },
+        Some("null") | None => view
+            .metadata
+            .and_then(|m| serde_json::from_str::<MetadataView>(m.get()).ok())
+            .and_then(|m| match m.key {
+                Some(Value::String(k)) if !k.is_empty() => Some(k),
+                _ => None,
+            }),
         Some(_) => return malformed(None, "key is not a string"),
     };
     let Some(key) = key else {
         return malformed(None, "missing key");
     };
-    let outcome = outcome_of(obj.get("response"), obj.get("error"));
+    let error = view
+        .error
+        .and_then(|e| serde_json::from_str::<Value>(e.get()).ok())
+        .filter(|e| !e.is_null());
+    let outcome = match (error, view.response.map(RawValue::get)) {
+        (Some(e), _) => error_outcome(&e),
+        (None, None) => malformed_outcome("neither response nor error"),
+        (None, Some("null")) => malformed_outcome("response is null"),
+        (None, Some(raw)) if raw.starts_with('{') => Outcome::Success(success_from_raw(raw)),
+        (None, Some(_)) => malformed_outcome("response is not an object"),
+    };
     ResultRecord {
         key,
         keyless: false,
         line: line_no,
         outcome,
+    }
+}
+
+/// The error class and position only: a line's content stays out of messages.
+fn json_reason(e: &serde_json::Error) -> String {
+    format!(
+        "invalid JSON ({:?} error at column {})",
+        e.classify(),
+        e.column()
+    )
+}
+
+/// The top level of a results line, each field kept as raw text (a JSON `null` included, so a
+/// null response is told apart from a missing one).
+#[derive(Deserialize)]
+struct LineView<'a> {
+    #[serde(default, borrow, deserialize_with = "raw_field")]
+    key: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw_field")]
+    metadata: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw_field")]
+    response: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw_field")]
+    error: Option<&'a RawValue>,
+}
+
+fn raw_field<'de, D>(d: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct MetadataView {
+    #[serde(default)]
+    key: Option<Value>,
+}
+
+/// The parts of a `GenerateContentResponse` a row stores; everything else is skipped unread.
+#[derive(Deserialize)]
+struct ResponseView<'a> {
+    #[serde(default, borrow)]
+    candidates: Option<Vec<CandidateView<'a>>>,
+    #[serde(default, rename = "usageMetadata")]
+    usage: Option<UsageView>,
+    #[serde(default, borrow, rename = "modelVersion")]
+    model_version: Option<Cow<'a, str>>,
+    #[serde(default, borrow, rename = "responseId")]
+    response_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct CandidateView<'a> {
+    #[serde(default, borrow)]
+    content: Option<ContentView<'a>>,
+    #[serde(default, borrow, rename = "finishReason")]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ContentView<'a> {
+    #[serde(default, borrow)]
+    parts: Option<Vec<PartView<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct PartView<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    thought: Option<bool>,
+}
+
+/// Token counts are int64, which JSON may carry as numbers or strings.
+#[derive(Deserialize)]
+struct UsageView {
+    #[serde(default, rename = "promptTokenCount")]
+    prompt: Option<Value>,
+    #[serde(default, rename = "candidatesTokenCount")]
+    candidates: Option<Value>,
+    #[serde(default, rename = "totalTokenCount")]
+    total: Option<Value>,
+    #[serde(default, rename = "thoughtsTokenCount")]
+    thoughts: Option<Value>,
+    #[serde(default, rename = "cachedContentTokenCount")]
+    cached: Option<Value>,
+}
+
+/// A success row from the raw response text (an object).
+fn success_from_raw(raw: &str) -> SuccessRow {
+    let Ok(view) = serde_json::from_str::<ResponseView<'_>>(raw) else {
+        // Unexpected types somewhere: read the same fields leniently from the tree.
+        return match serde_json::from_str::<Value>(raw) {
+            Ok(tree) => success_row(&tree, raw.to_owned()),
+            Err(_) => SuccessRow {
+                text: String::new(),
+                finish_reason: None,
+                usage: Usage::default(),
+                model_version: None,
+                response_id: None,
+                response: raw.to_owned(),
+            },
+        };
+    };
+    let first = view.candidates.as_ref().and_then(|c| c.first());
+    let text = first
+        .and_then(|c| c.content.as_ref())
+        .and_then(|c| c.parts.as_ref())
+        .map(|parts| {
+            parts
+                .iter()
+                .filter(|p| p.thought != Some(true))
+                .filter_map(|p| p.text.as_deref())
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let count = |v: Option<&Value>| v.and_then(int64);
+    let usage = view.usage.as_ref();
+    SuccessRow {
+        text,
+        finish_reason: first
+            .and_then(|c| c.finish_reason.as_deref())
+            .map(str::to_owned),
+        usage: Usage {
+            prompt_tokens: count(usage.and_then(|u| u.prompt.as_ref())),
+            candidates_tokens: count(usage.and_then(|u| u.candidates.as_ref())),
+            total_tokens: count(usage.and_then(|u| u.total.as_ref())),
+            thoughts_tokens: count(usage.and_then(|u| u.thoughts.as_ref())),
+            cached_tokens: count(usage.and_then(|u| u.cached.as_ref())),
+        },
+        model_version: view.model_version.map(Cow::into_owned),
+        response_id: view.response_id.map(Cow::into_owned),
+        response: raw.to_owned(),
     }
 }
 
@@ -180,7 +330,18 @@ fn leading_key(prefix: &[u8]) -> Option<String> {
 
 fn outcome_of(response: Option<&Value>, error: Option<&Value>) -> Outcome {
     match (error.filter(|e| !e.is_null()), response) {
-        (Some(Value::Object(e)), _) => Outcome::Error {
+        (Some(e), _) => error_outcome(e),
+        (None, None) => malformed_outcome("neither response nor error"),
+        (None, Some(Value::Null)) => malformed_outcome("response is null"),
+        (None, Some(r @ Value::Object(_))) => Outcome::Success(success_row(r, r.to_string())),
+        (None, Some(_)) => malformed_outcome("response is not an object"),
+    }
+}
+
+/// The outcome of a non-null `error` (a `google.rpc.Status`, or a bare message).
+fn error_outcome(error: &Value) -> Outcome {
+    match error {
+        Value::Object(e) => Outcome::Error {
             code: e.get("code").and_then(int64),
             message: e
                 .get("message")
@@ -189,26 +350,23 @@ fn outcome_of(response: Option<&Value>, error: Option<&Value>) -> Outcome {
                 .to_owned(),
             status: e.get("status").and_then(Value::as_str).map(str::to_owned),
         },
-        (Some(Value::String(m)), _) => Outcome::Error {
+        Value::String(m) => Outcome::Error {
             code: None,
             message: m.clone(),
             status: None,
         },
-        (Some(_), _) => malformed("error is neither an object nor a string"),
-        (None, None) => malformed("neither response nor error"),
-        (None, Some(Value::Null)) => malformed("response is null"),
-        (None, Some(r @ Value::Object(_))) => Outcome::Success(success_row(r)),
-        (None, Some(_)) => malformed("response is not an object"),
+        _ => malformed_outcome("error is neither an object nor a string"),
     }
 }
 
-fn malformed(reason: &str) -> Outcome {
+fn malformed_outcome(reason: &str) -> Outcome {
     Outcome::Malformed {
         reason: reason.to_owned(),
     }
 }
 
-fn success_row(response: &Value) -> SuccessRow {
+/// A success row read leniently from a parsed response; `raw` is its text as stored.
+fn success_row(response: &Value, raw: String) -> SuccessRow {
     let first = response.pointer("/candidates/0");
     let text = first
         .and_then(|c| c.pointer("/content/parts"))
@@ -236,175 +394,7 @@ fn success_row(response: &Value) -> SuccessRow {
         },
         model_version: s(response.get("modelVersion")),
         response_id: s(response.get("responseId")),
-        response: response.clone(),
-    }
-}
-
-/// One line cut from the stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
-    /// 1-based physical line number (blank lines are counted but never emitted).
-    pub number: u64,
-    /// The line without its `\n` / `\r\n`; for a too-long line, at most [`TOO_LONG_PREFIX`] bytes
-    /// of its beginning.
-    pub bytes: Vec<u8>,
-    /// Absolute offset just past this line's `\n`: resuming there continues with the next line.
-    pub end_offset: u64,
-    /// The line exceeded `max_line_bytes` and was skipped.
-    pub too_long: bool,
-}
-
-/// Splits a byte stream into lines with memory bounded by `max_line_bytes` plus one chunk.
-///
-/// Usage: `push` a chunk, drain `next_line` until `None`, repeat; at the end drain `finish`.
-/// Blank (whitespace-only) lines advance the line count and offsets but are not emitted.
-#[derive(Debug)]
-pub struct LineSplitter {
-    /// Unconsumed bytes; `buf[0]` is at absolute offset `base`.
-    buf: Vec<u8>,
-    base: u64,
-    /// Where the current line starts in `buf`.
-    start: usize,
-    /// `buf[start..scanned]` holds no `\n` (so it is never rescanned).
-    scanned: usize,
-    /// While skipping an over-long line: the prefix kept for it.
-    discarding: Option<Vec<u8>>,
-    lines: u64,
-    max: usize,
-}
-
-impl LineSplitter {
-    /// Starts at absolute `start_offset`, where `start_line` lines have already been consumed (a
-    /// fresh file is `new(0, 0, max)`; resume with a checkpoint's `(end_offset, number)`).
-    pub fn new(start_offset: u64, start_line: u64, max_line_bytes: usize) -> Self {
-        Self {
-            buf: Vec::new(),
-            base: start_offset,
-            start: 0,
-            scanned: 0,
-            discarding: None,
-            lines: start_line,
-            max: max_line_bytes.max(1),
-        }
-    }
-
-    /// Appends a chunk. Call [`Self::next_line`] until `None` before pushing again.
-    pub fn push(&mut self, chunk: &[u8]) {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.base += self.start as u64;
-            self.scanned -= self.start;
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(chunk);
-        if !self.buf[self.scanned..].contains(&b'\n') {
-            self.scanned = self.buf.len();
-            self.bound_partial();
-        }
-    }
-
-    /// The next complete, non-blank line, if one is buffered.
-    pub fn next_line(&mut self) -> Option<Line> {
-        loop {
-            let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
-                self.scanned = self.buf.len();
-                self.bound_partial();
-                return None;
-            };
-            let nl = self.scanned + pos;
-            let (start, end_offset) = (self.start, self.base + nl as u64 + 1);
-            self.start = nl + 1;
-            self.scanned = self.start;
-            self.lines += 1;
-            if let Some(prefix) = self.discarding.take() {
-                return Some(self.too_long(prefix, end_offset));
-            }
-            if let Some(line) = self.complete(start, nl, end_offset) {
-                return Some(line);
-            }
-        }
-    }
-
-    /// At end of stream: the next buffered line, then the trailing line without `\n`. Call until
-    /// `None`.
-    pub fn finish(&mut self) -> Option<Line> {
-        if let Some(line) = self.next_line() {
-            return Some(line);
-        }
-        let end = self.buf.len();
-        let end_offset = self.base + end as u64;
-        let start = self.start;
-        let prefix = self.discarding.take();
-        if prefix.is_none() && start == end {
-            return None;
-        }
-        self.lines += 1;
-        self.start = end;
-        self.scanned = end;
-        match prefix {
-            Some(p) => Some(self.too_long(p, end_offset)),
-            None => self.complete(start, end, end_offset),
-        }
-    }
-
-    /// Absolute offset of everything consumed so far (after the last emitted or skipped line).
-    pub fn offset(&self) -> u64 {
-        self.base + self.start as u64
-    }
-
-    /// Lines consumed so far, blank ones included.
-    pub fn line_count(&self) -> u64 {
-        self.lines
-    }
-
-    /// A finished line `buf[start..end]`: `None` if blank.
-    fn complete(&self, start: usize, end: usize, end_offset: u64) -> Option<Line> {
-        let mut bytes = &self.buf[start..end];
-        if let Some(b) = bytes.strip_suffix(b"\r") {
-            bytes = b;
-        }
-        // Length first, so an over-long blank line is judged the same whatever the chunking.
-        if bytes.len() > self.max {
-            let keep = bytes.len().min(self.prefix_len());
-            return Some(self.too_long(bytes[..keep].to_vec(), end_offset));
-        }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return None;
-        }
-        Some(Line {
-            number: self.lines,
-            bytes: bytes.to_vec(),
-            end_offset,
-            too_long: false,
-        })
-    }
-
-    fn too_long(&self, prefix: Vec<u8>, end_offset: u64) -> Line {
-        Line {
-            number: self.lines,
-            bytes: prefix,
-            end_offset,
-            too_long: true,
-        }
-    }
-
-    fn prefix_len(&self) -> usize {
-        self.max.min(TOO_LONG_PREFIX)
-    }
-
-    /// Drops the unfinished line once it cannot fit (one extra byte allowed for a `\r`).
-    fn bound_partial(&mut self) {
-        let partial = self.buf.len() - self.start;
-        if self.discarding.is_none() && partial > self.max + 1 {
-            let keep = self.prefix_len();
-            self.discarding = Some(self.buf[self.start..self.start + keep].to_vec());
-        }
-        if self.discarding.is_some() {
-            self.base += self.buf.len() as u64;
-            self.buf.clear();
-            self.start = 0;
-            self.scanned = 0;
-        }
+        response: raw,
     }
 }
 
@@ -415,6 +405,10 @@ mod tests {
     use crate::domain::gemini::RpcStatus;
     use rand::{Rng, SeedableRng};
     use serde_json::json;
+
+    fn tree(raw: &str) -> Value {
+        serde_json::from_str(raw).unwrap()
+    }
 
     fn success(key: &str) -> String {
         json!({"key": key, "response": {
@@ -448,7 +442,7 @@ mod tests {
         );
         assert_eq!(row.model_version.as_deref(), Some("gemini-2.5-flash"));
         assert_eq!(row.response_id.as_deref(), Some("resp-1"));
-        assert_eq!(row.response["candidates"][0]["index"], json!(0));
+        assert_eq!(tree(&row.response)["candidates"][0]["index"], json!(0));
     }
 
     #[test]
@@ -462,7 +456,7 @@ mod tests {
         };
         assert_eq!(row.text, "answer");
         assert_eq!(
-            row.response["candidates"][0]["content"]["parts"][1]["inlineData"]["data"],
+            tree(&row.response)["candidates"][0]["content"]["parts"][1]["inlineData"]["data"],
             "AAAA"
         );
     }
@@ -477,6 +471,40 @@ mod tests {
         assert_eq!(row.finish_reason.as_deref(), Some("SAFETY"));
         assert_eq!(row.usage.prompt_tokens, Some(5));
         assert_eq!(row.usage.total_tokens, None);
+    }
+
+    #[test]
+    fn the_response_is_kept_as_the_exact_text_it_arrived_as() {
+        let raw = r#"{ "candidates" : [ {"content": {"parts": [{"text": "a\u00e9\n"}]}} ],
+            "usageMetadata": {"totalTokenCount": 1.5e1}, "extra": [1, 2.50, {"z": null}] }"#;
+        let line = format!(r#"{{"key": "k", "response": {raw}}}"#);
+        let Outcome::Success(row) = parse_line(line.as_bytes(), 1).outcome else {
+            panic!()
+        };
+        assert_eq!(row.response, raw);
+        assert_eq!(row.text, "a\u{e9}\n");
+        assert_eq!(row.usage.total_tokens, Some(15));
+    }
+
+    #[test]
+    fn the_borrowed_view_reads_what_the_tree_reads() {
+        let responses = [
+            json!({"candidates": [{"content": {"parts": [{"text": "a"}, {"text": "t", "thought": true}, {"text": "b"}]}, "finishReason": "STOP"}, {"content": {"parts": [{"text": "second"}]}}], "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": "4", "totalTokenCount": 7, "thoughtsTokenCount": 1, "cachedContentTokenCount": 2}, "modelVersion": "m", "responseId": "r"}),
+            json!({"candidates": []}),
+            json!({}),
+            json!({"candidates": [{"content": {"role": "model"}}]}),
+            // Unexpected types: the view refuses them and the tree path reads leniently.
+            json!({"candidates": [{"content": {"parts": [{"text": 5}, {"text": "ok", "thought": "yes"}]}, "finishReason": 1}], "modelVersion": 2, "usageMetadata": {"totalTokenCount": true}}),
+            json!({"candidates": {"not": "a list"}, "responseId": ["x"]}),
+        ];
+        for response in responses {
+            let raw = response.to_string();
+            assert_eq!(
+                success_from_raw(&raw),
+                success_row(&response, raw.clone()),
+                "{raw}"
+            );
+        }
     }
 
     #[test]
@@ -597,7 +625,7 @@ mod tests {
             panic!()
         };
         assert_eq!(row.text, "");
-        assert_eq!(row.response["embedding"]["values"][0], json!(0.5));
+        assert_eq!(tree(&row.response)["embedding"]["values"][0], json!(0.5));
     }
 
     #[test]
@@ -714,7 +742,7 @@ mod tests {
         for _ in 0..10_000 {
             s.push(&[b'a'; 997]);
             assert!(s.next_line().is_none());
-            peak = peak.max(s.buf.capacity());
+            peak = peak.max(s.buffer_capacity());
         }
         s.push(b"\"}\n{\"key\":\"next\",\"response\":{}}\n");
         let l = s.next_line().unwrap();

@@ -56,6 +56,15 @@ impl HttpReply {
     pub fn bad_body(message: &str) -> Self {
         Self::json(400, json!({"error": "invalid_body", "message": message}))
     }
+
+    /// 408 for a body that did not arrive in time (transports that read it themselves).
+    pub fn body_timeout(secs: u64) -> Self {
+        Self::json(
+            408,
+            json!({"error": "request_timeout", "message": format!("the body did not arrive within {secs} s")}),
+        )
+        .with_header("connection", "close".to_owned())
+    }
 }
 
 /// Maps a receive result to the HTTP contract. Error messages never contain secrets,

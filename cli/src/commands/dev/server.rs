@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -13,9 +14,13 @@ use futures::StreamExt;
 use gemini_hooks::usecases::http::{HttpReply, handle};
 use gemini_hooks::usecases::receive::Receiver;
 use http::{HeaderMap, Method, StatusCode};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::support::error::CliError;
@@ -49,6 +54,15 @@ pub async fn bind(addr: &str) -> Result<TcpListener, CliError> {
     })
 }
 
+/// How long a client may take to send a request's headers (and, on a kept-alive connection, to
+/// start the next request) before the connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's body: 408 after that.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; further ones wait in the listen backlog, so a flood of
+/// half-sent requests cannot hold every socket (each held one is cut by the timeouts above).
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// Serves `receiver` (and the JWKS `local_jwks`, when given) on `listener` until `stop` turns
 /// true; requests already being answered then finish.
 pub(super) fn spawn(
@@ -70,15 +84,46 @@ pub(super) fn spawn(
     }
     let app = app.fallback(receive).with_state(Arc::new(receiver));
     tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let graceful = GracefulShutdown::new();
         let stopped = async move {
             let _ = stop.wait_for(|stop| *stop).await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
+        tokio::pin!(stopped);
+        loop {
+            // Accept only with a free slot: the rest wait in the kernel's backlog.
+            let slot = tokio::select! {
+                () = &mut stopped => break,
+                slot = Arc::clone(&slots).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            let (stream, _) = tokio::select! {
+                () = &mut stopped => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause rather than spin.
+                        tracing::warn!(error = %e, "could not accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let service = TowerToHyperService::new(app.clone());
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                // A client that stalls or goes away ends its own connection only.
+                let _ = connection.await;
+                drop(slot);
+            });
         }
+        graceful.shutdown().await;
     })
 }
 
@@ -122,7 +167,10 @@ async fn receive(
     body: Body,
 ) -> Response {
     let limit = receiver.limits().max_body_bytes;
-    let bytes = match read_body(&headers, body, limit).await {
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, read_body(&headers, body, limit))
+        .await
+        .unwrap_or_else(|_| Err(HttpReply::body_timeout(BODY_READ_TIMEOUT.as_secs())));
+    let bytes = match read {
         Ok(b) => b,
         Err(reply) => {
             tracing::info!(

@@ -13,29 +13,22 @@
 //! `gzip` or `gzip-parts`).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 
 use super::dynamodb_dedupe::sdk_message;
+use super::dynamodb_items::{JSON_TEXT_FIELDS, gunzip, item_of, job_of, pk, row_items, value_of};
 use crate::domain::jobs::{JobRecord, ResultRow};
-use crate::domain::verify::sha256_hex;
 use crate::ports::{ResultsStore, StoreError};
 
 const JOB_SK: &str = "JOB";
-const PART_PREFIX: &str = "PART#";
 /// Parts written before row ids had their own namespace: `RESULT#<key>#PART#nnnn`.
 const LEGACY_PART_MARK: &str = "#PART#";
-/// Job record fields that hold free-form JSON: stored as JSON text.
-const JSON_TEXT_FIELDS: [&str; 3] = ["user_metadata", "output", "error"];
-/// Keep items well under DynamoDB's 400 KB (attribute names and overhead count too).
-const ITEM_BUDGET: usize = 350 * 1024;
 /// Attempts for `UnprocessedItems` before giving up (the message is then retried).
 const BATCH_ATTEMPTS: u32 = 8;
 const MAX_BATCH: usize = 25;
@@ -57,162 +50,6 @@ impl DynamoDbResultsStore {
 
     pub fn table(&self) -> &str {
         &self.table
-    }
-}
-
-fn pk(job_id: &str) -> String {
-    format!("JOB#{job_id}")
-}
-
-/// JSON → DynamoDB attribute (numbers stay numbers, objects become maps).
-pub fn to_attr(v: &Value) -> AttributeValue {
-    match v {
-        Value::Null => AttributeValue::Null(true),
-        Value::Bool(b) => AttributeValue::Bool(*b),
-        Value::Number(n) => AttributeValue::N(n.to_string()),
-        Value::String(s) => AttributeValue::S(s.clone()),
-        Value::Array(a) => AttributeValue::L(a.iter().map(to_attr).collect()),
-        Value::Object(o) => {
-            AttributeValue::M(o.iter().map(|(k, v)| (k.clone(), to_attr(v))).collect())
-        }
-    }
-}
-
-/// DynamoDB attribute → JSON.
-pub fn from_attr(a: &AttributeValue) -> Value {
-    match a {
-        AttributeValue::S(s) => Value::String(s.clone()),
-        AttributeValue::N(n) => n
-            .parse::<i64>()
-            .map(Value::from)
-            .or_else(|_| n.parse::<u64>().map(Value::from))
-            .ok()
-            .or_else(|| {
-                n.parse::<f64>()
-                    .ok()
-                    .and_then(Number::from_f64)
-                    .map(Value::Number)
-            })
-            .unwrap_or(Value::Null),
-        AttributeValue::Bool(b) => Value::Bool(*b),
-        AttributeValue::L(l) => Value::Array(l.iter().map(from_attr).collect()),
-        AttributeValue::M(m) => {
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), from_attr(v))).collect())
-        }
-        _ => Value::Null,
-    }
-}
-
-fn item_of(value: &Value) -> HashMap<String, AttributeValue> {
-    match value {
-        Value::Object(o) => o
-            .iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| (k.clone(), to_attr(v)))
-            .collect(),
-        _ => HashMap::new(),
-    }
-}
-
-fn value_of(item: &HashMap<String, AttributeValue>) -> Value {
-    Value::Object(
-        item.iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "pk" | "sk" | "state_rank"))
-            .map(|(k, v)| (k.clone(), from_attr(v)))
-            .collect::<Map<_, _>>(),
-    )
-}
-
-/// A job record item as the record; JSON-text fields parsed back (records written before they
-/// were text hold maps, which read the same).
-fn job_of(item: &HashMap<String, AttributeValue>) -> Result<JobRecord, StoreError> {
-    let mut value = value_of(item);
-    if let Value::Object(map) = &mut value {
-        for field in JSON_TEXT_FIELDS {
-            if let Some(Value::String(text)) = map.get(field) {
-                let parsed: Value = serde_json::from_str(text)
-                    .map_err(|e| StoreError::Corrupt(format!("job record `{field}`: {e}")))?;
-                map.insert(field.to_owned(), parsed);
-            }
-        }
-    }
-    serde_json::from_value(value).map_err(|e| StoreError::Corrupt(format!("job record: {e}")))
-}
-
-fn gzip(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(bytes)
-        .and_then(|()| enc.finish())
-        .map_err(|e| StoreError::Corrupt(format!("gzip: {e}")))
-}
-
-fn gunzip(bytes: &[u8]) -> Result<String, StoreError> {
-    let mut out = String::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_string(&mut out)
-        .map_err(|e| StoreError::Corrupt(format!("gunzip: {e}")))?;
-    Ok(out)
-}
-
-/// Items for one row: the row itself, plus part items when the response is too large.
-fn row_items(row: &ResultRow) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-    let value = serde_json::to_value(row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let mut item = item_of(&value);
-    let row_pk = pk(&row.job_id);
-    let row_sk = row.row_id();
-    item.insert("pk".into(), AttributeValue::S(row_pk.clone()));
-    item.insert("sk".into(), AttributeValue::S(row_sk.clone()));
-    let size: usize = item.iter().map(|(k, v)| k.len() + attr_size(v)).sum();
-    let mut items = Vec::new();
-    if size > ITEM_BUDGET {
-        if let Some(response) = &row.response_json {
-            item.remove("response_json");
-            // The text is a copy of what is in the response; drop it rather than risk the limit.
-            if item.remove("text").is_some() {
-                item.insert("text_in_response".into(), AttributeValue::Bool(true));
-            }
-            let packed = gzip(response.as_bytes())?;
-            if packed.len() <= ITEM_BUDGET / 2 {
-                item.insert("response_encoding".into(), AttributeValue::S("gzip".into()));
-                item.insert("response_gzip".into(), AttributeValue::B(Blob::new(packed)));
-            } else {
-                let chunks: Vec<&[u8]> = packed.chunks(ITEM_BUDGET / 2).collect();
-                item.insert(
-                    "response_encoding".into(),
-                    AttributeValue::S("gzip-parts".into()),
-                );
-                item.insert(
-                    "response_parts".into(),
-                    AttributeValue::N(chunks.len().to_string()),
-                );
-                let owner = &sha256_hex(row_sk.as_bytes())[..32];
-                for (i, chunk) in chunks.iter().enumerate() {
-                    let mut part = HashMap::new();
-                    part.insert("pk".into(), AttributeValue::S(row_pk.clone()));
-                    part.insert(
-                        "sk".into(),
-                        AttributeValue::S(format!("{PART_PREFIX}{owner}#{:04}", i + 1)),
-                    );
-                    part.insert("part_of".into(), AttributeValue::S(row_sk.clone()));
-                    part.insert("chunk".into(), AttributeValue::B(Blob::new(chunk.to_vec())));
-                    items.push(part);
-                }
-            }
-        }
-    } else if row.response_json.is_some() {
-        item.insert("response_encoding".into(), AttributeValue::S("json".into()));
-    }
-    items.insert(0, item);
-    Ok(items)
-}
-
-fn attr_size(a: &AttributeValue) -> usize {
-    match a {
-        AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
-        AttributeValue::B(b) => b.as_ref().len(),
-        AttributeValue::L(l) => l.iter().map(attr_size).sum::<usize>() + 3,
-        AttributeValue::M(m) => m.iter().map(|(k, v)| k.len() + attr_size(v)).sum::<usize>() + 3,
-        _ => 1,
     }
 }
 
@@ -370,19 +207,17 @@ impl ResultsStore for DynamoDbResultsStore {
                 _ => break,
             }
         }
-        rows.sort_by(|a, b| a.key.cmp(&b.key).then(a.keyless.cmp(&b.keyless)));
-        // Sorting moved the rows; find the part owners again by row id.
-        let needing: std::collections::HashSet<String> =
-            pending_parts.into_iter().map(|(_, sk)| sk).collect();
-        for row in &mut rows {
-            let id = row.row_id();
-            if needing.contains(&id) {
-                let bytes = parts
-                    .get(&id)
-                    .ok_or_else(|| StoreError::Corrupt(format!("missing parts of {id}")))?;
+        // Parts are found by the stored sort key, not recomputed from the row: a row whose key
+        // attribute was cut still owns its parts.
+        for (index, sk) in pending_parts {
+            let bytes = parts
+                .get(&sk)
+                .ok_or_else(|| StoreError::Corrupt(format!("missing parts of {sk}")))?;
+            if let Some(row) = rows.get_mut(index) {
                 row.response_json = Some(gunzip(bytes)?);
             }
         }
+        rows.sort_by(|a, b| a.key.cmp(&b.key).then(a.keyless.cmp(&b.keyless)));
         for row in &mut rows {
             if row.text.is_none()
                 && row.response_json.is_some()
@@ -499,86 +334,4 @@ fn rand_ms(cap: u64) -> u64 {
     // Full jitter without another dependency: the low bits of a fresh UUID are random enough.
     let r = uuid::Uuid::new_v4().as_u128() as u64;
     r % cap.max(1)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::domain::jobs::RowStatus;
-
-    fn row(response: String) -> ResultRow {
-        ResultRow {
-            job_id: "batches/x".into(),
-            key: "k1".into(),
-            line: 1,
-            status: RowStatus::Ok,
-            text: Some("t".into()),
-            finish_reason: Some("STOP".into()),
-            prompt_tokens: Some(1),
-            candidates_tokens: None,
-            total_tokens: None,
-            thoughts_tokens: None,
-            model_version: None,
-            response_json: Some(response),
-            error_code: None,
-            error_message: None,
-            keyless: false,
-            ingested_at_ms: 1,
-        }
-    }
-
-    #[test]
-    fn when_row_is_small_should_store_plain_json() {
-        let items = row_items(&row("{\"a\":1}".into())).unwrap();
-        assert_eq!(items.len(), 1);
-        assert_eq!(items[0]["response_encoding"].as_s().unwrap(), "json");
-        assert_eq!(items[0]["sk"].as_s().unwrap(), "RESULT#k1");
-    }
-
-    #[test]
-    fn when_row_is_large_but_compressible_should_gzip() {
-        let big = format!("{{\"text\":\"{}\"}}", "a".repeat(600_000));
-        let items = row_items(&row(big.clone())).unwrap();
-        assert_eq!(items.len(), 1);
-        assert_eq!(items[0]["response_encoding"].as_s().unwrap(), "gzip");
-        let AttributeValue::B(b) = &items[0]["response_gzip"] else {
-            panic!()
-        };
-        assert_eq!(gunzip(b.as_ref()).unwrap(), big);
-    }
-
-    #[test]
-    fn when_row_is_large_and_incompressible_should_split_into_parts() {
-        // xorshift noise over a 64-letter alphabet: gzip cannot shrink it below half.
-        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let noise: String = (0..400_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                char::from(alphabet[(x % 64) as usize])
-            })
-            .collect();
-        let items = row_items(&row(format!("{{\"t\":\"{noise}\"}}"))).unwrap();
-        assert!(items.len() >= 2, "{}", items.len());
-        assert_eq!(items[0]["response_encoding"].as_s().unwrap(), "gzip-parts");
-        let owner = &sha256_hex(b"RESULT#k1")[..32];
-        for (i, part) in items.iter().skip(1).enumerate() {
-            assert_eq!(
-                part["sk"].as_s().unwrap(),
-                &format!("PART#{owner}#{:04}", i + 1)
-            );
-            assert_eq!(part["part_of"].as_s().unwrap(), "RESULT#k1");
-            let size: usize = part.iter().map(|(k, v)| k.len() + attr_size(v)).sum();
-            assert!(size < 400 * 1024);
-        }
-    }
-
-    #[test]
-    fn json_attribute_round_trip() {
-        let v = serde_json::json!({"a": 1, "b": [true, "x", {"c": -2}], "d": 1.5});
-        assert_eq!(from_attr(&to_attr(&v)), v);
-    }
 }

@@ -3,6 +3,7 @@
 //! (downstream events).
 
 pub mod dynamodb_dedupe;
+mod dynamodb_items;
 pub mod dynamodb_results;
 pub mod eventbridge;
 pub mod s3_payloads;

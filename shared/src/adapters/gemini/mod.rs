@@ -8,6 +8,8 @@ mod download;
 mod http;
 pub mod settings;
 #[cfg(feature = "webhook-admin")]
+mod webhook_model;
+#[cfg(feature = "webhook-admin")]
 pub mod webhooks;
 
 pub use client::GeminiClient;

@@ -58,7 +58,8 @@ impl GeminiSettings {
             base_url: DEFAULT_BASE_URL.to_owned(),
             api_key: api_key.into(),
             retry: RetryPolicy::default(),
-            request_timeout: Duration::from_secs(30),
+            // Under the consumer's deadline margin, so one attempt fits in what is left.
+            request_timeout: Duration::from_secs(15),
         }
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::Consumer;
 use super::error::ConsumeError;
+use super::writes::within;
 use crate::domain::dedupe_keys;
 use crate::domain::job_events::JobFinished;
 use crate::domain::jobs::JobRecord;
@@ -92,13 +93,15 @@ impl Consumer {
             lease_ms: LEASE_MS,
             retention_secs: CLAIM_RETENTION_SECS,
         };
-        match claim_once(
+        // Every call is bounded by the message's time (`writes::within`), as the rest of the
+        // consumer's are: a hung call fails this message alone, before the invocation's deadline.
+        match within(claim_once(
             announcer.claims.as_ref(),
             self.clock.as_ref(),
             &owner,
             &spec,
-        )
-        .await?
+        ))
+        .await??
         {
             ClaimDecision::Claimed(_) => {}
             ClaimDecision::Done => {
@@ -119,9 +122,14 @@ impl Consumer {
                 )));
             }
         }
-        match announcer.publisher.publish(&event).await {
+        // Out of time here, the claim stays leased: whether the bus took the event is unknown, so
+        // the redelivery after the lease publishes it (same `event_id`), as after a crash.
+        match within(announcer.publisher.publish(&event)).await? {
             Ok(bus_event_id) => {
-                if let Err(e) = announcer.claims.complete(&key, &owner, &bus_event_id).await {
+                let completed = within(announcer.claims.complete(&key, &owner, &bus_event_id))
+                    .await
+                    .and_then(|r| r.map_err(ConsumeError::from));
+                if let Err(e) = completed {
                     // Published: only a redelivery after the lease would publish it again.
                     tracing::warn!(error = %e, "published, but completing the event's claim failed");
                 }
@@ -140,8 +148,13 @@ impl Consumer {
                 Ok(())
             }
             Err(e) => {
-                if let Err(release) = announcer.claims.release(&key, &owner).await {
-                    tracing::warn!(error = %release, "releasing the event's claim failed; a retry takes over after the lease");
+                if !matches!(
+                    within(announcer.claims.release(&key, &owner)).await,
+                    Ok(Ok(()))
+                ) {
+                    tracing::warn!(
+                        "releasing the event's claim failed; a retry takes over after the lease"
+                    );
                 }
                 self.metrics
                     .set()
@@ -164,7 +177,7 @@ impl Consumer {
         if self.announcer.is_none() {
             return Ok(());
         }
-        match store.load_job(job_id).await? {
+        match within(store.load_job(job_id)).await?? {
             Some(job) => self.announce(store, &job, deadline_ms).await,
             None => Ok(()),
         }
@@ -178,8 +191,8 @@ impl Consumer {
         }
         let mut marked = job.clone();
         marked.notified_state = Some(job.state);
-        if let Err(e) = store.save_job(&marked).await {
-            tracing::warn!(error = %e, "could not note the published event on the job record");
+        if !matches!(within(store.save_job(&marked)).await, Ok(Ok(_))) {
+            tracing::warn!("could not note the published event on the job record");
         }
     }
 }

@@ -25,6 +25,10 @@ pub enum ConsumeError {
     /// The payload store holding a large message failed.
     #[error("payload store: {0}")]
     Payload(String),
+    /// The invocation's time ran out before a call finished: the message is retried, and the
+    /// invocation still answers before its deadline.
+    #[error("out of time: {0}")]
+    OutOfTime(String),
     /// The job's state is recorded but its downstream event could not be published; the
     /// redelivered message publishes it.
     #[error("downstream event: {0}")]
@@ -36,7 +40,11 @@ impl ConsumeError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Poison(_) => false,
-            Self::NotReady(_) | Self::Store(_) | Self::Queue(_) | Self::Payload(_) => true,
+            Self::NotReady(_)
+            | Self::Store(_)
+            | Self::Queue(_)
+            | Self::Payload(_)
+            | Self::OutOfTime(_) => true,
             Self::Gemini(e) => e.is_transient(),
             Self::Publish(e) => matches!(e, PublishError::Unavailable(_)),
         }
@@ -52,6 +60,7 @@ impl ConsumeError {
             Self::Store(_) => "store_unavailable",
             Self::Queue(_) => "queue_unavailable",
             Self::Payload(_) => "payload_unavailable",
+            Self::OutOfTime(_) => "out_of_time",
             Self::Publish(PublishError::Unavailable(_)) => "publish_unavailable",
             Self::Publish(PublishError::Refused(_)) => "publish_refused",
         }

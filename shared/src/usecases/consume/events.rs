@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::error::{ConsumeError, Handled};
 use super::rows::{apply_stats, rpc_error};
+use super::writes::within;
 use super::{Consumer, KEY_PROBE_TTL_MS};
 use crate::domain::envelope::WebhookEnvelope;
 use crate::domain::event::{Event, EventType, JobKind, is_usable_job_id, normalize_job_id};
@@ -46,9 +47,8 @@ impl Consumer {
         };
         let store = Arc::clone(self.routes.for_group(claim.group.as_deref()));
         let now = self.clock.now_ms();
-        let job = store
-            .load_job(&job_id)
-            .await?
+        let job = within(store.load_job(&job_id))
+            .await??
             .unwrap_or_else(|| JobRecord::new(job_id.clone(), kind, now));
         if job.state.is_terminal() {
             // Replays and late events of a finished job cost nothing, not even an API call;
@@ -78,7 +78,7 @@ impl Consumer {
         claim: EventClaim<'_>,
         deadline_ms: Option<i64>,
     ) -> Result<Handled, ConsumeError> {
-        let op = match self.gemini.get_batch(&job.job_id).await {
+        let op = match within(self.gemini.get_batch(&job.job_id)).await? {
             Ok(op) => op,
             Err(e) => return self.refused(&claim, e, "batch").await,
         };
@@ -129,7 +129,7 @@ impl Consumer {
         claim: EventClaim<'_>,
         deadline_ms: Option<i64>,
     ) -> Result<Handled, ConsumeError> {
-        let interaction = match self.gemini.get_interaction(&job.job_id).await {
+        let interaction = match within(self.gemini.get_interaction(&job.job_id)).await? {
             Ok(i) => i,
             Err(e) => return self.refused(&claim, e, "interaction").await,
         };
@@ -182,7 +182,7 @@ impl Consumer {
             .or_else(|| text("output_file_uri"))
             .and_then(normalize_file_name);
         let (api_state, output, error) = if let Some(name) = operation {
-            let op = match self.gemini.get_video_operation(name).await {
+            let op = match within(self.gemini.get_video_operation(name)).await? {
                 Ok(op) => op,
                 Err(e) => return self.refused(&claim, e, "operation").await,
             };
@@ -203,7 +203,7 @@ impl Consumer {
                 error,
             )
         } else if let Some(name) = file {
-            let info = match self.gemini.get_file(&name).await {
+            let info = match within(self.gemini.get_file(&name)).await? {
                 Ok(info) => info,
                 Err(e) => return self.refused(&claim, e, "file").await,
             };
@@ -299,7 +299,11 @@ impl Consumer {
         {
             return works;
         }
-        let works = self.gemini.list_batches(1, None).await.is_ok();
+        let Ok(answer) = within(self.gemini.list_batches(1, None)).await else {
+            // Out of time: no verdict, nothing cached.
+            return false;
+        };
+        let works = answer.is_ok();
         *probe = Some((now, works));
         works
     }

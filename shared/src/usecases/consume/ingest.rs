@@ -1,6 +1,6 @@
 //! Ingest: a finished batch's results, streamed line by line from its file (or read from the
-//! inline responses), written as rows with checkpoints, and handed to a continuation message
-//! before the invocation deadline.
+//! inline responses), written as rows through a [`RowWriter`] (pipelined, bounded by bytes) with
+//! checkpoints, and handed to a continuation message before the invocation deadline.
 
 use std::sync::Arc;
 
@@ -9,21 +9,42 @@ use serde_json::json;
 
 use super::Consumer;
 use super::error::{ConsumeError, Handled};
-use super::rows::{count_rows, merge_duplicate_keys, to_row};
+use super::rows::to_row;
+use super::writes::{RowWriter, WriteLimits, bounded, time_left, within};
 use crate::domain::envelope::{Continuation, QueueEnvelope};
 use crate::domain::gemini::{BatchOperation, BatchOutput};
-use crate::domain::jobs::{Checkpoint, JobRecord, JobState, ResultRow};
-use crate::domain::results::{LineSplitter, ResultRecord, from_inline, record_from_line};
+use crate::domain::jobs::{Checkpoint, JobRecord, JobState};
+use crate::domain::results::{LineSplitter, from_inline, record_from_line};
 use crate::ports::ResultsStore;
 use crate::ports::metrics::metric;
 
-/// Running totals of one ingest pass; saved with the checkpoint they describe.
+/// Where the last saved checkpoint stands.
 struct Progress {
     offset: u64,
     lines: u64,
 }
 
+/// Why a file pass stopped before its end.
+enum Stop {
+    /// Less than the margin is left: hand the rest to a continuation.
+    Deadline,
+    /// The download broke: keep what is stored, retry the message.
+    Broken(ConsumeError),
+}
+
 impl Consumer {
+    fn row_writer(&self, store: &Arc<dyn ResultsStore>) -> RowWriter {
+        RowWriter::new(
+            Arc::clone(store),
+            self.budget.clone(),
+            WriteLimits {
+                rows: self.settings.rows_per_write,
+                bytes: self.settings.flush_bytes,
+                in_flight: self.settings.writes_in_flight,
+            },
+        )
+    }
+
     /// Ingests the results of `op`, a batch the API reports SUCCEEDED.
     pub(super) async fn ingest_batch(
         &self,
@@ -39,25 +60,19 @@ impl Consumer {
             )),
             Some(BatchOutput::Inline(responses)) => {
                 job.output = Some(json!({"inlined_responses": responses.len()}));
-                let records: Vec<ResultRecord> = responses
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| from_inline(i, r))
-                    .collect();
                 job.counts.rows_ingested = 0;
                 job.counts.error_rows = 0;
                 job.counts.malformed_rows = 0;
+                let cutoff = time_left().map(|t| t.cutoff);
                 let now = self.clock.now_ms();
-                for chunk in records.chunks(self.settings.rows_per_write.max(1)) {
-                    let rows: Vec<ResultRow> = chunk.iter().map(|r| to_row(&job, r, now)).collect();
-                    let mut rows = rows;
-                    merge_duplicate_keys(&mut rows);
-                    count_rows(&mut job, &rows);
-                    store.put_rows(&rows).await?;
+                let mut writer = self.row_writer(&store);
+                for (i, response) in responses.iter().enumerate() {
+                    let row = to_row(&job, from_inline(i, response), now);
+                    writer.push(row, &mut job, cutoff).await?;
                 }
-                let rows = job.counts.rows_ingested;
+                writer.drain(&mut job, cutoff).await?;
                 let job_id = job.job_id.clone();
-                self.finish(store.as_ref(), job).await?;
+                let rows = self.finish(store.as_ref(), job).await?;
                 Ok(Handled::Ingested { job_id, rows })
             }
             Some(BatchOutput::File(file)) => {
@@ -76,7 +91,7 @@ impl Consumer {
                 });
                 job.state = JobState::Ingesting;
                 job.checkpoint = Some(start.clone());
-                if !store.save_job(&job).await? {
+                if !within(store.save_job(&job)).await?? {
                     return Ok(Handled::Skipped {
                         reason: "job finished concurrently".into(),
                     });
@@ -93,7 +108,7 @@ impl Consumer {
         deadline_ms: Option<i64>,
     ) -> Result<Handled, ConsumeError> {
         let store = Arc::clone(self.routes.for_group(c.job_group.as_deref()));
-        let Some(job) = store.load_job(&c.job_id).await? else {
+        let Some(job) = within(store.load_job(&c.job_id)).await?? else {
             return Err(ConsumeError::Poison(format!(
                 "continuation for unknown job {}",
                 c.job_id
@@ -120,6 +135,7 @@ impl Consumer {
 
     /// Streams `start.file` from `start.byte_offset`, writing rows and checkpoints, until the end
     /// of the file or until the deadline is near (then hands over to a continuation message).
+    /// A checkpoint only ever covers lines whose writes have completed.
     async fn stream_file(
         &self,
         store: Arc<dyn ResultsStore>,
@@ -130,27 +146,26 @@ impl Consumer {
         deadline_ms: Option<i64>,
     ) -> Result<Handled, ConsumeError> {
         let file = start.file.clone();
-        let mut stream = self.gemini.download(&file, start.byte_offset).await?;
+        let time = time_left();
+        let cutoff = time.map(|t| t.cutoff);
+        let mut stream = within(self.gemini.download(&file, start.byte_offset)).await??;
         let mut splitter =
             LineSplitter::new(start.byte_offset, start.lines, self.settings.max_line_bytes);
-        let batch = self.settings.rows_per_write.max(1);
-        let mut pending: Vec<ResultRow> = Vec::with_capacity(batch);
+        let mut writer = self.row_writer(&store);
         let mut saved = Progress {
             offset: start.byte_offset,
             lines: start.lines,
         };
         let mut finished = false;
-        while !finished {
-            match stream.next().await {
-                Some(Ok(chunk)) => splitter.push(&chunk),
-                Some(Err(e)) => {
-                    // Keep what we have; the redelivered message resumes from the checkpoint.
-                    self.flush(store.as_ref(), &mut job, &mut pending).await?;
-                    self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved)
-                        .await?;
-                    return Err(e.into());
-                }
-                None => finished = true,
+        let stop = loop {
+            match bounded(cutoff, stream.next()).await {
+                Ok(Some(Ok(chunk))) => splitter.push(&chunk),
+                Ok(Some(Err(e))) => break Some(Stop::Broken(e.into())),
+                Ok(None) => finished = true,
+                // The file stalls past the cutoff: hand over what this pass ingested; a pass
+                // that ingested nothing fails instead, so a dead download cannot loop forever.
+                Err(e) if splitter.line_count() == start.lines => return Err(e),
+                Err(_) => break Some(Stop::Deadline),
             }
             let now = self.clock.now_ms();
             let mut next = splitter.next_line();
@@ -158,24 +173,30 @@ impl Consumer {
                 next = splitter.finish();
             }
             while let Some(line) = next {
-                pending.push(to_row(&job, &record_from_line(&line), now));
-                if pending.len() >= batch {
-                    self.flush(store.as_ref(), &mut job, &mut pending).await?;
-                }
+                let row = to_row(&job, record_from_line(&line), now);
+                drop(line);
+                writer.push(row, &mut job, cutoff).await?;
                 next = splitter.next_line();
                 if finished && next.is_none() {
                     next = splitter.finish();
                 }
             }
             if finished {
-                break;
+                break None;
             }
             if splitter.line_count().saturating_sub(saved.lines)
                 >= self.settings.checkpoint_every_lines
             {
-                self.flush(store.as_ref(), &mut job, &mut pending).await?;
-                self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved)
-                    .await?;
+                writer.drain(&mut job, cutoff).await?;
+                self.save_checkpoint(
+                    store.as_ref(),
+                    &mut job,
+                    &file,
+                    &splitter,
+                    &mut saved,
+                    cutoff,
+                )
+                .await?;
                 tracing::info!(
                     lines = saved.lines,
                     bytes = saved.offset,
@@ -186,8 +207,23 @@ impl Consumer {
             if let Some(deadline) = deadline_ms
                 && deadline.saturating_sub(self.clock.now_ms()) < self.settings.deadline_margin_ms
             {
-                self.flush(store.as_ref(), &mut job, &mut pending).await?;
-                self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved)
+                break Some(Stop::Deadline);
+            }
+        };
+        // The hand-over may use the reserve kept before the deadline.
+        let last = time.map(|t| t.last);
+        match stop {
+            None => {}
+            Some(Stop::Broken(e)) => {
+                // Keep what we have; the redelivered message resumes from the checkpoint.
+                writer.drain(&mut job, last).await?;
+                self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved, last)
+                    .await?;
+                return Err(e);
+            }
+            Some(Stop::Deadline) => {
+                writer.drain(&mut job, last).await?;
+                self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved, last)
                     .await?;
                 let continuation = QueueEnvelope::Continuation(Continuation {
                     job_id: job.job_id.clone(),
@@ -201,7 +237,7 @@ impl Consumer {
                 let message = continuation.to_message().map_err(|e| {
                     ConsumeError::Poison(format!("cannot serialise continuation: {e}"))
                 })?;
-                self.queue.enqueue(&message).await?;
+                bounded(last, self.queue.enqueue(&message)).await??;
                 tracing::info!(
                     byte_offset = saved.offset,
                     lines = saved.lines,
@@ -214,32 +250,15 @@ impl Consumer {
                 });
             }
         }
-        self.flush(store.as_ref(), &mut job, &mut pending).await?;
+        writer.drain(&mut job, cutoff).await?;
         job.checkpoint = Some(Checkpoint {
             file,
             byte_offset: splitter.offset(),
             lines: splitter.line_count(),
         });
-        let rows = job.counts.rows_ingested;
         let job_id = job.job_id.clone();
-        self.finish(store.as_ref(), job).await?;
+        let rows = self.finish(store.as_ref(), job).await?;
         Ok(Handled::Ingested { job_id, rows })
-    }
-
-    async fn flush(
-        &self,
-        store: &dyn ResultsStore,
-        job: &mut JobRecord,
-        pending: &mut Vec<ResultRow>,
-    ) -> Result<(), ConsumeError> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        merge_duplicate_keys(pending);
-        store.put_rows(pending).await?;
-        count_rows(job, pending);
-        pending.clear();
-        Ok(())
     }
 
     async fn save_checkpoint(
@@ -249,6 +268,7 @@ impl Consumer {
         file: &str,
         splitter: &LineSplitter,
         saved: &mut Progress,
+        until: Option<tokio::time::Instant>,
     ) -> Result<(), ConsumeError> {
         job.checkpoint = Some(Checkpoint {
             file: file.to_owned(),
@@ -256,27 +276,28 @@ impl Consumer {
             lines: splitter.line_count(),
         });
         job.updated_at_ms = self.clock.now_ms();
-        store.save_job(job).await?;
+        bounded(until, store.save_job(job)).await??;
         saved.offset = splitter.offset();
         saved.lines = splitter.line_count();
         Ok(())
     }
 
+    /// Marks the job SUCCEEDED with the rows actually stored; returns that count.
     async fn finish(
         &self,
         store: &dyn ResultsStore,
         mut job: JobRecord,
-    ) -> Result<(), ConsumeError> {
+    ) -> Result<u64, ConsumeError> {
         // The rows actually stored: a key repeated across writes left one row, not two.
         let written = job.counts.rows_ingested;
-        let stored = store.count_rows(&job.job_id).await?;
+        let stored = within(store.count_rows(&job.job_id)).await??;
         job.counts.duplicate_keys = written.saturating_sub(stored);
         job.counts.rows_ingested = stored;
         let now = self.clock.now_ms();
         job.state = JobState::Succeeded;
         job.updated_at_ms = now;
         job.completed_at_ms = Some(now);
-        store.save_job(&job).await?;
+        within(store.save_job(&job)).await??;
         tracing::info!(
             rows = job.counts.rows_ingested,
             error_rows = job.counts.error_rows,
@@ -297,6 +318,6 @@ impl Consumer {
             set = set.milliseconds(metric::INGEST_LAG, now - received);
         }
         set.flush();
-        Ok(())
+        Ok(job.counts.rows_ingested)
     }
 }

@@ -12,6 +12,7 @@ mod events;
 mod ingest;
 mod rows;
 mod settings;
+mod writes;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ pub use driver::{Disposition, InboundMessage, RetrySchedule, failures, job_of};
 pub use error::{ConsumeError, Handled};
 pub use rows::to_row;
 pub use settings::ConsumeSettings;
+pub use writes::ByteBudget;
 
 use crate::domain::envelope::{QueueEnvelope, StoredPayload};
 use crate::ports::EventQueue;
@@ -42,6 +44,8 @@ pub struct Consumer {
     key_probe: tokio::sync::Mutex<Option<(i64, bool)>>,
     /// Where messages too large for the queue are (see `usecases::offload`).
     payloads: Option<Arc<dyn PayloadStore>>,
+    /// Bytes of rows all messages may hold at once ([`ConsumeSettings::bytes_in_flight`]).
+    budget: ByteBudget,
     /// Publishes downstream events of finished jobs; none when not configured.
     announcer: Option<Announcer>,
 }
@@ -75,8 +79,30 @@ impl Consumer {
             metrics: Metrics::disabled(),
             key_probe: tokio::sync::Mutex::new(None),
             payloads: None,
+            budget: ByteBudget::new(settings.bytes_in_flight),
             announcer: None,
         }
+    }
+
+    /// The limits of a message handled with `deadline_ms`: ordinary calls stop
+    /// `deadline_reserve_ms` before it, the hand-over a little before the deadline itself.
+    /// `None` without a deadline (tests, local mode).
+    fn time_left(&self, deadline_ms: Option<i64>) -> Option<writes::TimeLeft> {
+        let left_ms = deadline_ms?.saturating_sub(self.clock.now_ms());
+        let at = |ms: i64| {
+            tokio::time::Instant::now()
+                + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+        };
+        let reserve = self.settings.deadline_reserve_ms.max(0);
+        Some(writes::TimeLeft {
+            cutoff: at(left_ms.saturating_sub(reserve)),
+            last: at(left_ms.saturating_sub(reserve / 5)),
+        })
+    }
+
+    /// The byte budget shared by this consumer's messages.
+    pub fn byte_budget(&self) -> &ByteBudget {
+        &self.budget
     }
 
     /// Emits job and ingest metrics (EMF) through `metrics`; off by default (local mode).
@@ -121,6 +147,21 @@ impl Consumer {
 
     /// Handles one queue message body. `Ok` means the message may be deleted.
     pub async fn handle_message(
+        &self,
+        body: &str,
+        deadline_ms: Option<i64>,
+    ) -> Result<Handled, ConsumeError> {
+        let time = self.time_left(deadline_ms);
+        // Whatever a call does, the message answers before the invocation's deadline.
+        let last = time.map(|t| t.last);
+        writes::with_time_left(
+            time,
+            writes::bounded(last, self.handle_within(body, deadline_ms)),
+        )
+        .await?
+    }
+
+    async fn handle_within(
         &self,
         body: &str,
         deadline_ms: Option<i64>,

@@ -2,7 +2,7 @@
 
 use crate::domain::event::JobKind;
 use crate::domain::gemini::{BatchOperation, RpcStatus};
-use crate::domain::jobs::{JobErrorInfo, JobRecord, ResultRow, RowStatus};
+use crate::domain::jobs::{JobCounts, JobErrorInfo, JobRecord, ResultRow, RowStatus};
 use crate::domain::results::{Outcome, ResultRecord};
 
 pub(super) fn rpc_error(status: &RpcStatus, source: &str) -> JobErrorInfo {
@@ -28,22 +28,22 @@ pub(super) fn apply_stats(job: &mut JobRecord, op: &BatchOperation) {
     }
 }
 
-pub(super) fn count_rows(job: &mut JobRecord, rows: &[ResultRow]) {
+pub(super) fn count_rows(counts: &mut JobCounts, rows: &[ResultRow]) {
     for row in rows {
-        job.counts.rows_ingested += 1;
+        counts.rows_ingested += 1;
         match row.status {
             RowStatus::Ok => {}
-            RowStatus::Error => job.counts.error_rows += 1,
-            RowStatus::Malformed => job.counts.malformed_rows += 1,
+            RowStatus::Error => counts.error_rows += 1,
+            RowStatus::Malformed => counts.malformed_rows += 1,
         }
     }
 }
 
-/// A stored row for a parsed record.
-pub fn to_row(job: &JobRecord, record: &ResultRecord, now_ms: i64) -> ResultRow {
+/// A stored row for a parsed record (moved in: a response may be megabytes, never copied here).
+pub fn to_row(job: &JobRecord, record: ResultRecord, now_ms: i64) -> ResultRow {
     let mut row = ResultRow {
         job_id: job.job_id.clone(),
-        key: record.key.clone(),
+        key: record.key,
         line: record.line,
         status: RowStatus::Ok,
         text: None,
@@ -59,21 +59,21 @@ pub fn to_row(job: &JobRecord, record: &ResultRecord, now_ms: i64) -> ResultRow 
         keyless: record.keyless,
         ingested_at_ms: now_ms,
     };
-    match &record.outcome {
+    match record.outcome {
         Outcome::Success(s) => {
-            row.text = Some(s.text.clone());
-            row.finish_reason = s.finish_reason.clone();
+            row.text = Some(s.text);
+            row.finish_reason = s.finish_reason;
             row.prompt_tokens = s.usage.prompt_tokens;
             row.candidates_tokens = s.usage.candidates_tokens;
             row.total_tokens = s.usage.total_tokens;
             row.thoughts_tokens = s.usage.thoughts_tokens;
-            row.model_version = s.model_version.clone();
-            row.response_json = Some(s.response.to_string());
+            row.model_version = s.model_version;
+            row.response_json = Some(s.response);
         }
         Outcome::Error { code, message, .. } => {
             row.status = RowStatus::Error;
-            row.error_code = *code;
-            row.error_message = Some(message.clone());
+            row.error_code = code;
+            row.error_message = Some(message);
         }
         Outcome::Malformed { reason } => {
             row.status = RowStatus::Malformed;
@@ -84,14 +84,15 @@ pub fn to_row(job: &JobRecord, record: &ResultRecord, now_ms: i64) -> ResultRow 
 }
 
 /// Keeps only the last row of each row id (a later line of a key wins), in order: one write
-/// never names a key twice (DynamoDB refuses the whole call).
-pub(super) fn merge_duplicate_keys(rows: &mut Vec<ResultRow>) {
+/// never names a key twice (DynamoDB refuses the whole call). Returns how many rows it dropped.
+pub(super) fn merge_duplicate_keys(rows: &mut Vec<ResultRow>) -> u64 {
     let mut last = std::collections::HashMap::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         last.insert(row.row_id(), i);
     }
-    if last.len() == rows.len() {
-        return;
+    let dropped = u64::try_from(rows.len() - last.len()).unwrap_or(u64::MAX);
+    if dropped == 0 {
+        return 0;
     }
     let mut i = 0;
     rows.retain(|row| {
@@ -99,4 +100,5 @@ pub(super) fn merge_duplicate_keys(rows: &mut Vec<ResultRow>) {
         i += 1;
         keep
     });
+    dropped
 }
