@@ -3,6 +3,7 @@
 
 pub mod dynamodb_dedupe;
 pub mod dynamodb_results;
+mod dynamodb_results_read;
 pub mod s3_payloads;
 pub mod secrets_manager;
 pub mod sqs;
