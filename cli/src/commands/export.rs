@@ -60,6 +60,7 @@ pub async fn run(args: ExportArgs, stdout: &mut dyn Write) -> Result<(), CliErro
     let show =
         std::io::stderr().is_terminal() && (file.is_some() || !std::io::stdout().is_terminal());
     let bar = progress(show, job.counts.rows_ingested);
+    let mut reader_gone = false;
     let written = {
         let (sink, name): (&mut dyn Write, &Path) = match &mut file {
             Some(f) => (&mut f.file, f.partial.as_path()),
@@ -76,7 +77,10 @@ pub async fn run(args: ExportArgs, stdout: &mut dyn Write) -> Result<(), CliErro
             match w.write_all(&line) {
                 Ok(()) => {}
                 // `export | head`: the reader is gone, so stop reading the table too.
-                Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(ControlFlow::Break(())),
+                Err(e) if e.kind() == ErrorKind::BrokenPipe => {
+                    reader_gone = true;
+                    return Ok(ControlFlow::Break(()));
+                }
                 Err(e) => return Err(CliError::io(name, e)),
             }
             written += 1;
@@ -86,12 +90,17 @@ pub async fn run(args: ExportArgs, stdout: &mut dyn Write) -> Result<(), CliErro
         .await
         .map_err(|e| read_error(&source, e))?;
         match w.flush() {
-            Err(e) if e.kind() != ErrorKind::BrokenPipe => return Err(CliError::io(name, e)),
-            _ => {}
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => reader_gone = true,
+            Err(e) => return Err(CliError::io(name, e)),
         }
         written
     };
     bar.finish_and_clear();
+    if reader_gone {
+        // `export | head`: the reader has what it wanted; a summary would only be noise.
+        return Ok(());
+    }
     let dest = match file {
         Some(f) => f.finish()?.display().to_string(),
         None => "stdout".to_owned(),
