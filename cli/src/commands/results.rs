@@ -275,9 +275,10 @@ fn indent(text: &str, by: &str) -> String {
     text.replace('\n', &format!("\n{by}"))
 }
 
-/// Pretty JSON, as `print_json` writes it.
+/// Pretty JSON, as `print_json` writes it (through a `Value`, so with its keys sorted).
 fn pretty<T: serde::Serialize>(v: &T) -> Result<String, CliError> {
-    serde_json::to_string_pretty(v)
+    serde_json::to_value(v)
+        .and_then(|v| serde_json::to_string_pretty(&v))
         .map_err(|e| CliError::Failed(format!("cannot encode JSON: {e}")))
 }
 
@@ -500,4 +501,71 @@ fn dead_letter_json(d: &DeadLetter) -> Value {
         "attributes": d.attributes.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "body": serde_json::from_str::<Value>(&d.body).unwrap_or_else(|_| Value::String(d.body.clone())),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gemini_hooks::domain::event::JobKind;
+
+    fn row(key: &str, line: u64) -> ResultRow {
+        ResultRow {
+            job_id: "batches/p".into(),
+            key: key.into(),
+            line,
+            status: RowStatus::Ok,
+            text: Some(format!("line one of {key}\nline two")),
+            finish_reason: Some("STOP".into()),
+            prompt_tokens: Some(3),
+            candidates_tokens: None,
+            total_tokens: None,
+            thoughts_tokens: None,
+            model_version: None,
+            response_json: Some("{\"a\":\n1}".into()),
+            error_code: None,
+            error_message: None,
+            keyless: false,
+            ingested_at_ms: 9,
+        }
+    }
+
+    /// The streamed `--json` output is exactly what pretty-printing the whole value gives.
+    #[tokio::test]
+    async fn job_json_streams_what_print_json_would_print() {
+        let dir = std::env::temp_dir().join(format!("gh-results-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(dir.join("s.sqlite3")).unwrap();
+        let mut job = JobRecord::new("batches/p", JobKind::Batch, 1);
+        job.user_metadata = Some(json!({"z": 1, "a": [1, {"b": null}]}));
+        assert!(store.save_job(&job).await.unwrap());
+        let source = Source::Local {
+            store: store.clone(),
+            routed: false,
+        };
+        let expected = |rows: &[ResultRow], total: usize| {
+            let v = json!({"job": job, "rows": rows, "total_rows": total});
+            format!("{}\n", serde_json::to_string_pretty(&v).unwrap())
+        };
+        let mut out = Vec::new();
+        print_job_json(&mut out, &source, &job, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), expected(&[], 0));
+
+        let rows = vec![row("k1", 1), row("k2", 2), row("k3", 3)];
+        store.put_rows(&rows).await.unwrap();
+        for (limit, shown) in [(usize::MAX, 3), (3, 3), (2, 2), (0, 0)] {
+            let mut out = Vec::new();
+            print_job_json(&mut out, &source, &job, limit)
+                .await
+                .unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected(&rows[..shown], 3),
+                "limit {limit}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
