@@ -1,6 +1,6 @@
 //! `gemini-hooks`: the local pipeline (`dev`, `demo`), developer tools (`send`, `verify`,
-//! `results`, `redrive`, `jwks`, `secret`) and webhook management (`webhooks`). This file only wires:
-//! parse, set up logging, dispatch, exit.
+//! `results`, `export`, `redrive`, `jwks`, `secret`) and webhook management (`webhooks`). This
+//! file only wires: parse, set up logging, dispatch, exit.
 
 mod commands;
 mod support;
@@ -10,7 +10,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use commands::{Cli, Command, demo, dev, jwks, redrive, results, secret, send, verify, webhooks};
+use commands::{
+    Cli, Command, demo, dev, export, jwks, redrive, results, secret, send, verify, webhooks,
+};
 use gemini_hooks::adapters::telemetry::LogFormat;
 use support::error::{CliError, EXIT_FAILURE, EXIT_USAGE};
 use support::logging;
@@ -72,6 +74,10 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
         Command::Results(a) => {
             logging::init(LogFormat::Text, "warn");
             results::run(a, out).await.map(|()| 0)
+        }
+        Command::Export(a) => {
+            logging::init(LogFormat::Text, "warn");
+            export::run(a, out).await.map(|()| 0)
         }
         Command::Redrive(a) => {
             logging::init(LogFormat::Text, "warn");

@@ -37,6 +37,7 @@ pub mod env {
     pub const PAYLOAD_BUCKET: &str = "PAYLOAD_BUCKET";
     pub const CONSUMER_WRITES_IN_FLIGHT: &str = "CONSUMER_WRITES_IN_FLIGHT";
     pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
+    pub const RESULTS_RETENTION_DAYS: &str = "RESULTS_RETENTION_DAYS";
 
     /// Every name above, for checks that the template and the code agree (tests/template_env).
     pub const ALL: &[&str] = &[
@@ -59,6 +60,7 @@ pub mod env {
         PAYLOAD_BUCKET,
         CONSUMER_WRITES_IN_FLIGHT,
         EVENT_BUS_NAME,
+        RESULTS_RETENTION_DAYS,
     ];
 }
 
@@ -71,6 +73,8 @@ pub mod defaults {
     /// Upper bound of `CONSUMER_WRITES_IN_FLIGHT`: past a few writes the byte budget, not the
     /// count, is what limits a message.
     pub const MAX_CONSUMER_WRITES_IN_FLIGHT: usize = 16;
+    /// Longest `RESULTS_RETENTION_DAYS` (100 years; the template's `MaxValue`).
+    pub const MAX_RESULTS_RETENTION_DAYS: u64 = 36_500;
 }
 
 /// A configuration problem, naming the variable.
@@ -577,10 +581,29 @@ impl GeminiConfig {
     }
 }
 
+/// Reads `RESULTS_RETENTION_DAYS`: how long the results tables keep what the consumer writes.
+/// Unset, empty or `0` keeps everything (no TTL).
+pub fn results_retention(env: &Env<'_>) -> Result<Option<std::time::Duration>, ConfigError> {
+    let days: u64 = env.number(env::RESULTS_RETENTION_DAYS, 0)?;
+    if days > defaults::MAX_RESULTS_RETENTION_DAYS {
+        return Err(ConfigError::Invalid {
+            name: env::RESULTS_RETENTION_DAYS,
+            reason: format!(
+                "at most {} days (0 keeps results forever)",
+                defaults::MAX_RESULTS_RETENTION_DAYS
+            ),
+        });
+    }
+    Ok((days > 0).then(|| std::time::Duration::from_secs(days * 86_400)))
+}
+
 /// Configuration of the consumer Lambda.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     pub results_table: String,
+    /// `RESULTS_RETENTION_DAYS`: rows and job records written expire this long after their
+    /// write (the results tables' TTL); `None` keeps them.
+    pub results_retention: Option<std::time::Duration>,
     /// `ROUTES`: `job_group` → results table.
     pub routes: RouteTables,
     pub gemini: GeminiConfig,
@@ -634,6 +657,7 @@ impl ConsumerConfig {
         }
         Ok(Self {
             results_table: env.required(env::RESULTS_TABLE)?,
+            results_retention: results_retention(env)?,
             routes: route_tables(env)?,
             gemini: GeminiConfig::from_env(env, None)?,
             queue_url: env.required_url(env::QUEUE_URL)?,
@@ -779,5 +803,62 @@ mod reconciler_config_tests {
             reconciler(&pairs).unwrap().gemini.api_key,
             ApiKeySource::SecretsManager { .. }
         ));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod retention_config_tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    fn consumer(extra: &[(&str, &str)]) -> Result<ConsumerConfig, ConfigError> {
+        let mut map: HashMap<String, String> = [
+            ("RESULTS_TABLE", "results"),
+            ("QUEUE_URL", "http://127.0.0.1:5000/123/q"),
+            ("GEMINI_API_KEY", "k"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, v) in extra {
+            map.insert((*k).to_owned(), (*v).to_owned());
+        }
+        ConsumerConfig::from_env(&Env::from_fn(|k| map.get(k).cloned()))
+    }
+
+    #[test]
+    fn results_retention_is_off_unless_a_positive_number_of_days() {
+        assert_eq!(consumer(&[]).unwrap().results_retention, None);
+        for off in ["", " ", "0"] {
+            let c = consumer(&[("RESULTS_RETENTION_DAYS", off)]).unwrap();
+            assert_eq!(c.results_retention, None, "{off:?}");
+        }
+        let c = consumer(&[("RESULTS_RETENTION_DAYS", " 30 ")]).unwrap();
+        assert_eq!(c.results_retention, Some(Duration::from_secs(30 * 86_400)));
+        let c = consumer(&[("RESULTS_RETENTION_DAYS", "36500")]).unwrap();
+        assert_eq!(
+            c.results_retention,
+            Some(Duration::from_secs(36_500 * 86_400))
+        );
+    }
+
+    #[test]
+    fn bad_results_retention_is_a_start_up_error_naming_the_variable() {
+        for bad in ["-1", "7d", "1.5", "36501"] {
+            let err = consumer(&[("RESULTS_RETENTION_DAYS", bad)]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        name: "RESULTS_RETENTION_DAYS",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("RESULTS_RETENTION_DAYS"), "{err}");
+        }
     }
 }

@@ -231,17 +231,22 @@ pub async fn aws_receiver(
     })
 }
 
-/// Results stores on DynamoDB: the default table plus one per `ROUTES` entry.
+/// Results stores on DynamoDB: the default table plus one per `ROUTES` entry, each writing with
+/// `retention` (`RESULTS_RETENTION_DAYS`) by `clock`.
 fn dynamodb_routes(
     aws: &aws_config::SdkConfig,
     results_table: &str,
     tables: &RouteTables,
+    retention: Option<Duration>,
+    clock: &SharedClock,
 ) -> Routes {
     let ddb = aws_sdk_dynamodb::Client::new(aws);
-    let default = Arc::new(DynamoDbResultsStore::new(ddb.clone(), results_table));
-    let built: Result<Routes, std::convert::Infallible> = routes(default, tables, |table| {
-        Ok(Arc::new(DynamoDbResultsStore::new(ddb.clone(), table)))
-    });
+    let store = |table: &str| {
+        DynamoDbResultsStore::new(ddb.clone(), table).with_retention(retention, Arc::clone(clock))
+    };
+    let default = Arc::new(store(results_table));
+    let built: Result<Routes, std::convert::Infallible> =
+        routes(default, tables, |table| Ok(Arc::new(store(table))));
     match built {
         Ok(r) => r,
         Err(never) => match never {},
@@ -259,7 +264,13 @@ pub async fn aws_consumer(
     let key = gemini_api_key(&config.gemini, aws, Arc::clone(&runtime.clock)).await?;
     let consumer = Consumer::new(
         gemini_api(&config.gemini, key, http),
-        dynamodb_routes(aws, &config.results_table, &config.routes),
+        dynamodb_routes(
+            aws,
+            &config.results_table,
+            &config.routes,
+            config.results_retention,
+            &runtime.clock,
+        ),
         Arc::new(SqsEventQueue::new(
             aws_sdk_sqs::Client::new(aws),
             config.queue_url.clone(),
@@ -319,7 +330,14 @@ pub async fn aws_reconciler(
     .with_ids(runtime.ids);
     Ok(Reconciler::new(
         gemini_api(&config.gemini, key, http),
-        dynamodb_routes(aws, &config.results_table, &config.routes),
+        // The reconciler only reads results (it never writes a row or a job record).
+        dynamodb_routes(
+            aws,
+            &config.results_table,
+            &config.routes,
+            None,
+            &runtime.clock,
+        ),
         once,
         runtime.clock,
         emf_stdout("reconciler"),

@@ -78,7 +78,7 @@ async fn demo_shows_the_whole_story_and_leaves_an_inspectable_store() {
 async fn help_explains_every_command() {
     let out = run_cli(&["--help"], &[]).await.expect_code(0);
     for cmd in [
-        "dev", "send", "verify", "results", "redrive", "jwks", "secret", "demo",
+        "dev", "send", "verify", "results", "export", "redrive", "jwks", "secret", "demo",
     ] {
         assert!(
             out.stdout.contains(&format!("\n  {cmd} ")),

@@ -30,6 +30,7 @@ fn plausible(name: &str) -> String {
         env::WEBHOOK_TOLERANCE_SECONDS => "300".to_owned(),
         env::WEBHOOK_MAX_BODY_BYTES => "1048576".to_owned(),
         env::DEDUPE_RETENTION_HOURS => "168".to_owned(),
+        env::RESULTS_RETENTION_DAYS => "30".to_owned(),
         env::WEBHOOK_JWT_MAX_AGE_SECONDS => "86700".to_owned(),
         env::CONSUMER_WRITES_IN_FLIGHT => "4".to_owned(),
         env::ROUTES => r#"{"exp": "results-exp"}"#.to_owned(),

@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod dev;
+pub mod export;
 pub mod jwks;
 pub mod redrive;
 pub mod results;
@@ -29,7 +30,8 @@ Start here:
   gemini-hooks send batch.succeeded  a signed delivery to it; try --duplicate, --wrong-signature
   gemini-hooks verify --headers h.txt --body body.json
                                      why does this captured delivery fail verification?
-  gemini-hooks results               what the consumer stored
+  gemini-hooks results               what the consumer stored (--stack NAME: the deployed one)
+  gemini-hooks export --job ID       every row of a job as JSON lines
   gemini-hooks webhooks create --uri URL
                                      register the receiver with Gemini (prints the secret once)
 
@@ -54,8 +56,12 @@ pub enum Command {
     /// Verify a captured delivery offline and explain the first check that fails.
     #[command(long_about = verify::LONG_ABOUT)]
     Verify(verify::VerifyArgs),
-    /// List jobs, result rows and dead letters from the local store.
+    /// List jobs, result rows and dead letters: local, or a deployed stack (--stack NAME).
+    #[command(long_about = results::LONG_ABOUT)]
     Results(results::ResultsArgs),
+    /// Every row of a job as JSON lines (stdout or --out FILE): local, or a deployed stack.
+    #[command(long_about = export::LONG_ABOUT)]
+    Export(export::ExportArgs),
     /// Move the local dead letters back to the queue (after fixing what made them fail).
     #[command(long_about = redrive::LONG_ABOUT)]
     Redrive(redrive::RedriveArgs),

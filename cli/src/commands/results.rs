@@ -1,19 +1,22 @@
-//! `gemini-hooks results`: jobs, result rows and dead letters from the local store.
+//! `gemini-hooks results`: jobs, result rows and dead letters, from the local store or a
+//! deployed results table (`--stack`, `--aws --table`). Rows are read a page at a time.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use clap::Args;
 use gemini_hooks::adapters::sqlite::{DeadLetter, SqliteStore};
 use gemini_hooks::domain::envelope::QueueEnvelope;
 use gemini_hooks::domain::jobs::{JobRecord, ResultRow, RowStatus};
-use gemini_hooks::ports::ResultsStore;
+use gemini_hooks::ports::{ResultsStore, StoreError};
+use gemini_hooks::usecases::read_rows::{EachRowError, PAGE_ROWS, each_row};
 use serde_json::{Value, json};
 
-use crate::support::args::DataDirArg;
 use crate::support::error::CliError;
-use crate::support::layout::{open_existing, routed_tables, store_path, table_path};
-use crate::support::output::{line, print_json, table};
+use crate::support::layout::routed_tables;
+use crate::support::output::{line, print_json, table, write_out};
+use crate::support::source::{Source, SourceArgs};
 use crate::support::util::{now_ms, one_line, rfc3339_ms};
 
 #[derive(Debug, Clone, Args)]
@@ -30,17 +33,27 @@ pub struct ResultsArgs {
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
 
-    /// List the dead-lettered queue messages instead.
+    /// List the dead-lettered queue messages instead (local store only).
     #[arg(long)]
     pub dead_letters: bool,
 
-    /// Read the results table of a ROUTES group (its own SQLite file in the data directory).
-    #[arg(long, value_name = "NAME")]
-    pub table: Option<String>,
-
     #[command(flatten)]
-    pub data: DataDirArg,
+    pub source: SourceArgs,
 }
+
+pub const LONG_ABOUT: &str = "\
+List jobs, result rows and dead letters.
+
+Reads the local data directory of `gemini-hooks dev` by default. --stack NAME reads a deployed
+stack instead: the results table named by its CloudFormation output ResultsTableName (and, with
+--table, one of the tables its ResultsRoutes output routes job groups to); --aws --table NAME
+reads a DynamoDB table directly. AWS credentials and region come from the usual places
+(environment, profile, role). Large rows stored gzip-compressed or in parts are reassembled.
+
+Examples:
+  gemini-hooks results --stack gemini-hooks                    jobs of the deployed stack
+  gemini-hooks results --stack gemini-hooks --job batches/abc  a job and its first rows
+  gemini-hooks results --aws --table my-results --job abc --json";
 
 /// Rows shown in a table when `--limit` is not given.
 const DEFAULT_TABLE_ROWS: usize = 50;
@@ -48,7 +61,7 @@ const DEFAULT_TABLE_ROWS: usize = 50;
 const TEXT_WIDTH: usize = 60;
 
 /// Finds a job by the id as typed: exact, or with the `batches/` / `interactions/` prefix.
-pub async fn find_job(store: &dyn ResultsStore, id: &str) -> Result<Option<JobRecord>, CliError> {
+pub async fn find_job(store: &dyn ResultsStore, id: &str) -> Result<Option<JobRecord>, StoreError> {
     let id = id.trim();
     for candidate in [
         id.to_owned(),
@@ -62,14 +75,46 @@ pub async fn find_job(store: &dyn ResultsStore, id: &str) -> Result<Option<JobRe
     Ok(None)
 }
 
+/// The job `id` in `source`, or an error saying where it was looked for.
+pub async fn require_job(source: &Source, id: &str) -> Result<JobRecord, CliError> {
+    match find_job(source.store(), id).await {
+        Ok(Some(job)) => Ok(job),
+        Ok(None) => Err(CliError::Failed(format!(
+            "no job `{id}` in {} (list them with `gemini-hooks results{}`)",
+            source.describe(),
+            source_flags(source)
+        ))),
+        Err(e) => Err(source.error(e)),
+    }
+}
+
+/// The flags that select `source` again, for hints.
+fn source_flags(source: &Source) -> String {
+    match source {
+        Source::Local { .. } => String::new(),
+        Source::Aws {
+            stack: Some(s),
+            store,
+        } if s.results == store.table() => format!(" --stack {}", s.stack),
+        Source::Aws {
+            stack: Some(s),
+            store,
+        } => format!(" --stack {} --table {}", s.stack, store.table()),
+        Source::Aws { store, .. } => format!(" --aws --table {}", store.table()),
+    }
+}
+
 /// Runs `gemini-hooks results`.
 pub async fn run(args: ResultsArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let data_dir = &args.data.data_dir;
-    let path = match &args.table {
-        Some(t) => table_path(data_dir, t)?,
-        None => store_path(data_dir),
-    };
-    let store = open_existing(path)?;
+    if args.dead_letters && args.source.is_aws() {
+        return Err(CliError::Usage(
+            "--dead-letters reads the local queue; a deployed stack's dead letters are in its \
+             SQS dead-letter queue (output EventsDeadLetterQueueUrl; README, Redrive the \
+             dead-letter queue)"
+                .into(),
+        ));
+    }
+    let source = args.source.open().await?;
     let limit = match args.limit {
         Some(0) => usize::MAX,
         Some(n) => n,
@@ -77,6 +122,9 @@ pub async fn run(args: ResultsArgs, out: &mut dyn Write) -> Result<(), CliError>
         None => DEFAULT_TABLE_ROWS,
     };
     if args.dead_letters {
+        let Source::Local { store, .. } = &source else {
+            return Ok(());
+        };
         let dead = store.dead_letters().await?;
         return if args.json {
             print_json(
@@ -89,41 +137,149 @@ pub async fn run(args: ResultsArgs, out: &mut dyn Write) -> Result<(), CliError>
     }
     match &args.job {
         None => {
-            let jobs = store.list_jobs().await?;
+            let jobs = source
+                .store()
+                .list_jobs()
+                .await
+                .map_err(|e| source.error(e))?;
             if args.json {
                 let v = serde_json::to_value(&jobs)
                     .map_err(|e| CliError::Failed(format!("cannot encode jobs: {e}")))?;
                 print_json(out, &v)
             } else {
                 print_jobs(out, &jobs)?;
-                // The queue and the routed tables live in the main store's directory; a
-                // routed table's own file has no queue.
-                if args.table.is_none() {
-                    print_elsewhere(out, &store, data_dir, jobs.is_empty()).await?;
+                match &source {
+                    // The queue and the routed tables live in the main store's directory; a
+                    // routed table's own file has no queue.
+                    Source::Local {
+                        store,
+                        routed: false,
+                    } => {
+                        print_elsewhere(out, store, &args.source.data.data_dir, jobs.is_empty())
+                            .await?
+                    }
+                    Source::Aws {
+                        stack: Some(s),
+                        store,
+                    } if s.results == store.table() && !s.routed().is_empty() => {
+                        line(out, "")?;
+                        let hints: Vec<String> = s
+                            .routed()
+                            .iter()
+                            .map(|t| format!("`results --stack {} --table {t}`", s.stack))
+                            .collect();
+                        line(
+                            out,
+                            &format!(
+                                "  jobs routed by ROUTES are in their own tables: {}",
+                                hints.join(", ")
+                            ),
+                        )?;
+                    }
+                    _ => {}
                 }
                 Ok(())
             }
         }
         Some(id) => {
-            let Some(job) = find_job(&store, id).await? else {
-                return Err(CliError::Failed(format!(
-                    "no job `{id}` in {} (list them with `gemini-hooks results`)",
-                    store.path().display()
-                )));
-            };
-            let mut rows = store.list_rows(&job.job_id).await?;
-            let total = rows.len();
-            rows.truncate(limit);
+            let job = require_job(&source, id).await?;
             if args.json {
-                let v = json!({"job": job, "rows": rows, "total_rows": total});
-                print_json(out, &v)
+                print_job_json(out, &source, &job, limit).await
             } else {
                 print_jobs(out, std::slice::from_ref(&job))?;
                 line(out, "")?;
-                print_rows(out, &rows, total)
+                let mut rows = Vec::new();
+                // One more than shown, to know whether there are more.
+                each_row(
+                    source.store(),
+                    &job.job_id,
+                    PAGE_ROWS.min(limit.saturating_add(1)),
+                    |row| {
+                        rows.push(row);
+                        Ok::<_, CliError>(if rows.len() > limit {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        })
+                    },
+                )
+                .await
+                .map_err(|e| read_error(&source, e))?;
+                let more = rows.len() > limit;
+                rows.truncate(limit);
+                print_rows(out, &rows, more.then_some(job.counts.rows_ingested))
             }
         }
     }
+}
+
+/// A failed read of rows, saying which store.
+pub fn read_error(source: &Source, e: EachRowError<CliError>) -> CliError {
+    match e {
+        EachRowError::Store(e) => source.error(e),
+        EachRowError::Sink(e) => e,
+    }
+}
+
+/// `{"job": …, "rows": […], "total_rows": n}`, as `serde_json::to_string_pretty` would print
+/// it, written a row at a time.
+async fn print_job_json(
+    out: &mut dyn Write,
+    source: &Source,
+    job: &JobRecord,
+    limit: usize,
+) -> Result<(), CliError> {
+    let job_text = pretty(job)?;
+    write_out(
+        out,
+        format!("{{\n  \"job\": {},\n  \"rows\": [", indent(&job_text, "  ")).as_bytes(),
+    )?;
+    let mut shown = 0usize;
+    let read = each_row(
+        source.store(),
+        &job.job_id,
+        PAGE_ROWS.min(limit.saturating_add(1)),
+        |row| {
+            if shown == limit {
+                return Ok(ControlFlow::Break(()));
+            }
+            let text = pretty(&row)?;
+            let sep = if shown == 0 { "\n    " } else { ",\n    " };
+            write_out(out, format!("{sep}{}", indent(&text, "    ")).as_bytes())?;
+            shown += 1;
+            Ok(ControlFlow::Continue(()))
+        },
+    )
+    .await
+    .map_err(|e| read_error(source, e))?;
+    // The reading went past the last row shown only when the limit cut it short: count then.
+    let shown_n = u64::try_from(shown).unwrap_or(u64::MAX);
+    let total = if read > shown_n {
+        source
+            .store()
+            .count_rows(&job.job_id)
+            .await
+            .map_err(|e| source.error(e))?
+    } else {
+        shown_n
+    };
+    let close = if shown == 0 { "]" } else { "\n  ]" };
+    write_out(
+        out,
+        format!("{close},\n  \"total_rows\": {total}\n}}\n").as_bytes(),
+    )
+}
+
+/// Every line of `text` after the first, indented by `by`.
+fn indent(text: &str, by: &str) -> String {
+    text.replace('\n', &format!("\n{by}"))
+}
+
+/// Pretty JSON, as `print_json` writes it (through a `Value`, so with its keys sorted).
+fn pretty<T: serde::Serialize>(v: &T) -> Result<String, CliError> {
+    serde_json::to_value(v)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .map_err(|e| CliError::Failed(format!("cannot encode JSON: {e}")))
 }
 
 /// A one-line summary of what happened to a job.
@@ -249,8 +405,9 @@ pub fn row_text(row: &ResultRow) -> String {
     one_line(&text, TEXT_WIDTH)
 }
 
-fn print_rows(out: &mut dyn Write, rows: &[ResultRow], total: usize) -> Result<(), CliError> {
-    if total == 0 {
+/// The rows; `more`: there are more rows than shown, and the job record counts this many.
+fn print_rows(out: &mut dyn Write, rows: &[ResultRow], more: Option<u64>) -> Result<(), CliError> {
+    if rows.is_empty() && more.is_none() {
         return line(out, "No result rows for this job.");
     }
     let cells: Vec<Vec<String>> = rows
@@ -270,11 +427,12 @@ fn print_rows(out: &mut dyn Write, rows: &[ResultRow], total: usize) -> Result<(
         &["KEY", "LINE", "STATUS", "TOKENS", "TEXT / ERROR"],
         &cells,
     )?;
-    if rows.len() < total {
+    if let Some(recorded) = more {
         line(
             out,
             &format!(
-                "… {} of {total} rows shown (--limit 0 shows all, --json for everything)",
+                "… the first {} rows shown, of {recorded} the job record counts (--limit 0 \
+                 shows all, --json for everything, `gemini-hooks export` as JSON lines)",
                 rows.len()
             ),
         )?;
@@ -343,4 +501,71 @@ fn dead_letter_json(d: &DeadLetter) -> Value {
         "attributes": d.attributes.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "body": serde_json::from_str::<Value>(&d.body).unwrap_or_else(|_| Value::String(d.body.clone())),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gemini_hooks::domain::event::JobKind;
+
+    fn row(key: &str, line: u64) -> ResultRow {
+        ResultRow {
+            job_id: "batches/p".into(),
+            key: key.into(),
+            line,
+            status: RowStatus::Ok,
+            text: Some(format!("line one of {key}\nline two")),
+            finish_reason: Some("STOP".into()),
+            prompt_tokens: Some(3),
+            candidates_tokens: None,
+            total_tokens: None,
+            thoughts_tokens: None,
+            model_version: None,
+            response_json: Some("{\"a\":\n1}".into()),
+            error_code: None,
+            error_message: None,
+            keyless: false,
+            ingested_at_ms: 9,
+        }
+    }
+
+    /// The streamed `--json` output is exactly what pretty-printing the whole value gives.
+    #[tokio::test]
+    async fn job_json_streams_what_print_json_would_print() {
+        let dir = std::env::temp_dir().join(format!("gh-results-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(dir.join("s.sqlite3")).unwrap();
+        let mut job = JobRecord::new("batches/p", JobKind::Batch, 1);
+        job.user_metadata = Some(json!({"z": 1, "a": [1, {"b": null}]}));
+        assert!(store.save_job(&job).await.unwrap());
+        let source = Source::Local {
+            store: store.clone(),
+            routed: false,
+        };
+        let expected = |rows: &[ResultRow], total: usize| {
+            let v = json!({"job": job, "rows": rows, "total_rows": total});
+            format!("{}\n", serde_json::to_string_pretty(&v).unwrap())
+        };
+        let mut out = Vec::new();
+        print_job_json(&mut out, &source, &job, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), expected(&[], 0));
+
+        let rows = vec![row("k1", 1), row("k2", 2), row("k3", 3)];
+        store.put_rows(&rows).await.unwrap();
+        for (limit, shown) in [(usize::MAX, 3), (3, 3), (2, 2), (0, 0)] {
+            let mut out = Vec::new();
+            print_job_json(&mut out, &source, &job, limit)
+                .await
+                .unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected(&rows[..shown], 3),
+                "limit {limit}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -77,6 +77,27 @@ pub trait EventQueue: Send + Sync {
     async fn enqueue(&self, message: &OutgoingMessage) -> Result<String, QueueError>;
 }
 
+/// A page of rows ends early, before its row limit, once its rows hold this many bytes of text
+/// and responses ([`page_bytes`]): a response can be megabytes, and a page stays in memory.
+pub const PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// What a row weighs in a page ([`PAGE_BYTES`]).
+pub fn page_bytes(row: &ResultRow) -> usize {
+    [&row.text, &row.response_json, &row.error_message]
+        .iter()
+        .map(|t| t.as_ref().map_or(0, String::len))
+        .sum::<usize>()
+        + row.key.len()
+}
+
+/// One page of a job's rows, in row-id order ([`ResultRow::row_id`], compared as bytes).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowPage {
+    pub rows: Vec<ResultRow>,
+    /// The row id to pass as `after` for the next page; `None` once there are no more rows.
+    pub next_after: Option<String>,
+}
+
 /// Job records and result rows (one "results table"; `ROUTES` may select another per group).
 #[async_trait]
 pub trait ResultsStore: Send + Sync {
@@ -93,6 +114,38 @@ pub trait ResultsStore: Send + Sync {
 
     /// Every row of a job, ordered by key (tests, `gemini-hooks results`). Adapters may page.
     async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError>;
+
+    /// At most `limit` (at least 1) rows of `job_id` whose row id sorts after `after` (from the
+    /// first when `None`), reassembled like [`Self::list_rows`], in the same order in every
+    /// adapter: `export` and `results` stream a job of any size through it in bounded memory.
+    /// Adapters may end a page early (at [`PAGE_BYTES`]); only `next_after: None` means done.
+    ///
+    /// This default reads the whole job and pages in memory, for test doubles; real adapters
+    /// override it.
+    async fn rows_page(
+        &self,
+        job_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<RowPage, StoreError> {
+        let mut rows: Vec<(String, ResultRow)> = self
+            .list_rows(job_id)
+            .await?
+            .into_iter()
+            .map(|r| (r.row_id(), r))
+            .filter(|(id, _)| after.is_none_or(|a| id.as_str() > a))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let limit = limit.max(1);
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        Ok(RowPage {
+            next_after: more
+                .then(|| rows.last().map(|(id, _)| id.clone()))
+                .flatten(),
+            rows: rows.into_iter().map(|(_, r)| r).collect(),
+        })
+    }
 
     /// How many rows `job_id` has stored (its `rows_ingested` once complete).
     async fn count_rows(&self, job_id: &str) -> Result<u64, StoreError>;

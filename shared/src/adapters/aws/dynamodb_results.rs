@@ -11,6 +11,10 @@
 //! and if even that is too large, split over `PART#<hash of the row id>#nnnn` items (each naming
 //! its row in `part_of`) — never truncated. The row says which (`response_encoding`: `json`,
 //! `gzip` or `gzip-parts`).
+//!
+//! With a retention ([`DynamoDbResultsStore::with_retention`], `RESULTS_RETENTION_DAYS`) every
+//! item written carries `expires_at`, the table's TTL attribute (template.yaml), so DynamoDB
+//! deletes rows, parts and job records that long after their last write.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,16 +23,20 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use serde_json::Value;
 
 use super::dynamodb_dedupe::sdk_message;
-use super::dynamodb_items::{JSON_TEXT_FIELDS, gunzip, item_of, job_of, pk, row_items, value_of};
+use super::dynamodb_items::{JSON_TEXT_FIELDS, item_of, job_of, pk, row_items};
 use crate::domain::jobs::{JobRecord, ResultRow};
-use crate::ports::{ResultsStore, StoreError};
+use crate::ports::clock::SharedClock;
+use crate::ports::{ResultsStore, RowPage, StoreError};
 
 const JOB_SK: &str = "JOB";
 /// Parts written before row ids had their own namespace: `RESULT#<key>#PART#nnnn`.
-const LEGACY_PART_MARK: &str = "#PART#";
+pub(super) const LEGACY_PART_MARK: &str = "#PART#";
+/// The results table's TTL attribute (epoch seconds; `TimeToLiveSpecification` in template.yaml).
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+/// Rows per query page when `list_rows` reads a whole job.
+const LIST_PAGE_ROWS: usize = 1_000;
 /// Attempts for `UnprocessedItems` before giving up (the message is then retried).
 const BATCH_ATTEMPTS: u32 = 8;
 const MAX_BATCH: usize = 25;
@@ -38,6 +46,14 @@ const MAX_BATCH: usize = 25;
 pub struct DynamoDbResultsStore {
     client: Client,
     table: String,
+    retention: Option<Retention>,
+}
+
+/// How long written items are kept, and the clock that says when they were written.
+#[derive(Debug, Clone)]
+struct Retention {
+    keep: Duration,
+    clock: SharedClock,
 }
 
 impl DynamoDbResultsStore {
@@ -45,6 +61,23 @@ impl DynamoDbResultsStore {
         Self {
             client,
             table: table.into(),
+            retention: None,
+        }
+    }
+
+    /// Every item written from now on expires `keep` after its write, by `clock`; `None` keeps
+    /// items forever (the default).
+    pub fn with_retention(mut self, keep: Option<Duration>, clock: SharedClock) -> Self {
+        self.retention = keep.map(|keep| Retention { keep, clock });
+        self
+    }
+
+    /// Sets `expires_at` on an item about to be written, when a retention is set.
+    fn stamp_expiry(&self, item: &mut HashMap<String, AttributeValue>) {
+        if let Some(r) = &self.retention {
+            let keep = i64::try_from(r.keep.as_secs()).unwrap_or(i64::MAX);
+            let at = r.clock.now_secs().saturating_add(keep);
+            item.insert(TTL_ATTRIBUTE.into(), AttributeValue::N(at.to_string()));
         }
     }
 
@@ -83,6 +116,7 @@ impl ResultsStore for DynamoDbResultsStore {
             "state_rank".into(),
             AttributeValue::N(record.state.rank().to_string()),
         );
+        self.stamp_expiry(&mut item);
         let result = self
             .client
             .put_item()
@@ -122,7 +156,8 @@ impl ResultsStore for DynamoDbResultsStore {
             if last.get(&row.row_id()) != Some(&i) {
                 continue;
             }
-            for item in row_items(row)? {
+            for mut item in row_items(row)? {
+                self.stamp_expiry(&mut item);
                 let put = PutRequest::builder()
                     .set_item(Some(item))
                     .build()
@@ -137,108 +172,30 @@ impl ResultsStore for DynamoDbResultsStore {
     }
 
     async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError> {
-        let mut rows: Vec<ResultRow> = Vec::new();
-        let mut parts: HashMap<String, Vec<u8>> = HashMap::new();
-        let mut pending_parts: Vec<(usize, String)> = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let mut rows = Vec::new();
+        let mut after: Option<String> = None;
         loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(pk(job_id)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| StoreError::Unavailable(sdk_message(&e)))?;
-            for item in out.items() {
-                let sk = item
-                    .get("sk")
-                    .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default();
-                if sk == JOB_SK {
-                    continue;
-                }
-                // Parts arrive in sort-key order, so concatenation keeps their order.
-                if let Some(AttributeValue::B(b)) = item.get("chunk") {
-                    let owner = match item.get("part_of").and_then(|v| v.as_s().ok()) {
-                        Some(owner) => owner.clone(),
-                        None => sk
-                            .find(LEGACY_PART_MARK)
-                            .map_or_else(|| sk.clone(), |pos| sk[..pos].to_owned()),
-                    };
-                    parts
-                        .entry(owner)
-                        .or_default()
-                        .extend_from_slice(b.as_ref());
-                    continue;
-                }
-                let mut value = value_of(item);
-                let encoding = item
-                    .get("response_encoding")
-                    .and_then(|v| v.as_s().ok())
-                    .cloned();
-                if let Value::Object(map) = &mut value {
-                    map.remove("response_encoding");
-                    map.remove("response_gzip");
-                    map.remove("response_parts");
-                    map.remove("text_in_response");
-                    // Rows written before metadata lived on the job only.
-                    map.remove("user_metadata");
-                }
-                let mut row: ResultRow = serde_json::from_value(value)
-                    .map_err(|e| StoreError::Corrupt(format!("result row: {e}")))?;
-                match encoding.as_deref() {
-                    Some("gzip") => {
-                        if let Some(AttributeValue::B(b)) = item.get("response_gzip") {
-                            row.response_json = Some(gunzip(b.as_ref())?);
-                        }
-                    }
-                    Some("gzip-parts") => pending_parts.push((rows.len(), sk.clone())),
-                    _ => {}
-                }
-                rows.push(row);
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        // Parts are found by the stored sort key, not recomputed from the row: a row whose key
-        // attribute was cut still owns its parts.
-        for (index, sk) in pending_parts {
-            let bytes = parts
-                .get(&sk)
-                .ok_or_else(|| StoreError::Corrupt(format!("missing parts of {sk}")))?;
-            if let Some(row) = rows.get_mut(index) {
-                row.response_json = Some(gunzip(bytes)?);
+            let page = self
+                .rows_page(job_id, after.as_deref(), LIST_PAGE_ROWS)
+                .await?;
+            rows.extend(page.rows);
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => break,
             }
         }
         rows.sort_by(|a, b| a.key.cmp(&b.key).then(a.keyless.cmp(&b.keyless)));
-        for row in &mut rows {
-            if row.text.is_none()
-                && row.response_json.is_some()
-                && row.status == crate::domain::jobs::RowStatus::Ok
-            {
-                row.text = row
-                    .response_json
-                    .as_deref()
-                    .map(|r| {
-                        crate::domain::results::parse_line(
-                            format!("{{\"key\":\"k\",\"response\":{r}}}").as_bytes(),
-                            0,
-                        )
-                    })
-                    .and_then(|rec| match rec.outcome {
-                        crate::domain::results::Outcome::Success(s) => Some(s.text),
-                        _ => None,
-                    });
-            }
-        }
         Ok(rows)
+    }
+
+    async fn rows_page(
+        &self,
+        job_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<RowPage, StoreError> {
+        super::dynamodb_results_read::rows_page(&self.client, &self.table, job_id, after, limit)
+            .await
     }
 
     async fn count_rows(&self, job_id: &str) -> Result<u64, StoreError> {

@@ -5,6 +5,7 @@
 pub mod dynamodb_dedupe;
 mod dynamodb_items;
 pub mod dynamodb_results;
+mod dynamodb_results_read;
 pub mod eventbridge;
 pub mod s3_payloads;
 pub mod secrets_manager;

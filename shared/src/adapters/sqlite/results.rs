@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{SqliteStore, corrupt, db_err, to_i64};
 use crate::domain::jobs::{JobRecord, JobState, ResultRow, RowStatus};
-use crate::ports::{ResultsStore, StoreError};
+use crate::ports::{PAGE_BYTES, ResultsStore, RowPage, StoreError, page_bytes};
 
 const UPSERT_ROW: &str = "
 INSERT INTO result_rows (job_id, row_id, key, keyless, line, status, text, finish_reason,
@@ -207,6 +207,55 @@ impl ResultsStore for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db_err)?;
             raw.into_iter().map(row_from_raw).collect()
+        })
+        .await
+    }
+
+    async fn rows_page(
+        &self,
+        job_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<RowPage, StoreError> {
+        let job_id = job_id.to_owned();
+        // Every row id is longer than the empty string, and TEXT compares as bytes (BINARY),
+        // as DynamoDB compares sort keys: both stores page in the same order.
+        let after = after.unwrap_or_default().to_owned();
+        let limit = limit.max(1);
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {ROW_COLUMNS}, row_id FROM result_rows WHERE job_id = ?1 AND row_id > ?2 \
+                     ORDER BY row_id LIMIT ?3"
+                ))
+                .map_err(db_err)?;
+            let found = stmt
+                .query_map(params![job_id, after, fetch], |r| {
+                    Ok((raw_row(r)?, r.get::<_, String>(16)?))
+                })
+                .map_err(db_err)?;
+            let mut rows = Vec::new();
+            let mut bytes = 0usize;
+            let mut last_id = None;
+            // Rows are decoded one at a time, so a page of large rows stops at PAGE_BYTES.
+            for next in found {
+                let (raw, id) = next.map_err(db_err)?;
+                if rows.len() == limit || bytes >= PAGE_BYTES {
+                    return Ok(RowPage {
+                        rows,
+                        next_after: last_id,
+                    });
+                }
+                let row = row_from_raw(raw)?;
+                bytes += page_bytes(&row);
+                rows.push(row);
+                last_id = Some(id);
+            }
+            Ok(RowPage {
+                rows,
+                next_after: None,
+            })
         })
         .await
     }
