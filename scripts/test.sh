@@ -77,30 +77,35 @@ fi
 # --- 2. moto server ---------------------------------------------------------------------------
 section "moto server"
 PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-mkdir -p "$LOG_DIR"
-t0="$(now)"
-# scripts/moto_server.py is moto_server with DynamoDB's atomic conditional writes restored.
-"$VENV/bin/python" scripts/moto_server.py -H 127.0.0.1 -p "$PORT" >"$MOTO_LOG" 2>&1 &
-MOTO_PID=$!
-# Poll from Python (no curl needed) until /moto-api/ answers, the server dies, or 30 s pass.
-wait_for_moto='
+# wait_for_server NAME PATH NEEDLE PORT PID: polls http://127.0.0.1:PORT/PATH from Python (no
+# curl needed) until it answers (with NEEDLE in the body, when given), the server dies, or 30 s
+# pass.
+wait_for_server() {
+  "$VENV/bin/python" - "$@" <<'PY'
 import os, sys, time, urllib.request
-port, pid = sys.argv[1], int(sys.argv[2])
+name, path, needle, port, pid = sys.argv[1], sys.argv[2], sys.argv[3].encode(), sys.argv[4], int(sys.argv[5])
 end = time.monotonic() + 30
 while time.monotonic() < end:
     try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2).read()
-        sys.exit(0)
+        if needle in urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2).read():
+            sys.exit(0)
     except Exception:
         pass
     try:
         os.kill(pid, 0)
     except OSError:
-        sys.exit("moto server exited during start-up")
-    time.sleep(0.1)
-sys.exit("moto server did not answer within 30 s")
-'
-if ! "$VENV/bin/python" -c "$wait_for_moto" "$PORT" "$MOTO_PID"; then
+        sys.exit(f"{name} exited during start-up")
+    time.sleep(0.05)
+sys.exit(f"{name} did not answer within 30 s")
+PY
+}
+
+mkdir -p "$LOG_DIR"
+t0="$(now)"
+# scripts/moto_server.py is moto_server with DynamoDB's atomic conditional writes restored.
+"$VENV/bin/python" scripts/moto_server.py -H 127.0.0.1 -p "$PORT" >"$MOTO_LOG" 2>&1 &
+MOTO_PID=$!
+if ! wait_for_server "moto server" "/moto-api/" "" "$PORT" "$MOTO_PID"; then
   tail -n 40 "$MOTO_LOG" >&2 || true
   die "moto server failed to start on 127.0.0.1:$PORT (log: $MOTO_LOG)"
 fi
@@ -147,24 +152,7 @@ node "$DYNALITE_CLI" --host 127.0.0.1 --port "$DYNALITE_PORT" \
   --createTableMs 0 --deleteTableMs 0 --updateTableMs 0 >"$DYNALITE_LOG" 2>&1 &
 DYNALITE_PID=$!
 # dynalite answers GET / with 200 "healthy: ..." once it listens.
-wait_for_dynalite='
-import os, sys, time, urllib.request
-port, pid = sys.argv[1], int(sys.argv[2])
-end = time.monotonic() + 30
-while time.monotonic() < end:
-    try:
-        if b"healthy" in urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read():
-            sys.exit(0)
-    except Exception:
-        pass
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        sys.exit("dynalite exited during start-up")
-    time.sleep(0.05)
-sys.exit("dynalite did not answer within 30 s")
-'
-if ! "$VENV/bin/python" -c "$wait_for_dynalite" "$DYNALITE_PORT" "$DYNALITE_PID"; then
+if ! wait_for_server "dynalite" "/" "healthy" "$DYNALITE_PORT" "$DYNALITE_PID"; then
   tail -n 40 "$DYNALITE_LOG" >&2 || true
   die "dynalite failed to start on 127.0.0.1:$DYNALITE_PORT (log: $DYNALITE_LOG)"
 fi
