@@ -155,6 +155,27 @@ pub struct JobRecord {
     /// that spares replays a ledger lookup; the ledger in the dedupe table decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified_state: Option<JobState>,
+    /// The latest re-ingest of this job's results (`gemini-hooks reingest`): its progress while
+    /// it runs, its count of rows rewritten once done. The job's state does not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reingest: Option<ReingestRecord>,
+}
+
+/// One re-ingest pass over a finished batch's results, as the job record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReingestRecord {
+    /// The request (`gemini-hooks reingest` prints it); replays of one request converge on one
+    /// pass, a new request starts another.
+    pub request_id: String,
+    pub requested_at_ms: i64,
+    /// When the pass finished; `None` while it runs (or after it stopped, until its retry).
+    pub finished_at_ms: Option<i64>,
+    /// Where the pass stands in the results file (lines whose rows are stored).
+    pub checkpoint: Option<Checkpoint>,
+    /// Rows written by the pass (every status), error and malformed ones among them.
+    pub rows_rewritten: u64,
+    pub error_rows: u64,
+    pub malformed_rows: u64,
 }
 
 impl JobRecord {
@@ -193,6 +214,7 @@ impl JobRecord {
             completed_at_ms: None,
             event_received_at_ms: None,
             notified_state: None,
+            reingest: None,
         }
     }
 }
