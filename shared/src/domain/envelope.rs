@@ -148,7 +148,7 @@ impl WebhookEnvelope {
             .as_ref()
             .and_then(|m| m.get("job_group"))
             .and_then(Value::as_str)
-            .filter(|g| !g.is_empty())
+            .filter(|g| crate::domain::event::usable_job_group(g))
     }
 
     /// The full event, rebuilt from the raw JSON (so `data` has one source of truth), with the
@@ -291,12 +291,12 @@ impl QueueEnvelope {
             }
             Self::Continuation(c) => {
                 attributes.push((ATTR_EVENT_TYPE.to_owned(), "batch.succeeded".to_owned()));
-                if let Some(group) = c.job_group.as_deref().filter(|g| !g.is_empty()) {
+                if let Some(group) = c.job_group.as_deref().filter(|g| crate::domain::event::usable_job_group(g)) {
                     attributes.push((ATTR_JOB_GROUP.to_owned(), group.to_owned()));
                 }
             }
             Self::Reingest(r) => {
-                if let Some(group) = r.job_group.as_deref().filter(|g| !g.is_empty()) {
+                if let Some(group) = r.job_group.as_deref().filter(|g| crate::domain::event::usable_job_group(g)) {
                     attributes.push((ATTR_JOB_GROUP.to_owned(), group.to_owned()));
                 }
             }

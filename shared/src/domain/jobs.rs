@@ -119,6 +119,29 @@ pub struct JobErrorInfo {
     pub source: String,
 }
 
+/// Longest error message kept on a job record (and in its downstream event). The API's message
+/// is free text of any length; a DynamoDB item stops at 400 KB and an EventBridge entry at
+/// 256 KiB, and a job whose record cannot be written could never be recorded as failed.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 16 * 1024;
+
+impl JobErrorInfo {
+    /// The error with its message cut to [`MAX_ERROR_MESSAGE_BYTES`] (at a character boundary),
+    /// saying how long it was.
+    pub fn bounded(mut self) -> Self {
+        if self.message.len() > MAX_ERROR_MESSAGE_BYTES {
+            let total = self.message.len();
+            let mut end = MAX_ERROR_MESSAGE_BYTES;
+            while !self.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.message.truncate(end);
+            self.message
+                .push_str(&format!(" … [cut: the message was {total} bytes]"));
+        }
+        self
+    }
+}
+
 /// Largest `user_metadata`, as JSON text, kept on a job record. A delivery may be up to
 /// `WEBHOOK_MAX_BODY_BYTES` (1 MiB) but a DynamoDB item stops at 400 KB, and the record must
 /// always be writable or the job could never be recorded; larger metadata is left out and its
@@ -415,5 +438,32 @@ mod tests {
         ] {
             assert_eq!(JobState::parse(s.as_str()), Some(s));
         }
+    }
+}
+
+#[cfg(test)]
+mod error_bound_tests {
+    use super::*;
+
+    #[test]
+    fn a_long_error_message_is_cut_at_a_character_boundary_saying_how_long_it_was() {
+        let short = JobErrorInfo {
+            code: None,
+            message: "bad".into(),
+            source: "operation".into(),
+        };
+        assert_eq!(short.clone().bounded(), short);
+        let long = JobErrorInfo {
+            message: "é".repeat(MAX_ERROR_MESSAGE_BYTES),
+            ..short
+        }
+        .bounded();
+        assert!(long.message.len() < MAX_ERROR_MESSAGE_BYTES + 64, "{}", long.message.len());
+        assert!(
+            long.message
+                .ends_with(&format!("[cut: the message was {} bytes]", 2 * MAX_ERROR_MESSAGE_BYTES)),
+            "{}",
+            &long.message[long.message.len() - 60..]
+        );
     }
 }

@@ -271,6 +271,15 @@ impl Consumer {
             if let Some(deadline) = deadline_ms
                 && deadline.saturating_sub(self.clock.now_ms()) < self.settings.deadline_margin_ms
             {
+                // A pass that did not complete one line would hand over to a pass that starts
+                // at the same byte and does the same, forever, each message "succeeding": it
+                // fails instead, so its retries end in the dead-letter queue, visibly.
+                if splitter.line_count() == start.lines {
+                    return Err(ConsumeError::OutOfTime(format!(
+                        "no complete line within one invocation from byte {} (a line longer                          than a pass can download)",
+                        start.byte_offset
+                    )));
+                }
                 break Some(Stop::Deadline);
             }
         };
