@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use commands::{
-    Cli, Command, demo, dev, export, jwks, redrive, reingest, results, secret, send, verify, webhooks,
+    Cli, Command, demo, dev, export, jwks, redrive, reingest, results, secret, send, verify,
+    webhooks,
 };
 use gemini_hooks::adapters::telemetry::LogFormat;
 use support::error::{CliError, EXIT_FAILURE, EXIT_USAGE};

@@ -21,7 +21,7 @@ use gemini_hooks_tests::fake_gemini::{
 };
 use gemini_hooks_tests::moto::{self, TestQueue};
 use gemini_hooks_tests::runtime_api::{
-    FunctionProcess, RuntimeApi, failed_ids, sqs_event, spawn_function,
+    FunctionProcess, RuntimeApi, failed_ids, spawn_function, sqs_event,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

@@ -627,7 +627,10 @@ async fn a_reingest_rewrites_every_row_hands_over_and_converges() {
         },
     );
     let first = handle(&c, &delivery("again"), None).await;
-    assert!(matches!(first, Ok(Handled::Ingested { rows, .. }) if rows == n), "{first:?}");
+    assert!(
+        matches!(first, Ok(Handled::Ingested { rows, .. }) if rows == n),
+        "{first:?}"
+    );
     let good = h.rows("again").await;
     let ingested = h.job("again").await;
 
@@ -656,13 +659,26 @@ async fn a_reingest_rewrites_every_row_hands_over_and_converges() {
     let Ok(Handled::Continued { byte_offset, .. }) = outcome else {
         panic!("{outcome:?}");
     };
-    assert!(byte_offset > 0 && byte_offset <= half as u64, "{byte_offset}");
+    assert!(
+        byte_offset > 0 && byte_offset <= half as u64,
+        "{byte_offset}"
+    );
     let running = h.job("again").await;
-    assert_eq!(running.state, JobState::Succeeded, "the state never moves back");
-    let progress = running.reingest.clone().unwrap_or_else(|| panic!("no progress"));
+    assert_eq!(
+        running.state,
+        JobState::Succeeded,
+        "the state never moves back"
+    );
+    let progress = running
+        .reingest
+        .clone()
+        .unwrap_or_else(|| panic!("no progress"));
     assert_eq!(progress.request_id, "r-1");
     assert!(progress.finished_at_ms.is_none());
-    assert!(progress.rows_rewritten > 0 && progress.rows_rewritten < n, "{progress:?}");
+    assert!(
+        progress.rows_rewritten > 0 && progress.rows_rewritten < n,
+        "{progress:?}"
+    );
     let queued = h.queued().await;
     assert_eq!(queued.len(), 1, "one hand-over");
     let Ok(QueueEnvelope::Reingest(next)) = QueueEnvelope::from_body(&queued[0]) else {

@@ -9,9 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore;
 use gemini_hooks::adapters::sqlite::SqliteStore;
-use gemini_hooks::domain::envelope::{
-    EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope,
-};
+use gemini_hooks::domain::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
 use gemini_hooks::domain::event::Event;
 use gemini_hooks::domain::jobs::{JobState, ResultRow};
 use gemini_hooks::ports::ResultsStore;
@@ -35,7 +33,10 @@ fn now_ms() -> i64 {
 /// A batch with an ordinary answer, a 600 KB answer (stored gzip-compressed), an error, a
 /// malformed line and a key too long for a sort key.
 fn put_batch(fake: &FakeGemini, prefix: &str) -> String {
-    let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let name = format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
     let lines = [
         success_line("a", "the answer"),
         success_line("b", &"long answer ".repeat(50_000)),
@@ -145,7 +146,11 @@ async fn a_deployed_reingest_through_the_queue_restores_the_exact_rows() {
             failed_ids(&answer)
         }
     };
-    assert!(consume(vec![delivery(&id)]).await.is_empty(), "{}", consumer.logs());
+    assert!(
+        consume(vec![delivery(&id)]).await.is_empty(),
+        "{}",
+        consumer.logs()
+    );
     let good = run_cli_aws(&["export", "--stack", &stack, "--job", &id])
         .await
         .expect_code(0)
@@ -181,7 +186,8 @@ async fn a_deployed_reingest_through_the_queue_restores_the_exact_rows() {
         .await
         .expect_code(0);
     assert!(
-        sent.stdout.contains(&format!("Queued the re-ingest of {id}")),
+        sent.stdout
+            .contains(&format!("Queued the re-ingest of {id}")),
         "{}",
         sent.stdout
     );
@@ -189,12 +195,19 @@ async fn a_deployed_reingest_through_the_queue_restores_the_exact_rows() {
     assert_eq!(queued.len(), 1);
     let body = queued[0].body().unwrap_or_default().to_owned();
     assert!(
-        matches!(QueueEnvelope::from_body(&body), Ok(QueueEnvelope::Reingest(_))),
+        matches!(
+            QueueEnvelope::from_body(&body),
+            Ok(QueueEnvelope::Reingest(_))
+        ),
         "{body}"
     );
 
     // …which the consumer handles: every row back as it was, the state unchanged.
-    assert!(consume(vec![body.clone()]).await.is_empty(), "{}", consumer.logs());
+    assert!(
+        consume(vec![body.clone()]).await.is_empty(),
+        "{}",
+        consumer.logs()
+    );
     let restored = run_cli_aws(&["export", "--stack", &stack, "--job", &id])
         .await
         .expect_code(0)
@@ -208,7 +221,10 @@ async fn a_deployed_reingest_through_the_queue_restores_the_exact_rows() {
         .unwrap_or_else(|| panic!("no job {id}"));
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(job.counts.rows_ingested, ROWS);
-    let pass = job.reingest.clone().unwrap_or_else(|| panic!("no reingest"));
+    let pass = job
+        .reingest
+        .clone()
+        .unwrap_or_else(|| panic!("no reingest"));
     assert_eq!(pass.rows_rewritten, ROWS);
     assert!(pass.finished_at_ms.is_some());
     let shown = run_cli_aws(&["results", "--stack", &stack, "--job", &id, "--json"])
@@ -227,8 +243,22 @@ async fn a_deployed_reingest_through_the_queue_restores_the_exact_rows() {
     // A request the consumer would refuse is refused by the CLI, naming why.
     let unknown = run_cli_aws(&["reingest", "batches/nope", "--stack", &stack]).await;
     assert_ne!(unknown.code, 0);
-    assert!(unknown.stderr.contains("no job `batches/nope`"), "{}", unknown.stderr);
-    assert!(moto::drain(&sqs, &queue.url).await.is_empty(), "nothing sent");
+    assert!(
+        unknown.stderr.contains("no job `batches/nope`"),
+        "{}",
+        unknown.stderr
+    );
+    assert!(
+        moto::drain(&sqs, &queue.url).await.is_empty(),
+        "nothing sent"
+    );
+}
+
+async fn export_local(data_dir: &str, id: &str) -> String {
+    run_cli(&["export", "--data-dir", data_dir, "--job", id], &[])
+        .await
+        .expect_code(0)
+        .stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,11 +286,14 @@ async fn a_local_reingest_through_dev_restores_the_exact_rows() {
     };
     wait_until("the local ingest", Duration::from_secs(40), || {
         let f = job_json(d.clone(), id.clone());
-        async move { f.await.filter(|v| v["job"]["state"] == "SUCCEEDED").map(|_| ()) }
+        async move {
+            f.await
+                .filter(|v| v["job"]["state"] == "SUCCEEDED")
+                .map(|_| ())
+        }
     })
     .await;
-    let export = || run_cli(&["export", "--data-dir", &d, "--job", &id], &[]);
-    let good = export().await.expect_code(0).stdout;
+    let good = export_local(&d, &id).await;
 
     // The bad deploy: wrong rows written into the local store.
     let store = SqliteStore::open(data.join(gemini_hooks::adapters::sqlite::DB_FILE_NAME))
@@ -274,9 +307,11 @@ async fn a_local_reingest_through_dev_restores_the_exact_rows() {
         .put_rows(&wrong)
         .await
         .unwrap_or_else(|e| panic!("bad rows: {e}"));
-    assert_ne!(comparable(&export().await.stdout), comparable(&good));
+    assert_ne!(comparable(&export_local(&d, &id).await), comparable(&good));
 
-    let sent = run_cli(&["reingest", &id, "--data-dir", &d], &[]).await.expect_code(0);
+    let sent = run_cli(&["reingest", &id, "--data-dir", &d], &[])
+        .await
+        .expect_code(0);
     assert!(sent.stdout.contains("gemini-hooks dev"), "{}", sent.stdout);
     let shown = wait_until("the local re-ingest", Duration::from_secs(40), || {
         let f = job_json(d.clone(), id.clone());
@@ -288,11 +323,15 @@ async fn a_local_reingest_through_dev_restores_the_exact_rows() {
     .await;
     assert_eq!(shown["job"]["state"], "SUCCEEDED");
     assert_eq!(shown["job"]["reingest"]["rows_rewritten"], ROWS);
-    assert_eq!(comparable(&export().await.stdout), comparable(&good));
+    assert_eq!(comparable(&export_local(&d, &id).await), comparable(&good));
     drop(dev);
 
     // A job that never finished cannot be re-ingested: the CLI says so, nothing is queued.
     let refused = run_cli(&["reingest", "batches/unknown", "--data-dir", &d], &[]).await;
     assert_ne!(refused.code, 0);
-    assert!(refused.stderr.contains("no job `batches/unknown`"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("no job `batches/unknown`"),
+        "{}",
+        refused.stderr
+    );
 }

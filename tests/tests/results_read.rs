@@ -487,7 +487,9 @@ async fn missing_stacks_outputs_tables_and_jobs_are_named() {
     let table = moto::unique_name("rr-errors");
     moto::create_results_table(&ddb, &table).await;
     let missing = moto::unique_name("rr-nostack");
-    let out = run_cli_aws(&["results", "--stack", &missing]).await.expect_code(1);
+    let out = run_cli_aws(&["results", "--stack", &missing])
+        .await
+        .expect_code(1);
     assert_eq!(
         out.stderr.trim(),
         format!(
@@ -512,7 +514,9 @@ async fn missing_stacks_outputs_tables_and_jobs_are_named() {
     let gone = moto::unique_name("rr-gone");
     let dangling = moto::unique_name("rr-dangling");
     moto::create_output_stack(&dangling, &[("ResultsTableName", &gone)]).await;
-    let out = run_cli_aws(&["results", "--stack", &dangling]).await.expect_code(1);
+    let out = run_cli_aws(&["results", "--stack", &dangling])
+        .await
+        .expect_code(1);
     assert_eq!(
         out.stderr.trim(),
         format!(

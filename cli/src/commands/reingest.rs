@@ -115,16 +115,19 @@ pub async fn run(args: ReingestArgs, out: &mut dyn Write) -> Result<(), CliError
         let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .load()
             .await;
-        let queue_url = match (&args.queue_url, &args.stack) {
-            (Some(url), _) => url.clone(),
-            (None, Some(name)) => stack::describe(&aws, name).await?.queue_url.ok_or_else(|| {
-                CliError::Failed(format!(
-                    "stack `{name}` has no output {}: pass the queue with --queue-url URL",
-                    stack::QUEUE_OUTPUT
-                ))
-            })?,
-            (None, None) => unreachable_deployed()?,
-        };
+        let queue_url =
+            match (&args.queue_url, &args.stack) {
+                (Some(url), _) => url.clone(),
+                (None, Some(name)) => stack::describe(&aws, name).await?.queue_url.ok_or_else(
+                    || {
+                        CliError::Failed(format!(
+                            "stack `{name}` has no output {}: pass the queue with --queue-url URL",
+                            stack::QUEUE_OUTPUT
+                        ))
+                    },
+                )?,
+                (None, None) => unreachable_deployed()?,
+            };
         let queue = SqsEventQueue::new(aws_sdk_sqs::Client::new(&aws), queue_url.clone());
         queue
             .enqueue(&message)

@@ -291,12 +291,20 @@ impl QueueEnvelope {
             }
             Self::Continuation(c) => {
                 attributes.push((ATTR_EVENT_TYPE.to_owned(), "batch.succeeded".to_owned()));
-                if let Some(group) = c.job_group.as_deref().filter(|g| crate::domain::event::usable_job_group(g)) {
+                if let Some(group) = c
+                    .job_group
+                    .as_deref()
+                    .filter(|g| crate::domain::event::usable_job_group(g))
+                {
                     attributes.push((ATTR_JOB_GROUP.to_owned(), group.to_owned()));
                 }
             }
             Self::Reingest(r) => {
-                if let Some(group) = r.job_group.as_deref().filter(|g| crate::domain::event::usable_job_group(g)) {
+                if let Some(group) = r
+                    .job_group
+                    .as_deref()
+                    .filter(|g| crate::domain::event::usable_job_group(g))
+                {
                     attributes.push((ATTR_JOB_GROUP.to_owned(), group.to_owned()));
                 }
             }

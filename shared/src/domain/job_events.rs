@@ -83,7 +83,11 @@ impl JobFinished {
             error: job.error.clone().map(JobErrorInfo::bounded),
             user_metadata: job.user_metadata.clone(),
             user_metadata_omitted_bytes: job.user_metadata_omitted_bytes,
-            job_group: job.job_group.clone(),
+            // Only a group that routes is one (records written before groups were bounded).
+            job_group: job
+                .job_group
+                .clone()
+                .filter(|g| crate::domain::event::usable_job_group(g)),
             output: job.output.clone(),
             output_omitted_bytes: None,
             completed_at_ms: job.completed_at_ms,

@@ -458,10 +458,16 @@ mod error_bound_tests {
             ..short
         }
         .bounded();
-        assert!(long.message.len() < MAX_ERROR_MESSAGE_BYTES + 64, "{}", long.message.len());
         assert!(
-            long.message
-                .ends_with(&format!("[cut: the message was {} bytes]", 2 * MAX_ERROR_MESSAGE_BYTES)),
+            long.message.len() < MAX_ERROR_MESSAGE_BYTES + 64,
+            "{}",
+            long.message.len()
+        );
+        assert!(
+            long.message.ends_with(&format!(
+                "[cut: the message was {} bytes]",
+                2 * MAX_ERROR_MESSAGE_BYTES
+            )),
             "{}",
             &long.message[long.message.len() - 60..]
         );

@@ -267,7 +267,9 @@ impl BatchOperation {
             rest.filter(|r| !r.is_null())
                 .and_then(|r| output_from(&r))
                 .or_else(|| {
-                    list.map(|l| BatchOutput::Inline(l.into_iter().map(InlineResponse::from_raw).collect()))
+                    list.map(|l| {
+                        BatchOutput::Inline(l.into_iter().map(InlineResponse::from_raw).collect())
+                    })
                 })
         };
         op.output = output_of(response).or_else(|| output_of(meta_output));
@@ -449,7 +451,10 @@ mod tests {
     fn op(v: Value) -> BatchOperation {
         let from_tree = BatchOperation::from_value(&v).unwrap();
         let from_bytes = BatchOperation::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap();
-        assert_eq!(from_bytes, from_tree, "from_slice and from_value disagree on {v}");
+        assert_eq!(
+            from_bytes, from_tree,
+            "from_slice and from_value disagree on {v}"
+        );
         from_tree
     }
 

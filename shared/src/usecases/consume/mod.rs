@@ -6,11 +6,11 @@
 //! therefore converges to the same rows and the same record.
 
 mod announce;
-mod reingest;
 mod driver;
 mod error;
 mod events;
 mod ingest;
+mod reingest;
 mod rows;
 mod settings;
 mod writes;
