@@ -1,5 +1,5 @@
 //! `gemini-hooks`: the local pipeline (`dev`, `demo`), developer tools (`send`, `verify`,
-//! `results`, `export`, `redrive`, `jwks`, `secret`) and webhook management (`webhooks`). This
+//! `results`, `export`, `redrive`, `reingest`, `jwks`, `secret`) and webhook management (`webhooks`). This
 //! file only wires: parse, set up logging, dispatch, exit.
 
 mod commands;
@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use commands::{
-    Cli, Command, demo, dev, export, jwks, redrive, results, secret, send, verify, webhooks,
+    Cli, Command, demo, dev, export, jwks, redrive, reingest, results, secret, send, verify,
+    webhooks,
 };
 use gemini_hooks::adapters::telemetry::LogFormat;
 use support::error::{CliError, EXIT_FAILURE, EXIT_USAGE};
@@ -82,6 +83,10 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8, CliError> {
         Command::Redrive(a) => {
             logging::init(LogFormat::Text, "warn");
             redrive::run(a, out).await.map(|()| 0)
+        }
+        Command::Reingest(a) => {
+            logging::init(LogFormat::Text, "warn");
+            reingest::run(a, out).await.map(|()| 0)
         }
         Command::Jwks(a) => {
             logging::init(LogFormat::Text, "warn");

@@ -281,6 +281,14 @@ pub fn route_tables(env: &Env<'_>) -> Result<RouteTables, ConfigError> {
         .map_err(|e| invalid(format!("expected a JSON object of group → table ({e})")))?;
     map.into_iter()
         .map(|(group, table)| {
+            if !crate::domain::event::usable_job_group(&group) {
+                return Err(invalid(format!(
+                    "a group must be 1 to {} bytes long (`{:.40}…` is {} bytes)",
+                    crate::domain::event::MAX_JOB_GROUP_BYTES,
+                    group,
+                    group.len()
+                )));
+            }
             let table = table
                 .as_str()
                 .map(str::trim)

@@ -94,6 +94,26 @@ pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
     }
 }
 
+/// AWS variables the CLI needs to reach moto (it runs with an otherwise empty environment).
+const AWS_VARS: &[&str] = &[
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_EC2_METADATA_DISABLED",
+];
+
+/// [`run_cli`] with this process's AWS variables (pointing at moto), for `--stack`/`--aws`.
+pub async fn run_cli_aws(args: &[&str]) -> CliOutput {
+    let env: Vec<(&str, String)> = AWS_VARS
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v)))
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run_cli(args, &env).await
+}
+
 /// A running `gemini-hooks dev`; killed when dropped.
 pub struct DevServer {
     child: Child,

@@ -382,3 +382,26 @@ fn ok<T, E: Display>(r: Result<T, E>, what: &str) -> T {
         Err(e) => panic!("{what}: {e}"),
     }
 }
+
+/// Creates a CloudFormation stack whose template declares only `outputs` (around one
+/// placeholder resource): what `--stack NAME` reads of a deployed template.yaml.
+pub async fn create_output_stack(name: &str, outputs: &[(&str, &str)]) {
+    let cfn = aws_sdk_cloudformation::Client::new(&sdk_config().await);
+    let outputs: serde_json::Map<String, serde_json::Value> = outputs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::json!({"Value": v})))
+        .collect();
+    let template = serde_json::json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {"Placeholder": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+        "Outputs": outputs,
+    });
+    sdk(
+        cfn.create_stack()
+            .stack_name(name)
+            .template_body(template.to_string())
+            .send()
+            .await,
+        &format!("CreateStack {name}"),
+    );
+}

@@ -455,3 +455,42 @@ impl FunctionProcess {
             .and_then(Result::ok)
     }
 }
+
+/// One SQS record as Lambda's event source mapping delivers it (receive count 1).
+pub fn sqs_record(message_id: &str, body: &str, queue_arn: &str) -> Value {
+    json!({
+        "messageId": message_id,
+        "receiptHandle": format!("rh-{message_id}"),
+        "body": body,
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795000000000",
+                       "SenderId": "AIDAEXAMPLE", "ApproximateFirstReceiveTimestamp": "1795000000001"},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": "us-east-1"
+    })
+}
+
+/// An SQS event of `bodies`, message ids `m-0`, `m-1`, …
+pub fn sqs_event<S: AsRef<str>>(bodies: &[S], queue_arn: &str) -> Value {
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| sqs_record(&format!("m-{i}"), body.as_ref(), queue_arn))
+        .collect();
+    json!({ "Records": records })
+}
+
+/// The message ids a consumer's answer asks SQS to redeliver (`batchItemFailures`).
+pub fn failed_ids(response: &Value) -> Vec<String> {
+    response["batchItemFailures"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["itemIdentifier"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -20,7 +20,9 @@ use gemini_hooks_tests::fake_gemini::{
     FakeGemini, OutputSpec, inline_success, operation_json, success_line,
 };
 use gemini_hooks_tests::moto::{self, TestQueue};
-use gemini_hooks_tests::runtime_api::{FunctionProcess, RuntimeApi, spawn_function};
+use gemini_hooks_tests::runtime_api::{
+    FunctionProcess, RuntimeApi, failed_ids, spawn_function, sqs_event,
+};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -87,38 +89,12 @@ impl Stack {
 
     /// Invokes the consumer with one SQS batch of `bodies`; returns the failed message ids.
     async fn consume(&self, bodies: &[String]) -> Vec<String> {
-        let records: Vec<Value> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                json!({
-                    "messageId": format!("m-{i}"),
-                    "receiptHandle": format!("rh-{i}"),
-                    "body": body,
-                    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795000000000",
-                                   "SenderId": "AIDAEXAMPLE", "ApproximateFirstReceiveTimestamp": "1795000000001"},
-                    "messageAttributes": {},
-                    "md5OfBody": "",
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self.queue.arn,
-                    "awsRegion": "us-east-1"
-                })
-            })
-            .collect();
         let response = self
             .api
-            .invoke(json!({ "Records": records }), INVOKE)
+            .invoke(sqs_event(bodies, &self.queue.arn), INVOKE)
             .await
             .unwrap_or_else(|e| panic!("consumer: {e}\n{}", self.consumer.logs()));
-        response["batchItemFailures"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| i["itemIdentifier"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        failed_ids(&response)
     }
 
     /// Consumes `bodies` and requires every message to succeed.

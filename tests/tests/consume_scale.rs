@@ -16,8 +16,10 @@ use bytes::Bytes;
 use gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore;
 use gemini_hooks::adapters::aws::sqs::SqsEventQueue;
 use gemini_hooks::adapters::gemini::{GeminiClient, GeminiSettings, RetryPolicy};
-use gemini_hooks::domain::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
-use gemini_hooks::domain::event::Event;
+use gemini_hooks::domain::envelope::{
+    EventSummary, QueueEnvelope, ReingestRequest, SignatureMode, WebhookEnvelope,
+};
+use gemini_hooks::domain::event::{Event, JobKind};
 use gemini_hooks::domain::jobs::{JobRecord, JobState, ResultRow};
 use gemini_hooks::ports::clock::{Clock, ManualClock};
 use gemini_hooks::ports::{ResultsStore, StoreError};
@@ -590,4 +592,167 @@ async fn rows_larger_than_an_item_are_stored_not_refused() {
         .and_then(|r| r.response_json.as_deref())
         .and_then(|r| serde_json::from_str(r).ok());
     assert!(response.is_some(), "its response reassembled");
+}
+
+/// `gemini-hooks reingest` as the consumer sees it: the message the CLI queues.
+fn reingest_request(id: &str, request_id: &str) -> String {
+    QueueEnvelope::Reingest(ReingestRequest {
+        job_id: format!("batches/{id}"),
+        job_group: None,
+        request_id: request_id.to_owned(),
+        requested_at_ms: T0_MS,
+        part: 0,
+    })
+    .to_message()
+    .unwrap_or_else(|e| panic!("envelope: {e}"))
+    .body
+}
+
+/// A re-ingest rewrites every row of a SUCCEEDED job (a bad deploy's rows are replaced), hands
+/// over like an ingest when its download stalls, counts the rows it rewrote, and converges:
+/// replays of the request and of its hand-over change nothing. The state stays SUCCEEDED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reingest_rewrites_every_row_hands_over_and_converges() {
+    let h = Harness::new().await;
+    let n = 300;
+    let body = sample_results(n, 7, 0);
+    let half = body.len() / 2;
+    h.batch_with_file("again", body);
+    let c = h.consumer(
+        Arc::new(h.watched(|_| ms(0))),
+        ConsumeSettings {
+            deadline_margin_ms: 1_000,
+            deadline_reserve_ms: 1_500,
+            ..settings()
+        },
+    );
+    let first = handle(&c, &delivery("again"), None).await;
+    assert!(
+        matches!(first, Ok(Handled::Ingested { rows, .. }) if rows == n),
+        "{first:?}"
+    );
+    let good = h.rows("again").await;
+    let ingested = h.job("again").await;
+
+    // A bad deploy: every tenth row's text replaced.
+    let bad: Vec<ResultRow> = good
+        .iter()
+        .step_by(10)
+        .map(|r| ResultRow {
+            text: Some("WRONG".into()),
+            ..r.clone()
+        })
+        .collect();
+    h.table
+        .put_rows(&bad)
+        .await
+        .unwrap_or_else(|e| panic!("bad rows: {e}"));
+    assert_ne!(h.rows("again").await, good);
+
+    // The re-ingest's download stalls half-way: it hands over to the next part.
+    h.gemini.inject(
+        "files/again",
+        vec![Fault::Stall(half, Duration::from_secs(30))],
+    );
+    let request = reingest_request("again", "r-1");
+    let outcome = handle(&c, &request, Some(h.clock.now_ms() + 4_000)).await;
+    let Ok(Handled::Continued { byte_offset, .. }) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(
+        byte_offset > 0 && byte_offset <= half as u64,
+        "{byte_offset}"
+    );
+    let running = h.job("again").await;
+    assert_eq!(
+        running.state,
+        JobState::Succeeded,
+        "the state never moves back"
+    );
+    let progress = running
+        .reingest
+        .clone()
+        .unwrap_or_else(|| panic!("no progress"));
+    assert_eq!(progress.request_id, "r-1");
+    assert!(progress.finished_at_ms.is_none());
+    assert!(
+        progress.rows_rewritten > 0 && progress.rows_rewritten < n,
+        "{progress:?}"
+    );
+    let queued = h.queued().await;
+    assert_eq!(queued.len(), 1, "one hand-over");
+    let Ok(QueueEnvelope::Reingest(next)) = QueueEnvelope::from_body(&queued[0]) else {
+        panic!("not a reingest hand-over: {}", queued[0]);
+    };
+    assert_eq!((next.request_id.as_str(), next.part), ("r-1", 1));
+
+    let done = handle(&c, &queued[0], None).await;
+    assert!(
+        matches!(done, Ok(Handled::Reingested { rows_rewritten, .. }) if rows_rewritten == n),
+        "{done:?}"
+    );
+    let without_time = |rows: Vec<ResultRow>| -> Vec<ResultRow> {
+        rows.into_iter()
+            .map(|r| ResultRow {
+                ingested_at_ms: 0,
+                ..r
+            })
+            .collect()
+    };
+    assert_eq!(
+        without_time(h.rows("again").await),
+        without_time(good.clone()),
+        "every row as the first ingest wrote it"
+    );
+    let job = h.job("again").await;
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.counts, ingested.counts, "the same counts as the ingest");
+    assert_eq!(job.completed_at_ms, ingested.completed_at_ms);
+    let progress = job.reingest.clone().unwrap_or_else(|| panic!("no record"));
+    assert_eq!(progress.rows_rewritten, n);
+    assert_eq!(progress.error_rows, ingested.counts.error_rows);
+    assert!(progress.finished_at_ms.is_some());
+
+    // Replays of the request and of its hand-over converge: nothing rewritten, nothing queued.
+    for replay in [&request, &queued[0]] {
+        let again = handle(&c, replay, None).await;
+        assert!(matches!(again, Ok(Handled::Skipped { .. })), "{again:?}");
+    }
+    assert_eq!(h.job("again").await.reingest, Some(progress));
+    assert!(h.queued().await.is_empty());
+
+    // A new request is a new pass.
+    let second = handle(&c, &reingest_request("again", "r-2"), None).await;
+    assert!(
+        matches!(second, Ok(Handled::Reingested { rows_rewritten, .. }) if rows_rewritten == n),
+        "{second:?}"
+    );
+}
+
+/// What cannot be re-ingested is refused as poison (a dead letter naming why), and a job still
+/// ingesting is retried, never rewritten under its own ingest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reingest_of_a_job_without_results_is_refused() {
+    let h = Harness::new().await;
+    let c = h.consumer(Arc::new(h.table.clone()), settings());
+    let unknown = handle(&c, &reingest_request("never-seen", "r"), None).await;
+    assert!(
+        matches!(&unknown, Err(e) if !e.is_retryable() && e.to_string().contains("no such job")),
+        "{unknown:?}"
+    );
+    for (state, retryable) in [(JobState::Failed, false), (JobState::Ingesting, true)] {
+        let id = format!("j-{}", state.as_str().to_lowercase());
+        let mut job = JobRecord::new(format!("batches/{id}"), JobKind::Batch, T0_MS);
+        job.state = state;
+        h.table
+            .save_job(&job)
+            .await
+            .unwrap_or_else(|e| panic!("save: {e}"));
+        let outcome = handle(&c, &reingest_request(&id, "r"), None).await;
+        assert!(
+            matches!(&outcome, Err(e) if e.is_retryable() == retryable),
+            "{state:?}: {outcome:?}"
+        );
+        assert_eq!(h.job(&id).await.state, state);
+    }
 }

@@ -22,7 +22,9 @@ use gemini_hooks_tests::fake_gemini::{
     FakeGemini, Fault, OutputSpec, operation_json, sample_results,
 };
 use gemini_hooks_tests::moto::{self, TestQueue};
-use gemini_hooks_tests::runtime_api::{FunctionProcess, RuntimeApi, spawn_function};
+use gemini_hooks_tests::runtime_api::{
+    FunctionProcess, RuntimeApi, failed_ids, spawn_function, sqs_record,
+};
 use serde_json::{Value, json};
 
 /// A proxy in front of moto that holds every DynamoDB request 10 ms (DynamoDB's in-region
@@ -178,18 +180,7 @@ impl Consumer {
                 .to_message()
                 .unwrap_or_else(|e| panic!("envelope: {e}"))
                 .body;
-                json!({
-                    "messageId": format!("m-{id}"),
-                    "receiptHandle": format!("r-{id}"),
-                    "body": body,
-                    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795000000000",
-                                   "SenderId": "AIDAEXAMPLE", "ApproximateFirstReceiveTimestamp": "1795000000001"},
-                    "messageAttributes": {},
-                    "md5OfBody": "",
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self.queue.arn,
-                    "awsRegion": "us-east-1"
-                })
+                sqs_record(&format!("m-{id}"), &body, &self.queue.arn)
             })
             .collect();
         let response = self
@@ -197,15 +188,7 @@ impl Consumer {
             .invoke(json!({ "Records": records }), deadline)
             .await
             .unwrap_or_else(|e| panic!("consumer: {e}\n{}", self.process.logs()));
-        response["batchItemFailures"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| i["itemIdentifier"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        failed_ids(&response)
     }
 
     async fn rows(&self, id: &str) -> u64 {

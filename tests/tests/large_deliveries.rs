@@ -15,7 +15,9 @@ use gemini_hooks_tests::bins::bin_path;
 use gemini_hooks_tests::delivery::{TEST_SECRET, function_url_event, signed_headers, test_secret};
 use gemini_hooks_tests::fake_gemini::{FakeGemini, OutputSpec, operation_json, sample_results};
 use gemini_hooks_tests::moto::{self, TestQueue};
-use gemini_hooks_tests::runtime_api::{FunctionProcess, RuntimeApi, spawn_function};
+use gemini_hooks_tests::runtime_api::{
+    FunctionProcess, RuntimeApi, failed_ids, spawn_function, sqs_record,
+};
 use serde_json::{Value, json};
 
 const INVOKE: Duration = Duration::from_secs(60);
@@ -115,18 +117,11 @@ impl Stack {
         let records: Vec<Value> = messages
             .iter()
             .map(|m| {
-                json!({
-                    "messageId": m.message_id(),
-                    "receiptHandle": m.receipt_handle(),
-                    "body": m.body(),
-                    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795000000000",
-                                   "SenderId": "AIDAEXAMPLE", "ApproximateFirstReceiveTimestamp": "1795000000001"},
-                    "messageAttributes": {},
-                    "md5OfBody": m.md5_of_body(),
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self.queue.arn,
-                    "awsRegion": "us-east-1"
-                })
+                sqs_record(
+                    m.message_id().unwrap_or_default(),
+                    m.body().unwrap_or_default(),
+                    &self.queue.arn,
+                )
             })
             .collect();
         let response = self
@@ -134,15 +129,7 @@ impl Stack {
             .invoke(json!({ "Records": records }), INVOKE)
             .await
             .unwrap_or_else(|e| panic!("consumer: {e}\n{}", self.consumer_fn.logs()));
-        response["batchItemFailures"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| i["itemIdentifier"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        failed_ids(&response)
     }
 
     fn store(&self) -> DynamoDbResultsStore {

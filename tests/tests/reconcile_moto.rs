@@ -194,6 +194,7 @@ fn webhook_ids(queued: &[(QueueEnvelope, String)]) -> Vec<String> {
             QueueEnvelope::Webhook(w) => w.webhook_id.clone(),
             QueueEnvelope::Continuation(c) => panic!("unexpected continuation {c:?}"),
             QueueEnvelope::Stored(p) => panic!("unexpected stored payload {p:?}"),
+            QueueEnvelope::Reingest(r) => panic!("unexpected reingest {r:?}"),
         })
         .collect();
     ids.sort();

@@ -25,30 +25,12 @@ use gemini_hooks_tests::delivery::TEST_SECRET;
 use gemini_hooks_tests::fake_gemini::{
     FakeGemini, OutputSpec, error_line, operation_json, success_line,
 };
-use gemini_hooks_tests::local::{CliOutput, DevServer, TempDir, run_cli, wait_until};
+use gemini_hooks_tests::local::{DevServer, TempDir, run_cli, run_cli_aws, wait_until};
 use gemini_hooks_tests::moto;
 use gemini_hooks_tests::runtime_api::{RuntimeApi, spawn_function};
 use serde_json::{Value, json};
 
-/// AWS variables the CLI needs to reach moto (it runs with an otherwise empty environment).
-const AWS_VARS: &[&str] = &[
-    "AWS_ENDPOINT_URL",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_EC2_METADATA_DISABLED",
-];
 const DAY: i64 = 86_400;
-
-async fn cli(args: &[&str]) -> CliOutput {
-    let env: Vec<(&str, String)> = AWS_VARS
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v)))
-        .collect();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    run_cli(args, &env).await
-}
 
 fn now_secs() -> i64 {
     SystemTime::now()
@@ -270,26 +252,6 @@ fn expires_at(item: &HashMap<String, AttributeValue>) -> Option<i64> {
         .and_then(|n| n.parse().ok())
 }
 
-/// Creates a stack whose template declares only `outputs` (and a placeholder resource).
-async fn create_stack(name: &str, outputs: &[(&str, &str)]) {
-    let cfn = aws_sdk_cloudformation::Client::new(&moto::sdk_config().await);
-    let outputs: serde_json::Map<String, Value> = outputs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), json!({"Value": v})))
-        .collect();
-    let template = json!({
-        "AWSTemplateFormatVersion": "2010-09-09",
-        "Resources": {"Placeholder": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
-        "Outputs": outputs,
-    });
-    cfn.create_stack()
-        .stack_name(name)
-        .template_body(template.to_string())
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("CreateStack {name}: {e:?}"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployed_job_reads_and_exports_whole_and_exports_like_the_local_one() {
     let ddb = moto::dynamodb().await;
@@ -369,7 +331,7 @@ async fn a_deployed_job_reads_and_exports_whole_and_exports_like_the_local_one()
     // The stack `--stack` reads: its outputs name the results table and the routed one.
     let stack = moto::unique_name("rr-stack");
     let routes = json!({"exp": routed}).to_string();
-    create_stack(
+    moto::create_output_stack(
         &stack,
         &[
             ("ResultsTableName", &table),
@@ -386,7 +348,7 @@ async fn a_deployed_job_reads_and_exports_whole_and_exports_like_the_local_one()
         .await
         .unwrap_or_else(|e| panic!("routed job: {e}"));
 
-    let jobs = cli(&["results", "--stack", &stack])
+    let jobs = run_cli_aws(&["results", "--stack", &stack])
         .await
         .expect_code(0)
         .stdout;
@@ -401,7 +363,7 @@ async fn a_deployed_job_reads_and_exports_whole_and_exports_like_the_local_one()
         )),
         "{jobs}"
     );
-    let routed_jobs = cli(&["results", "--stack", &stack, "--table", "exp", "--json"])
+    let routed_jobs = run_cli_aws(&["results", "--stack", &stack, "--table", "exp", "--json"])
         .await
         .expect_code(0)
         .stdout;
@@ -411,7 +373,7 @@ async fn a_deployed_job_reads_and_exports_whole_and_exports_like_the_local_one()
         "{routed_jobs}"
     );
 
-    let shown = cli(&["results", "--stack", &stack, "--job", &batch.id, "--json"])
+    let shown = run_cli_aws(&["results", "--stack", &stack, "--job", &batch.id, "--json"])
         .await
         .expect_code(0)
         .stdout;
@@ -421,7 +383,7 @@ async fn a_deployed_job_reads_and_exports_whole_and_exports_like_the_local_one()
     assert_eq!(shown["total_rows"], Batch::ROWS);
     let shown_rows = shown["rows"].as_array().cloned().unwrap_or_default();
     batch.check_rows(&shown_rows);
-    let limited = cli(&[
+    let limited = run_cli_aws(&[
         "results", "--stack", &stack, "--job", &batch.id, "--json", "--limit", "2",
     ])
     .await
@@ -430,7 +392,7 @@ async fn a_deployed_job_reads_and_exports_whole_and_exports_like_the_local_one()
     let limited: Value = serde_json::from_str(&limited).unwrap_or_default();
     assert_eq!(limited["rows"].as_array().map(Vec::len), Some(2));
     assert_eq!(limited["total_rows"], Batch::ROWS);
-    let table_view = cli(&[
+    let table_view = run_cli_aws(&[
         "results", "--stack", &stack, "--job", &batch.id, "--limit", "3",
     ])
     .await
@@ -445,7 +407,7 @@ async fn a_deployed_job_reads_and_exports_whole_and_exports_like_the_local_one()
     let dir = TempDir::new("rr-export");
     let file = dir.join("rows.jsonl");
     let file_arg = file.to_string_lossy().into_owned();
-    let exported = cli(&[
+    let exported = run_cli_aws(&[
         "export", "--stack", &stack, "--job", &batch.id, "--out", &file_arg,
     ])
     .await
@@ -463,7 +425,7 @@ async fn a_deployed_job_reads_and_exports_whole_and_exports_like_the_local_one()
         from_file, shown_rows,
         "export and results --json show the same rows"
     );
-    let to_stdout = cli(&["export", "--aws", "--table", &table, "--job", &batch.id])
+    let to_stdout = run_cli_aws(&["export", "--aws", "--table", &table, "--job", &batch.id])
         .await
         .expect_code(0);
     assert_eq!(jsonl(&to_stdout.stdout), from_file);
@@ -525,7 +487,9 @@ async fn missing_stacks_outputs_tables_and_jobs_are_named() {
     let table = moto::unique_name("rr-errors");
     moto::create_results_table(&ddb, &table).await;
     let missing = moto::unique_name("rr-nostack");
-    let out = cli(&["results", "--stack", &missing]).await.expect_code(1);
+    let out = run_cli_aws(&["results", "--stack", &missing])
+        .await
+        .expect_code(1);
     assert_eq!(
         out.stderr.trim(),
         format!(
@@ -535,8 +499,8 @@ async fn missing_stacks_outputs_tables_and_jobs_are_named() {
     );
 
     let other = moto::unique_name("rr-other");
-    create_stack(&other, &[("BucketName", "b")]).await;
-    let out = cli(&["export", "--stack", &other, "--job", "x"])
+    moto::create_output_stack(&other, &[("BucketName", "b")]).await;
+    let out = run_cli_aws(&["export", "--stack", &other, "--job", "x"])
         .await
         .expect_code(1);
     assert!(
@@ -549,15 +513,17 @@ async fn missing_stacks_outputs_tables_and_jobs_are_named() {
 
     let gone = moto::unique_name("rr-gone");
     let dangling = moto::unique_name("rr-dangling");
-    create_stack(&dangling, &[("ResultsTableName", &gone)]).await;
-    let out = cli(&["results", "--stack", &dangling]).await.expect_code(1);
+    moto::create_output_stack(&dangling, &[("ResultsTableName", &gone)]).await;
+    let out = run_cli_aws(&["results", "--stack", &dangling])
+        .await
+        .expect_code(1);
     assert_eq!(
         out.stderr.trim(),
         format!(
             "error: no DynamoDB table `{gone}` (named by stack `{dangling}`) in region us-east-1"
         )
     );
-    let out = cli(&["export", "--aws", "--table", &gone, "--job", "x"])
+    let out = run_cli_aws(&["export", "--aws", "--table", &gone, "--job", "x"])
         .await
         .expect_code(1);
     assert_eq!(
@@ -566,15 +532,15 @@ async fn missing_stacks_outputs_tables_and_jobs_are_named() {
     );
 
     let good = moto::unique_name("rr-good");
-    create_stack(&good, &[("ResultsTableName", &table)]).await;
-    let out = cli(&["results", "--stack", &good, "--table", "nope"])
+    moto::create_output_stack(&good, &[("ResultsTableName", &table)]).await;
+    let out = run_cli_aws(&["results", "--stack", &good, "--table", "nope"])
         .await
         .expect_code(2);
     assert_eq!(
         out.stderr.trim(),
         format!("error: stack `{good}` has no results table `nope`; its tables: {table} (default)")
     );
-    let out = cli(&["export", "--stack", &good, "--job", "batches/none"])
+    let out = run_cli_aws(&["export", "--stack", &good, "--job", "batches/none"])
         .await
         .expect_code(1);
     assert_eq!(
@@ -584,7 +550,7 @@ async fn missing_stacks_outputs_tables_and_jobs_are_named() {
              `gemini-hooks results --stack {good}`)"
         )
     );
-    let out = cli(&["results", "--stack", &good, "--dead-letters"])
+    let out = run_cli_aws(&["results", "--stack", &good, "--dead-letters"])
         .await
         .expect_code(2);
     assert!(
@@ -592,7 +558,7 @@ async fn missing_stacks_outputs_tables_and_jobs_are_named() {
         "{}",
         out.stderr
     );
-    cli(&["results", "--aws"]).await.expect_code(2);
+    run_cli_aws(&["results", "--aws"]).await.expect_code(2);
 
     // Locally, an unknown --table points at --aws.
     let dir = TempDir::new("rr-local");

@@ -7,6 +7,7 @@ pub mod dev;
 pub mod export;
 pub mod jwks;
 pub mod redrive;
+pub mod reingest;
 pub mod results;
 pub mod secret;
 pub mod send;
@@ -32,6 +33,7 @@ Start here:
                                      why does this captured delivery fail verification?
   gemini-hooks results               what the consumer stored (--stack NAME: the deployed one)
   gemini-hooks export --job ID       every row of a job as JSON lines
+  gemini-hooks reingest batches/ID   rewrite a finished batch's rows from its results again
   gemini-hooks webhooks create --uri URL
                                      register the receiver with Gemini (prints the secret once)
 
@@ -65,6 +67,9 @@ pub enum Command {
     /// Move the local dead letters back to the queue (after fixing what made them fail).
     #[command(long_about = redrive::LONG_ABOUT)]
     Redrive(redrive::RedriveArgs),
+    /// Download a finished batch's results again and rewrite its rows: local, or a deployed stack.
+    #[command(long_about = reingest::LONG_ABOUT)]
+    Reingest(reingest::ReingestArgs),
     /// Print the JWKS of the local key that `send --dynamic` signs with.
     Jwks(jwks::JwksArgs),
     /// Print a new random `whsec_` signing secret (for local use).

@@ -448,6 +448,7 @@ fn describe_envelope(body: &str) -> (String, String) {
             w.event.job_id.unwrap_or_default(),
         ),
         Ok(QueueEnvelope::Continuation(c)) => ("continuation".into(), c.job_id),
+        Ok(QueueEnvelope::Reingest(r)) => (format!("reingest {}", r.request_id), r.job_id),
         Ok(QueueEnvelope::Stored(s)) => {
             (format!("stored payload ({} bytes)", s.bytes), String::new())
         }

@@ -13,6 +13,8 @@ use crate::support::error::CliError;
 pub const RESULTS_TABLE_OUTPUT: &str = "ResultsTableName";
 /// The output holding the stack's `ROUTES` JSON (present only when routes are set).
 pub const ROUTES_OUTPUT: &str = "ResultsRoutes";
+/// The output naming the events queue (`reingest --stack` sends its request there).
+pub const QUEUE_OUTPUT: &str = "EventsQueueUrl";
 
 /// The tables a stack's consumer writes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +24,8 @@ pub struct StackTables {
     pub results: String,
     /// `job_group` → routed table.
     pub routes: RouteTables,
+    /// The events queue the consumer reads (`EventsQueueUrl`).
+    pub queue_url: Option<String>,
 }
 
 impl StackTables {
@@ -52,6 +56,10 @@ impl StackTables {
             stack: stack.to_owned(),
             results,
             routes,
+            queue_url: outputs
+                .get(QUEUE_OUTPUT)
+                .map(|q| q.trim().to_owned())
+                .filter(|q| !q.is_empty()),
         })
     }
 

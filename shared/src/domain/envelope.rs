@@ -148,7 +148,7 @@ impl WebhookEnvelope {
             .as_ref()
             .and_then(|m| m.get("job_group"))
             .and_then(Value::as_str)
-            .filter(|g| !g.is_empty())
+            .filter(|g| crate::domain::event::usable_job_group(g))
     }
 
     /// The full event, rebuilt from the raw JSON (so `data` has one source of truth), with the
@@ -177,6 +177,23 @@ pub enum QueueEnvelope {
     Continuation(Continuation),
     /// A message too large for the queue, kept in the payload store; this points at it.
     Stored(StoredPayload),
+    /// Rewrite a finished batch's rows from its results (`gemini-hooks reingest`).
+    Reingest(ReingestRequest),
+}
+
+/// Re-ingest the results of the batch `job_id`: every row rewritten in place (rows are keyed, so
+/// a replay converges), the job's state and downstream event untouched. Only this system's
+/// operators enqueue it: the receiver wraps every delivery as a [`WebhookEnvelope`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReingestRequest {
+    pub job_id: String,
+    /// Routing group, so the rows land in the job's table.
+    pub job_group: Option<String>,
+    pub request_id: String,
+    pub requested_at_ms: i64,
+    /// 0 for the request, then 1, 2, … for each hand-over of a pass that ran out of time.
+    #[serde(default)]
+    pub part: u32,
 }
 
 /// Where a queued message's body was put because it did not fit the queue.
@@ -251,6 +268,7 @@ impl QueueEnvelope {
             Self::Webhook(_) => "webhook",
             Self::Continuation(_) => "continuation",
             Self::Stored(_) => "stored",
+            Self::Reingest(_) => "reingest",
         }
     }
 
@@ -273,7 +291,20 @@ impl QueueEnvelope {
             }
             Self::Continuation(c) => {
                 attributes.push((ATTR_EVENT_TYPE.to_owned(), "batch.succeeded".to_owned()));
-                if let Some(group) = c.job_group.as_deref().filter(|g| !g.is_empty()) {
+                if let Some(group) = c
+                    .job_group
+                    .as_deref()
+                    .filter(|g| crate::domain::event::usable_job_group(g))
+                {
+                    attributes.push((ATTR_JOB_GROUP.to_owned(), group.to_owned()));
+                }
+            }
+            Self::Reingest(r) => {
+                if let Some(group) = r
+                    .job_group
+                    .as_deref()
+                    .filter(|g| crate::domain::event::usable_job_group(g))
+                {
                     attributes.push((ATTR_JOB_GROUP.to_owned(), group.to_owned()));
                 }
             }

@@ -234,13 +234,26 @@ impl Event {
         })
     }
 
-    /// `user_metadata.job_group`, used for routing and as an SQS message attribute.
+    /// `user_metadata.job_group`, used for routing and as an SQS message attribute; see
+    /// [`usable_job_group`].
     pub fn job_group(&self) -> Option<&str> {
         self.user_metadata
             .as_ref()
             .and_then(|m| m.get("job_group"))
             .and_then(Value::as_str)
+            .filter(|g| usable_job_group(g))
     }
+}
+
+/// Longest `job_group` that routes. A group names a table in `ROUTES`; a longer one (a few
+/// hundred KB fit in a signed body) would ride along on every queue message, continuation and
+/// downstream event and push them past SQS's and EventBridge's 256 KiB, so it is not a group:
+/// the job goes to the default table and the text stays in `user_metadata`.
+pub const MAX_JOB_GROUP_BYTES: usize = 256;
+
+/// Whether `group` can be a routing group: non-empty and at most [`MAX_JOB_GROUP_BYTES`].
+pub fn usable_job_group(group: &str) -> bool {
+    !group.is_empty() && group.len() <= MAX_JOB_GROUP_BYTES
 }
 
 /// The `user_metadata` an event JSON itself holds (`data.user_metadata`, else top level).

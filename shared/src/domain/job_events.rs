@@ -14,9 +14,9 @@ use crate::domain::verify::sha256_hex;
 pub const SOURCE: &str = "gemini-hooks";
 /// `detail-type` of a finished job (contract: users' rules match on it).
 pub const DETAIL_TYPE: &str = "Gemini Job Finished";
-/// Largest `detail` JSON. EventBridge takes 256 KB per entry, source and detail-type included;
-/// a job record holds up to 64 KiB each of `user_metadata` and `output`, so this only bites on
-/// an unusually long error message combined with both.
+/// Largest `detail` JSON. EventBridge takes 256 KiB per entry, source and detail-type included;
+/// a job record holds up to 64 KiB each of `user_metadata` and `output`, 16 KiB of error message
+/// and 256 bytes of `job_group`, so the detail fits once `fit` leaves the large parts out.
 pub const MAX_DETAIL_BYTES: usize = 200 * 1024;
 
 /// Where the job's record and rows can be read.
@@ -79,10 +79,15 @@ impl JobFinished {
             kind: job.kind,
             state: job.state,
             counts: job.counts.clone(),
-            error: job.error.clone(),
+            // Bounded on the record already; again here for records written before that.
+            error: job.error.clone().map(JobErrorInfo::bounded),
             user_metadata: job.user_metadata.clone(),
             user_metadata_omitted_bytes: job.user_metadata_omitted_bytes,
-            job_group: job.job_group.clone(),
+            // Only a group that routes is one (records written before groups were bounded).
+            job_group: job
+                .job_group
+                .clone()
+                .filter(|g| crate::domain::event::usable_job_group(g)),
             output: job.output.clone(),
             output_omitted_bytes: None,
             completed_at_ms: job.completed_at_ms,

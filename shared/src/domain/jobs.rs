@@ -119,6 +119,29 @@ pub struct JobErrorInfo {
     pub source: String,
 }
 
+/// Longest error message kept on a job record (and in its downstream event). The API's message
+/// is free text of any length; a DynamoDB item stops at 400 KB and an EventBridge entry at
+/// 256 KiB, and a job whose record cannot be written could never be recorded as failed.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 16 * 1024;
+
+impl JobErrorInfo {
+    /// The error with its message cut to [`MAX_ERROR_MESSAGE_BYTES`] (at a character boundary),
+    /// saying how long it was.
+    pub fn bounded(mut self) -> Self {
+        if self.message.len() > MAX_ERROR_MESSAGE_BYTES {
+            let total = self.message.len();
+            let mut end = MAX_ERROR_MESSAGE_BYTES;
+            while !self.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.message.truncate(end);
+            self.message
+                .push_str(&format!(" … [cut: the message was {total} bytes]"));
+        }
+        self
+    }
+}
+
 /// Largest `user_metadata`, as JSON text, kept on a job record. A delivery may be up to
 /// `WEBHOOK_MAX_BODY_BYTES` (1 MiB) but a DynamoDB item stops at 400 KB, and the record must
 /// always be writable or the job could never be recorded; larger metadata is left out and its
@@ -155,6 +178,27 @@ pub struct JobRecord {
     /// that spares replays a ledger lookup; the ledger in the dedupe table decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified_state: Option<JobState>,
+    /// The latest re-ingest of this job's results (`gemini-hooks reingest`): its progress while
+    /// it runs, its count of rows rewritten once done. The job's state does not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reingest: Option<ReingestRecord>,
+}
+
+/// One re-ingest pass over a finished batch's results, as the job record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReingestRecord {
+    /// The request (`gemini-hooks reingest` prints it); replays of one request converge on one
+    /// pass, a new request starts another.
+    pub request_id: String,
+    pub requested_at_ms: i64,
+    /// When the pass finished; `None` while it runs (or after it stopped, until its retry).
+    pub finished_at_ms: Option<i64>,
+    /// Where the pass stands in the results file (lines whose rows are stored).
+    pub checkpoint: Option<Checkpoint>,
+    /// Rows written by the pass (every status), error and malformed ones among them.
+    pub rows_rewritten: u64,
+    pub error_rows: u64,
+    pub malformed_rows: u64,
 }
 
 impl JobRecord {
@@ -193,6 +237,7 @@ impl JobRecord {
             completed_at_ms: None,
             event_received_at_ms: None,
             notified_state: None,
+            reingest: None,
         }
     }
 }
@@ -393,5 +438,38 @@ mod tests {
         ] {
             assert_eq!(JobState::parse(s.as_str()), Some(s));
         }
+    }
+}
+
+#[cfg(test)]
+mod error_bound_tests {
+    use super::*;
+
+    #[test]
+    fn a_long_error_message_is_cut_at_a_character_boundary_saying_how_long_it_was() {
+        let short = JobErrorInfo {
+            code: None,
+            message: "bad".into(),
+            source: "operation".into(),
+        };
+        assert_eq!(short.clone().bounded(), short);
+        let long = JobErrorInfo {
+            message: "é".repeat(MAX_ERROR_MESSAGE_BYTES),
+            ..short
+        }
+        .bounded();
+        assert!(
+            long.message.len() < MAX_ERROR_MESSAGE_BYTES + 64,
+            "{}",
+            long.message.len()
+        );
+        assert!(
+            long.message.ends_with(&format!(
+                "[cut: the message was {} bytes]",
+                2 * MAX_ERROR_MESSAGE_BYTES
+            )),
+            "{}",
+            &long.message[long.message.len() - 60..]
+        );
     }
 }

@@ -288,8 +288,12 @@ pub fn from_inline(index: usize, r: &InlineResponse) -> ResultRecord {
             message: e.message.clone(),
             status: e.status.clone(),
         }
+    } else if let Some(raw) = &r.response {
+        // Parsed as a results line would be, from the raw text: the response stays that text.
+        let line_text = format!("{{\"key\":\"k\",\"response\":{raw}}}");
+        parse_line(line_text.as_bytes(), line).outcome
     } else {
-        outcome_of(r.response.as_ref(), None)
+        outcome_of(None, None)
     };
     ResultRecord {
         key,
@@ -586,7 +590,9 @@ mod tests {
     fn inline_records() {
         let ok = InlineResponse {
             key: Some("a".into()),
-            response: Some(json!({"candidates": [{"content": {"parts": [{"text": "t"}]}}]})),
+            response: Some(
+                json!({"candidates": [{"content": {"parts": [{"text": "t"}]}}]}).to_string(),
+            ),
             error: None,
         };
         let r = from_inline(0, &ok);
@@ -618,7 +624,7 @@ mod tests {
 
         let emb = InlineResponse {
             key: Some("e".into()),
-            response: Some(json!({"embedding": {"values": [0.5, 1.0]}})),
+            response: Some(json!({"embedding": {"values": [0.5, 1.0]}}).to_string()),
             error: None,
         };
         let Outcome::Success(row) = from_inline(2, &emb).outcome else {

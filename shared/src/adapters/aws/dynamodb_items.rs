@@ -117,9 +117,13 @@ pub(super) fn gunzip(bytes: &[u8]) -> Result<String, StoreError> {
 /// its beginning and `<name>_truncated_bytes` says how long it was (the sort key still names the
 /// row exactly, by hash). A response is never truncated: it is compressed or split instead.
 const MAX_TEXT_ATTRIBUTE: usize = 64 * 1024;
-/// Longest request key kept whole (a key is shown everywhere a row is; a longer one is cut like
-/// the text attributes above, its row still found by the hashed sort key).
+/// Longest request key kept whole in the row item. A longer key (its sort key is already a
+/// hash) keeps its beginning in `key`, for the console, and is stored whole, gzip-compressed, in
+/// key part items `PART#<hash of the row id>K#nnnn` that reading puts back together: the full
+/// key is what every reader sees.
 const MAX_KEY_ATTRIBUTE: usize = 128 * 1024;
+/// The marker between a row's part owner and a key part's number (response parts have `#`).
+pub(super) const KEY_PART_MARK: &str = "K#";
 
 /// Items for one row: the row itself, plus part items when the response is too large.
 ///
@@ -216,6 +220,26 @@ pub(super) fn row_items(
             if let Some(text) = &row.text {
                 put_text(&mut item, "text", text);
             }
+        }
+    }
+    if row.key.len() > MAX_KEY_ATTRIBUTE {
+        let packed = gzip(row.key.as_bytes())?;
+        let chunk_len = ITEM_BUDGET / 2;
+        item.insert(
+            "key_parts".into(),
+            AttributeValue::N(packed.len().div_ceil(chunk_len).to_string()),
+        );
+        let owner = &sha256_hex(row_sk.as_bytes())[..32];
+        for (i, chunk) in packed.chunks(chunk_len).enumerate() {
+            let mut part = HashMap::with_capacity(4);
+            part.insert("pk".into(), AttributeValue::S(row_pk.clone()));
+            part.insert(
+                "sk".into(),
+                AttributeValue::S(format!("{PART_PREFIX}{owner}{KEY_PART_MARK}{:04}", i + 1)),
+            );
+            part.insert("part_of".into(), AttributeValue::S(row_sk.clone()));
+            part.insert("chunk".into(), AttributeValue::B(Blob::new(chunk.to_vec())));
+            items.push(part);
         }
     }
     items.insert(0, item);

@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
 use super::dynamodb_dedupe::sdk_message;
-use super::dynamodb_items::{PART_PREFIX, gunzip, pk, value_of};
+use super::dynamodb_items::{KEY_PART_MARK, PART_PREFIX, gunzip, pk, value_of};
 use super::dynamodb_results::LEGACY_PART_MARK;
 use crate::domain::jobs::{ROW_HASH_PREFIX, ROW_KEY_PREFIX, ROW_LINE_PREFIX, ResultRow, RowStatus};
 use crate::domain::results::{Outcome, parse_line};
@@ -118,6 +118,9 @@ async fn row_of(
             "text_in_response",
             // Rows written before metadata lived on the job only.
             "user_metadata",
+            "key_parts",
+            "key_truncated_bytes",
+            "error_message_truncated_bytes",
         ] {
             map.remove(storage_only);
         }
@@ -135,10 +138,26 @@ async fn row_of(
                 .get("response_parts")
                 .and_then(|v| v.as_n().ok())
                 .and_then(|n| n.parse::<usize>().ok());
-            let packed = parts(client, table, job_id, sk, expected).await?;
+            let owner = &sha256_hex(sk.as_bytes())[..32];
+            let prefixes = [
+                format!("{PART_PREFIX}{owner}#"),
+                format!("{sk}{LEGACY_PART_MARK}"),
+            ];
+            let packed = parts(client, table, job_id, sk, &prefixes, expected).await?;
             row.response_json = Some(gunzip(&packed)?);
         }
         _ => {}
+    }
+    // A key too long for the item is whole in its own parts.
+    let key_parts = item
+        .get("key_parts")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse::<usize>().ok());
+    if key_parts.is_some() {
+        let owner = &sha256_hex(sk.as_bytes())[..32];
+        let prefixes = [format!("{PART_PREFIX}{owner}{KEY_PART_MARK}")];
+        let packed = parts(client, table, job_id, sk, &prefixes, key_parts).await?;
+        row.key = gunzip(&packed)?;
     }
     // A large row's text was left out of the item: it is the response's, so derive it again.
     if row.text.is_none()
@@ -153,21 +172,19 @@ async fn row_of(
     Ok(row)
 }
 
-/// The concatenated chunks of the row `sk` (`PART#<hash of sk>#nnnn`, or the legacy
-/// `<sk>#PART#nnnn`), in part order; exactly `expected` of them when the row says how many (a
-/// rewrite with fewer parts may leave stale ones behind).
+/// The concatenated chunks of the row `sk` under the first of `prefixes` that has any (for a
+/// response `PART#<hash of sk>#nnnn`, or the legacy `<sk>#PART#nnnn`; for a key
+/// `PART#<hash of sk>K#nnnn`), in part order; exactly `expected` of them when the row says how
+/// many (a rewrite with fewer parts may leave stale ones behind).
 async fn parts(
     client: &Client,
     table: &str,
     job_id: &str,
     sk: &str,
+    prefixes: &[String],
     expected: Option<usize>,
 ) -> Result<Vec<u8>, StoreError> {
-    let owner = &sha256_hex(sk.as_bytes())[..32];
-    for prefix in [
-        format!("{PART_PREFIX}{owner}#"),
-        format!("{sk}{LEGACY_PART_MARK}"),
-    ] {
+    for prefix in prefixes {
         let mut packed = Vec::new();
         let mut found = 0usize;
         let mut resume: Option<Item> = None;

@@ -81,6 +81,23 @@ impl GeminiClient {
         body: Option<&Value>,
         replay: Replay,
     ) -> Result<Value, GeminiError> {
+        let answer = self.call_bytes(method, what, url, body, replay).await?;
+        if answer.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Object(serde_json::Map::new()));
+        }
+        serde_json::from_slice::<Value>(&answer).map_err(|e| invalid_json(&e))
+    }
+
+    /// [`Self::call_json`]'s request, the answer's bytes as they came (for callers that parse
+    /// only part of a large answer into a tree).
+    async fn call_bytes(
+        &self,
+        method: Method,
+        what: &str,
+        url: Url,
+        body: Option<&Value>,
+        replay: Replay,
+    ) -> Result<bytes::Bytes, GeminiError> {
         let timeout = self.settings.request_timeout;
         // Once an unsafe call may have reached the server, any unclear outcome is final.
         let unclear = |reason: String| match replay {
@@ -123,18 +140,7 @@ impl GeminiClient {
                     };
                     match resp.bytes().await {
                         Err(e) => unclear(format!("reading body: {}", describe(&e))),
-                        Ok(body) if body.iter().all(u8::is_ascii_whitespace) => {
-                            Step::Done(Value::Object(serde_json::Map::new()))
-                        }
-                        Ok(body) => match serde_json::from_slice::<Value>(&body) {
-                            Ok(v) => Step::Done(v),
-                            Err(e) => Step::Fail(GeminiError::Decode(format!(
-                                "invalid JSON ({:?} error at line {} column {})",
-                                e.classify(),
-                                e.line(),
-                                e.column()
-                            ))),
-                        },
+                        Ok(body) => Step::Done(body),
                     }
                 };
                 tokio::time::timeout(timeout, attempt)
@@ -186,6 +192,15 @@ impl GeminiClient {
     }
 }
 
+fn invalid_json(e: &serde_json::Error) -> GeminiError {
+    GeminiError::Decode(format!(
+        "invalid JSON ({:?} error at line {} column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    ))
+}
+
 #[async_trait]
 impl GeminiApi for GeminiClient {
     /// `GET /v1beta/batches/<id>`; `id` may be `abc`, `batches/abc` or a full URL.
@@ -193,8 +208,12 @@ impl GeminiApi for GeminiClient {
         let name = normalize_batch_id(id);
         check_resource_id(&name, "batches/")?;
         let url = self.url(&format!("/v1beta/{name}"))?;
-        let body = self.get_json(&name, url).await?;
-        Ok(BatchOperation::from_value(&body)?)
+        // Parsed from the bytes: inline results stay raw text, never a tree per response (a few
+        // MB of small JSON objects would take hundreds of MB as trees).
+        let body = self
+            .call_bytes(Method::GET, &name, url, None, Replay::Safe)
+            .await?;
+        Ok(BatchOperation::from_slice(&body)?)
     }
 
     /// `GET /v1beta/interactions/<id>`; `id` may carry the `interactions/` prefix.

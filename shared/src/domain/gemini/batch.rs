@@ -6,6 +6,7 @@
 //! and a field we cannot read must degrade to `None`, never reject the whole operation.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::DecodeError;
@@ -68,8 +69,9 @@ pub enum BatchOutput {
 pub struct InlineResponse {
     /// `metadata.key` (inline results do not have the top-level `key` file lines have).
     pub key: Option<String>,
-    /// The `GenerateContentResponse` (or `EmbedContentResponse`) as sent; `None` if absent/null.
-    pub response: Option<Value>,
+    /// The `GenerateContentResponse` (or `EmbedContentResponse`) as sent, as JSON text (never a
+    /// tree: an operation may hold megabytes of them); `None` if absent/null.
+    pub response: Option<String>,
     pub error: Option<RpcStatus>,
 }
 
@@ -211,6 +213,126 @@ impl BatchOperation {
     }
 }
 
+/// An object's members, each kept as raw JSON text borrowed from the input.
+type RawMembers<'a> = std::collections::BTreeMap<String, &'a RawValue>;
+
+fn raw_members(raw: &RawValue) -> Option<RawMembers<'_>> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// `raw` as a tree (small parts of an operation only).
+fn tree(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+}
+
+impl BatchOperation {
+    /// Reads an Operation from its bytes, like [`Self::from_value`], but without a tree of the
+    /// inline results: everything else is small and read as before; each inline response stays
+    /// the raw JSON text it was sent as, so memory follows the answer's size, not its shape.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let top: RawMembers<'_> = serde_json::from_slice(bytes)
+            .map_err(|e| DecodeError(format!("operation is not a JSON object ({e})")))?;
+        let mut outer = Map::new();
+        // The output may sit in `response` or in `metadata.output`, each a file or a list.
+        let mut response = (None, None);
+        let mut meta_output = (None, None);
+        for (name, raw) in &top {
+            match name.as_str() {
+                "response" => {
+                    let (rest, list) = split_output(raw);
+                    outer.insert(name.clone(), rest.clone());
+                    response = (Some(rest), list);
+                }
+                "metadata" => {
+                    let mut meta = Map::new();
+                    for (field, value) in raw_members(raw).unwrap_or_default() {
+                        if field == "output" {
+                            let (rest, list) = split_output(value);
+                            meta.insert(field, rest.clone());
+                            meta_output = (Some(rest), list);
+                        } else {
+                            meta.insert(field, tree(value));
+                        }
+                    }
+                    outer.insert(name.clone(), Value::Object(meta));
+                }
+                _ => {
+                    outer.insert(name.clone(), tree(raw));
+                }
+            }
+        }
+        let mut op = Self::from_value(&Value::Object(outer))?;
+        // The order of `from_value`: the response's file, its list, then metadata.output's.
+        let output_of = |(rest, list): (Option<Value>, Option<Vec<&RawValue>>)| {
+            rest.filter(|r| !r.is_null())
+                .and_then(|r| output_from(&r))
+                .or_else(|| {
+                    list.map(|l| {
+                        BatchOutput::Inline(l.into_iter().map(InlineResponse::from_raw).collect())
+                    })
+                })
+        };
+        op.output = output_of(response).or_else(|| output_of(meta_output));
+        Ok(op)
+    }
+}
+
+/// An output object (`response` or `metadata.output`) without its inline list, as a tree, and
+/// the list's elements as raw text.
+fn split_output(raw: &RawValue) -> (Value, Option<Vec<&RawValue>>) {
+    let Some(members) = raw_members(raw) else {
+        return (tree(raw), None);
+    };
+    let mut rest = Map::new();
+    let mut list = None;
+    for (field, value) in members {
+        if matches!(field.as_str(), "inlinedResponses" | "inlined_responses") {
+            // The wire nests the list twice; accept a single level too.
+            list = serde_json::from_str::<Vec<&RawValue>>(value.get())
+                .ok()
+                .or_else(|| {
+                    let inner = raw_members(value)?;
+                    let nested = inner
+                        .get("inlinedResponses")
+                        .or_else(|| inner.get("inlined_responses"))?;
+                    serde_json::from_str::<Vec<&RawValue>>(nested.get()).ok()
+                });
+        } else {
+            rest.insert(field, tree(value));
+        }
+    }
+    (Value::Object(rest), list)
+}
+
+impl InlineResponse {
+    /// Reads one inline result from its raw text; the response is kept as that text.
+    fn from_raw(raw: &RawValue) -> Self {
+        let members = raw_members(raw).unwrap_or_default();
+        let key = members
+            .get("metadata")
+            .map(|m| tree(m))
+            .and_then(|m| m.get("key").and_then(Value::as_str).map(str::to_owned))
+            .or_else(|| {
+                members
+                    .get("key")
+                    .and_then(|k| serde_json::from_str::<String>(k.get()).ok())
+            });
+        Self {
+            key,
+            response: members
+                .get("response")
+                .map(|r| r.get().trim())
+                .filter(|r| *r != "null")
+                .map(str::to_owned),
+            error: members
+                .get("error")
+                .map(|e| tree(e))
+                .filter(|e| !e.is_null())
+                .map(|e| RpcStatus::from_value(&e)),
+        }
+    }
+}
+
 impl TryFrom<Value> for BatchOperation {
     type Error = DecodeError;
     fn try_from(v: Value) -> Result<Self, Self::Error> {
@@ -263,7 +385,10 @@ impl InlineResponse {
             .map(str::to_owned);
         Self {
             key,
-            response: v.get("response").filter(|r| !r.is_null()).cloned(),
+            response: v
+                .get("response")
+                .filter(|r| !r.is_null())
+                .map(Value::to_string),
             error: v
                 .get("error")
                 .filter(|e| !e.is_null())
@@ -322,8 +447,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Both readers of an operation, which must agree.
     fn op(v: Value) -> BatchOperation {
-        BatchOperation::from_value(&v).unwrap()
+        let from_tree = BatchOperation::from_value(&v).unwrap();
+        let from_bytes = BatchOperation::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(
+            from_bytes, from_tree,
+            "from_slice and from_value disagree on {v}"
+        );
+        from_tree
     }
 
     #[test]
@@ -452,7 +584,7 @@ mod tests {
         let Some(BatchOutput::Inline(items)) = o.output else {
             panic!("expected inline output")
         };
-        let emb = items[0].response.as_ref().unwrap();
+        let emb: Value = serde_json::from_str(items[0].response.as_ref().unwrap()).unwrap();
         assert_eq!(emb["embedding"]["values"][1], json!(-1.5));
     }
 

@@ -86,6 +86,7 @@ pub fn job_of(body: &str) -> Option<String> {
     match QueueEnvelope::from_body(body).ok()? {
         QueueEnvelope::Webhook(w) => w.event.job_id,
         QueueEnvelope::Continuation(c) => Some(c.job_id),
+        QueueEnvelope::Reingest(r) => Some(r.job_id),
         QueueEnvelope::Stored(_) => None,
     }
 }

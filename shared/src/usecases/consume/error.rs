@@ -78,6 +78,8 @@ pub enum Handled {
     Recorded { job_id: String, state: JobState },
     /// Nothing to do: already finished, or an event type we only log.
     Skipped { reason: String },
+    /// A re-ingest pass finished: `rows_rewritten` rows written again, the state unchanged.
+    Reingested { job_id: String, rows_rewritten: u64 },
 }
 
 impl Handled {
@@ -88,6 +90,7 @@ impl Handled {
             Self::Continued { .. } => "continued",
             Self::Recorded { .. } => "recorded",
             Self::Skipped { .. } => "skipped",
+            Self::Reingested { .. } => "reingested",
         }
     }
 }

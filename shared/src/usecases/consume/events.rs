@@ -234,7 +234,9 @@ impl Consumer {
         };
         self.settle(&mut job, &claim, api_state, api_state.as_str());
         job.error = error;
-        job.output = Some(output);
+        // Names and URIs come from the event and the API: bounded like any output, so the
+        // record stays writable whatever their length.
+        job.output = Some(bounded_output(output));
         self.record(store.as_ref(), job, api_state, deadline_ms)
             .await
     }

@@ -2,6 +2,7 @@
 //! inline responses), written as rows through a [`RowWriter`] (pipelined, bounded by bytes) with
 //! checkpoints, and handed to a continuation message before the invocation deadline.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -11,15 +12,72 @@ use super::Consumer;
 use super::error::{ConsumeError, Handled};
 use super::rows::to_row;
 use super::writes::{RowWriter, WriteLimits, bounded, time_left, within};
-use crate::domain::envelope::{Continuation, QueueEnvelope};
+use crate::domain::envelope::{Continuation, QueueEnvelope, ReingestRequest};
 use crate::domain::gemini::{BatchOperation, BatchOutput};
 use crate::domain::jobs::{Checkpoint, JobRecord, JobState};
 use crate::domain::results::{LineSplitter, from_inline, record_from_line};
 use crate::ports::ResultsStore;
 use crate::ports::metrics::metric;
 
+/// Whose progress a pass over a results file carries.
+pub(super) enum Pass {
+    /// The job's ingest and its continuations: the job record holds the progress.
+    Ingest {
+        /// The delivery that started it (logs).
+        webhook_id: Option<String>,
+        /// 0, then 1, 2, … for each continuation.
+        part: u32,
+    },
+    /// A re-ingest (`super::reingest`): the record streamed is a working copy whose counters and
+    /// checkpoint are the pass's; the stored record (`base`) keeps its state and carries them
+    /// under `reingest`.
+    Reingest {
+        base: Box<JobRecord>,
+        request: ReingestRequest,
+    },
+}
+
+impl Pass {
+    /// The record to store for the progress in `job`.
+    fn record<'a>(&'a self, job: &'a JobRecord) -> Cow<'a, JobRecord> {
+        match self {
+            Self::Ingest { .. } => Cow::Borrowed(job),
+            Self::Reingest { base, request } => {
+                Cow::Owned(super::reingest::with_progress(base, request, job, None))
+            }
+        }
+    }
+
+    /// The message that carries on from `saved` in the next invocation.
+    fn hand_over(&self, job: &JobRecord, file: &str, saved: &Progress) -> QueueEnvelope {
+        match self {
+            Self::Ingest { webhook_id, part } => QueueEnvelope::Continuation(Continuation {
+                job_id: job.job_id.clone(),
+                file: file.to_owned(),
+                byte_offset: saved.offset,
+                lines: saved.lines,
+                webhook_id: webhook_id.clone(),
+                job_group: job.job_group.clone(),
+                part: part + 1,
+            }),
+            // The record's checkpoint says where the next part starts.
+            Self::Reingest { request, .. } => QueueEnvelope::Reingest(ReingestRequest {
+                part: request.part + 1,
+                ..request.clone()
+            }),
+        }
+    }
+
+    fn part(&self) -> u32 {
+        match self {
+            Self::Ingest { part, .. } => *part,
+            Self::Reingest { request, .. } => request.part,
+        }
+    }
+}
+
 /// Where the last saved checkpoint stands.
-struct Progress {
+pub(super) struct Progress {
     offset: u64,
     lines: u64,
 }
@@ -33,7 +91,7 @@ enum Stop {
 }
 
 impl Consumer {
-    fn row_writer(&self, store: &Arc<dyn ResultsStore>) -> RowWriter {
+    pub(super) fn row_writer(&self, store: &Arc<dyn ResultsStore>) -> RowWriter {
         RowWriter::new(
             Arc::clone(store),
             self.budget.clone(),
@@ -96,8 +154,11 @@ impl Consumer {
                         reason: "job finished concurrently".into(),
                     });
                 }
-                self.stream_file(store, job, start, Some(webhook_id), 0, deadline_ms)
-                    .await
+                let pass = Pass::Ingest {
+                    webhook_id: Some(webhook_id),
+                    part: 0,
+                };
+                self.stream_file(store, job, start, pass, deadline_ms).await
             }
         }
     }
@@ -129,20 +190,22 @@ impl Consumer {
                 byte_offset: c.byte_offset,
                 lines: c.lines,
             });
-        self.stream_file(store, job, start, c.webhook_id, c.part, deadline_ms)
-            .await
+        let pass = Pass::Ingest {
+            webhook_id: c.webhook_id,
+            part: c.part,
+        };
+        self.stream_file(store, job, start, pass, deadline_ms).await
     }
 
     /// Streams `start.file` from `start.byte_offset`, writing rows and checkpoints, until the end
     /// of the file or until the deadline is near (then hands over to a continuation message).
     /// A checkpoint only ever covers lines whose writes have completed.
-    async fn stream_file(
+    pub(super) async fn stream_file(
         &self,
         store: Arc<dyn ResultsStore>,
         mut job: JobRecord,
         start: Checkpoint,
-        webhook_id: Option<String>,
-        part: u32,
+        pass: Pass,
         deadline_ms: Option<i64>,
     ) -> Result<Handled, ConsumeError> {
         let file = start.file.clone();
@@ -191,6 +254,7 @@ impl Consumer {
                 self.save_checkpoint(
                     store.as_ref(),
                     &mut job,
+                    &pass,
                     &file,
                     &splitter,
                     &mut saved,
@@ -207,6 +271,15 @@ impl Consumer {
             if let Some(deadline) = deadline_ms
                 && deadline.saturating_sub(self.clock.now_ms()) < self.settings.deadline_margin_ms
             {
+                // A pass that did not complete one line would hand over to a pass that starts
+                // at the same byte and does the same, forever, each message "succeeding": it
+                // fails instead, so its retries end in the dead-letter queue, visibly.
+                if splitter.line_count() == start.lines {
+                    return Err(ConsumeError::OutOfTime(format!(
+                        "no complete line within one invocation from byte {} (a line longer                          than a pass can download)",
+                        start.byte_offset
+                    )));
+                }
                 break Some(Stop::Deadline);
             }
         };
@@ -217,23 +290,31 @@ impl Consumer {
             Some(Stop::Broken(e)) => {
                 // Keep what we have; the redelivered message resumes from the checkpoint.
                 writer.drain(&mut job, last).await?;
-                self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved, last)
-                    .await?;
+                self.save_checkpoint(
+                    store.as_ref(),
+                    &mut job,
+                    &pass,
+                    &file,
+                    &splitter,
+                    &mut saved,
+                    last,
+                )
+                .await?;
                 return Err(e);
             }
             Some(Stop::Deadline) => {
                 writer.drain(&mut job, last).await?;
-                self.save_checkpoint(store.as_ref(), &mut job, &file, &splitter, &mut saved, last)
-                    .await?;
-                let continuation = QueueEnvelope::Continuation(Continuation {
-                    job_id: job.job_id.clone(),
-                    file: file.clone(),
-                    byte_offset: saved.offset,
-                    lines: saved.lines,
-                    webhook_id,
-                    job_group: job.job_group.clone(),
-                    part: part + 1,
-                });
+                self.save_checkpoint(
+                    store.as_ref(),
+                    &mut job,
+                    &pass,
+                    &file,
+                    &splitter,
+                    &mut saved,
+                    last,
+                )
+                .await?;
+                let continuation = pass.hand_over(&job, &file, &saved);
                 let message = continuation.to_message().map_err(|e| {
                     ConsumeError::Poison(format!("cannot serialise continuation: {e}"))
                 })?;
@@ -241,7 +322,7 @@ impl Consumer {
                 tracing::info!(
                     byte_offset = saved.offset,
                     lines = saved.lines,
-                    part = part + 1,
+                    part = pass.part() + 1,
                     "deadline near: handed the rest to a continuation"
                 );
                 return Ok(Handled::Continued {
@@ -256,15 +337,25 @@ impl Consumer {
             byte_offset: splitter.offset(),
             lines: splitter.line_count(),
         });
-        let job_id = job.job_id.clone();
-        let rows = self.finish(store.as_ref(), job).await?;
-        Ok(Handled::Ingested { job_id, rows })
+        match pass {
+            Pass::Ingest { .. } => {
+                let job_id = job.job_id.clone();
+                let rows = self.finish(store.as_ref(), job).await?;
+                Ok(Handled::Ingested { job_id, rows })
+            }
+            Pass::Reingest { base, request } => {
+                self.finish_reingest(store.as_ref(), *base, &request, job)
+                    .await
+            }
+        }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn save_checkpoint(
         &self,
         store: &dyn ResultsStore,
         job: &mut JobRecord,
+        pass: &Pass,
         file: &str,
         splitter: &LineSplitter,
         saved: &mut Progress,
@@ -276,7 +367,7 @@ impl Consumer {
             lines: splitter.line_count(),
         });
         job.updated_at_ms = self.clock.now_ms();
-        bounded(until, store.save_job(job)).await??;
+        bounded(until, store.save_job(&pass.record(job))).await??;
         saved.offset = splitter.offset();
         saved.lines = splitter.line_count();
         Ok(())

@@ -10,6 +10,7 @@ mod driver;
 mod error;
 mod events;
 mod ingest;
+mod reingest;
 mod rows;
 mod settings;
 mod writes;
@@ -204,6 +205,15 @@ impl Consumer {
                 }
                 handled
             }
+            QueueEnvelope::Reingest(r) => {
+                let span = tracing::info_span!(
+                    "message",
+                    job_id = %r.job_id,
+                    reingest = %r.request_id,
+                    part = r.part
+                );
+                tracing::Instrument::instrument(self.handle_reingest(r, deadline_ms), span).await?
+            }
             QueueEnvelope::Stored(_) => {
                 return Err(ConsumeError::Poison(
                     "a stored payload holding a pointer".into(),
@@ -232,6 +242,9 @@ impl Consumer {
             }
             Handled::Skipped { reason } => {
                 tracing::info!(outcome = handled.code(), reason = %reason, "message handled");
+            }
+            Handled::Reingested { rows_rewritten, .. } => {
+                tracing::info!(outcome = handled.code(), rows_rewritten, "message handled");
             }
         }
         Ok(handled)

@@ -11,6 +11,7 @@ pub(super) fn rpc_error(status: &RpcStatus, source: &str) -> JobErrorInfo {
         message: status.message.clone(),
         source: source.to_owned(),
     }
+    .bounded()
 }
 
 pub(super) fn apply_stats(job: &mut JobRecord, op: &BatchOperation) {
