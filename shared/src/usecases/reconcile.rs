@@ -315,7 +315,8 @@ impl Reconciler {
                     tracing::warn!(
                         error = %e,
                         reason,
-                        "could not read the registered webhooks; a webhook Gemini disabled would                          go unnoticed by this run (the batch reconcile is unaffected)"
+                        "could not read the registered webhooks; a webhook Gemini disabled would \
+                         go unnoticed by this run (the batch reconcile is unaffected)"
                     );
                     return WebhookCheck::Failed { reason };
                 }
