@@ -38,6 +38,7 @@ pub mod env {
     pub const CONSUMER_WRITES_IN_FLIGHT: &str = "CONSUMER_WRITES_IN_FLIGHT";
     pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
     pub const RESULTS_RETENTION_DAYS: &str = "RESULTS_RETENTION_DAYS";
+    pub const LATE_BATCH_HOURS: &str = "LATE_BATCH_HOURS";
 
     /// Every name above, for checks that the template and the code agree (tests/template_env).
     pub const ALL: &[&str] = &[
@@ -61,6 +62,7 @@ pub mod env {
         CONSUMER_WRITES_IN_FLIGHT,
         EVENT_BUS_NAME,
         RESULTS_RETENTION_DAYS,
+        LATE_BATCH_HOURS,
     ];
 }
 
@@ -75,6 +77,11 @@ pub mod defaults {
     pub const MAX_CONSUMER_WRITES_IN_FLIGHT: usize = 16;
     /// Longest `RESULTS_RETENTION_DAYS` (100 years; the template's `MaxValue`).
     pub const MAX_RESULTS_RETENTION_DAYS: u64 = 36_500;
+    /// `LATE_BATCH_HOURS`: a nightly batch normally finishes well within this.
+    pub const LATE_BATCH_HOURS: u64 = 6;
+    /// Longest `LATE_BATCH_HOURS` (a week; the template's `MaxValue`). Gemini expires a batch
+    /// that has not finished within about 48 hours, so more would never fire.
+    pub const MAX_LATE_BATCH_HOURS: u64 = 168;
 }
 
 /// A configuration problem, naming the variable.
@@ -727,6 +734,9 @@ pub struct ReconcilerConfig {
     pub dedupe_table: String,
     pub queue_url: String,
     pub gemini: GeminiConfig,
+    /// `LATE_BATCH_HOURS`: a batch still pending or running this long after its creation is
+    /// reported late; `None` (the variable set to 0) turns the check off.
+    pub late_batch_after: Option<std::time::Duration>,
 }
 
 impl ReconcilerConfig {
@@ -737,8 +747,24 @@ impl ReconcilerConfig {
             dedupe_table: env.required(env::DEDUPE_TABLE)?,
             queue_url: env.required_url(env::QUEUE_URL)?,
             gemini: GeminiConfig::from_env(env, None)?,
+            late_batch_after: late_batch_after(env)?,
         })
     }
+}
+
+/// Reads `LATE_BATCH_HOURS`: unset or empty is the default (6), `0` turns the check off.
+fn late_batch_after(env: &Env<'_>) -> Result<Option<std::time::Duration>, ConfigError> {
+    let hours: u64 = env.number(env::LATE_BATCH_HOURS, defaults::LATE_BATCH_HOURS)?;
+    if hours > defaults::MAX_LATE_BATCH_HOURS {
+        return Err(ConfigError::Invalid {
+            name: env::LATE_BATCH_HOURS,
+            reason: format!(
+                "at most {} hours (0 turns the late-batch check off)",
+                defaults::MAX_LATE_BATCH_HOURS
+            ),
+        });
+    }
+    Ok((hours > 0).then(|| std::time::Duration::from_secs(hours * 3600)))
 }
 
 #[cfg(test)]
@@ -786,6 +812,35 @@ mod reconciler_config_tests {
                 .collect();
             let err = reconciler(&pairs).unwrap_err();
             assert!(err.to_string().contains(missing), "{err}");
+        }
+    }
+
+    #[test]
+    fn late_batch_hours_default_zero_and_bad_values() {
+        let hours = |h: u64| Some(std::time::Duration::from_secs(h * 3600));
+        assert_eq!(reconciler(&BASE).unwrap().late_batch_after, hours(6));
+        let with = |v: &'static str| {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("LATE_BATCH_HOURS", v));
+            reconciler(&pairs)
+        };
+        assert_eq!(with("").unwrap().late_batch_after, hours(6));
+        assert_eq!(with(" 12 ").unwrap().late_batch_after, hours(12));
+        assert_eq!(with("168").unwrap().late_batch_after, hours(168));
+        assert_eq!(with("0").unwrap().late_batch_after, None);
+        for bad in ["-1", "six", "1.5", "169"] {
+            let err = with(bad).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        name: "LATE_BATCH_HOURS",
+                        ..
+                    }
+                ),
+                "{bad}: {err:?}"
+            );
+            assert!(err.to_string().contains("LATE_BATCH_HOURS"), "{err}");
         }
     }
 

@@ -341,7 +341,8 @@ pub async fn aws_reconciler(
         once,
         runtime.clock,
         emf_stdout("reconciler"),
-    ))
+    )
+    .with_late_batch_after(config.late_batch_after))
 }
 
 #[cfg(test)]

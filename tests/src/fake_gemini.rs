@@ -8,7 +8,8 @@
 //!
 //! It also serves the WebhookService (docs/gemini.md §7) under `/v1/webhooks`: create, list
 //! (paged), get, patch (`update_mask` required), delete, `:ping` and `:rotateSigningSecret`, in
-//! snake_case, with knobs for the enum spelling it accepts and for Gemini disabling a webhook.
+//! snake_case, with knobs for the enum spelling it accepts and for Gemini disabling a webhook
+//! (`add_webhook` registers one in any state, e.g. for the reconciler's early warning).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -276,6 +277,30 @@ impl FakeGemini {
             panic!("no fake webhook {id}");
         };
         w.state = state.to_owned();
+    }
+
+    /// Registers a webhook directly (as if created earlier, e.g. in the console) in `state`;
+    /// returns its id. It gets a signing secret like any webhook, so tests can check that the
+    /// secret never leaks.
+    pub fn add_webhook(&self, name: Option<&str>, uri: &str, state: &str) -> String {
+        let now = now_rfc3339();
+        let hook = FakeWebhook {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            name: name.map(str::to_owned),
+            uri: uri.to_owned(),
+            subscribed_events: vec!["batch.succeeded".to_owned()],
+            state: state.to_owned(),
+            secrets: vec![FakeSecret {
+                secret: new_secret(),
+                expire_time: None,
+            }],
+            pings: 0,
+            create_time: now.clone(),
+            update_time: now,
+        };
+        let id = hook.id.clone();
+        self.shared.lock().webhooks.insert(id.clone(), hook);
+        id
     }
 
     /// Which enum spelling the WebhookService accepts (default: either).
@@ -1072,6 +1097,12 @@ pub fn operation_json(name: &str, state: &str, output: OutputSpec) -> Value {
         }
     }
     op["metadata"] = metadata;
+    op
+}
+
+/// Sets the batch's `createTime` (RFC 3339), e.g. to make a running batch late.
+pub fn with_create_time(mut op: Value, create_time: &str) -> Value {
+    op["metadata"]["createTime"] = json!(create_time);
     op
 }
 

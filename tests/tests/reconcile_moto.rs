@@ -1,6 +1,8 @@
 //! The reconcile use case against moto (results and dedupe tables, events queue) and the fake
 //! Gemini API (paged batch list): missed batches are recovered exactly once, everything else is
-//! left alone, and the synthetic events are consumed like webhooks.
+//! left alone, and the synthetic events are consumed like webhooks. The early warnings too: a
+//! webhook Gemini disabled and a late batch raise their metrics (0 when all is well), and a
+//! webhook list that cannot be read is counted without failing the run.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,12 +22,12 @@ use gemini_hooks::ports::metrics::metric;
 use gemini_hooks::usecases::consume::{ConsumeSettings, Consumer, Handled};
 use gemini_hooks::usecases::enqueue_once::EnqueueOnce;
 use gemini_hooks::usecases::reconcile::{
-    ReconcileError, ReconcileOptions, ReconcileReport, Reconciler,
+    ReconcileError, ReconcileOptions, ReconcileReport, Reconciler, WebhookCheck,
 };
 use gemini_hooks::usecases::routes::Routes;
 use gemini_hooks_tests::bins::bin_path;
 use gemini_hooks_tests::fake_gemini::{
-    FakeGemini, Fault, OutputSpec, inline_success, operation_json,
+    FakeGemini, Fault, OutputSpec, inline_success, operation_json, with_create_time,
 };
 use gemini_hooks_tests::moto;
 use gemini_hooks_tests::runtime_api::{RuntimeApi, spawn_function};
@@ -504,4 +506,426 @@ async fn reconciler_binary_recovers_on_a_scheduled_event() {
         .invoke(json!({"look_back_hours": 0}), Duration::from_secs(30))
         .await;
     assert!(format!("{err:?}").contains("look_back_hours"), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Early warnings: disabled webhooks, late batches
+// ---------------------------------------------------------------------------------------------
+
+const DISABLED: &str = "disabled_due_to_failed_deliveries";
+
+/// A batch in `state` created `ago_ms` before `now_ms` (still pending or running: no end time).
+fn created_batch(name: &str, state: &str, now_ms: i64, ago_ms: i64) -> Value {
+    with_create_time(
+        operation_json(name, state, OutputSpec::None),
+        &rfc3339(now_ms - ago_ms),
+    )
+}
+
+/// The value of metric `name` in an EMF document, if the document has it.
+fn value(doc: &Value, name: &str) -> Option<f64> {
+    doc.get(name).and_then(Value::as_f64)
+}
+
+impl Harness {
+    fn warning_reconciler(&self, late_hours: u64) -> Reconciler {
+        self.reconciler()
+            .with_late_batch_after(Some(Duration::from_secs(late_hours * 3600)))
+    }
+
+    /// The EMF document of the last run.
+    fn last_document(&self) -> Value {
+        let docs = self.metrics.documents().unwrap_or_else(|e| panic!("{e}"));
+        docs.last()
+            .cloned()
+            .unwrap_or_else(|| panic!("no EMF line"))
+    }
+}
+
+#[tokio::test]
+async fn a_disabled_webhook_and_a_late_batch_raise_their_metrics_then_return_to_zero() {
+    let h = Harness::new().await;
+    let g = &h.gemini;
+    g.put_operation(created_batch(
+        "nightly",
+        "BATCH_STATE_RUNNING",
+        NOW_MS,
+        7 * HOUR,
+    ));
+    g.put_operation(created_batch(
+        "queued",
+        "JOB_STATE_PENDING",
+        NOW_MS,
+        30 * HOUR,
+    ));
+    g.put_operation(created_batch(
+        "young",
+        "BATCH_STATE_RUNNING",
+        NOW_MS,
+        5 * HOUR,
+    ));
+    let mut undated = operation_json("undated", "BATCH_STATE_RUNNING", OutputSpec::None);
+    if let Some(m) = undated["metadata"].as_object_mut() {
+        m.remove("createTime");
+    }
+    g.put_operation(undated);
+    // Old but finished: never late (and recovered, as before).
+    g.put_operation(with_create_time(
+        batch("done", "BATCH_STATE_SUCCEEDED", NOW_MS, 2 * HOUR),
+        &rfc3339(NOW_MS - 40 * HOUR),
+    ));
+    g.add_webhook(Some("prod"), "https://prod.example/hook", "enabled");
+    let broken = g.add_webhook(
+        Some("nightly-hook"),
+        "https://user:pw@broken.example/hook?token=t0ps3cret",
+        DISABLED,
+    );
+    let _paused = g.add_webhook(None, "https://paused.example/hook", "disabled");
+    // One webhook per page: every page is read.
+    g.set_webhook_page_size(1);
+
+    let r = h
+        .warning_reconciler(6)
+        .run(&options(2))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut late = r.late.clone();
+    late.sort();
+    assert_eq!(late, ["batches/nightly", "batches/queued"], "{r:?}");
+    assert_eq!(
+        r.webhooks,
+        WebhookCheck::Checked {
+            listed: 3,
+            disabled: vec![broken.clone()]
+        }
+    );
+    assert_eq!(r.recovered, vec!["batches/done".to_owned()]);
+    let list_calls = g.requests_to("/v1/webhooks");
+    assert_eq!(list_calls.len(), 3, "{list_calls:?}");
+    assert!(list_calls.iter().all(|c| c.authorized && c.method == "GET"));
+    assert!(list_calls.iter().any(|c| c.path.contains("page_token=")));
+    let doc = h.last_document();
+    assert_eq!(doc["Function"], "reconciler-fn");
+    assert_eq!(value(&doc, metric::WEBHOOKS_DISABLED), Some(1.0), "{doc}");
+    assert_eq!(value(&doc, metric::BATCHES_LATE), Some(2.0), "{doc}");
+    assert_eq!(
+        value(&doc, metric::WEBHOOK_CHECKS_FAILED),
+        Some(0.0),
+        "{doc}"
+    );
+    assert_eq!(doc["webhooks_listed"], 3);
+
+    // Time passes (the injected clock): the young batch is late now too.
+    h.clock.advance_ms(2 * HOUR);
+    let r = h
+        .warning_reconciler(6)
+        .run(&options(2))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.late.len(), 3, "{r:?}");
+    assert_eq!(value(&h.last_document(), metric::BATCHES_LATE), Some(3.0));
+
+    // All is well again: both metrics are still emitted, as 0, so the alarms return to OK.
+    g.set_webhook_state(&broken, "enabled");
+    for name in ["nightly", "queued", "young", "undated"] {
+        g.put_operation(batch(name, "BATCH_STATE_SUCCEEDED", NOW_MS, 0));
+    }
+    let r = h
+        .warning_reconciler(6)
+        .run(&options(2))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.late.is_empty(), "{r:?}");
+    assert_eq!(
+        r.webhooks,
+        WebhookCheck::Checked {
+            listed: 3,
+            disabled: vec![]
+        }
+    );
+    let doc = h.last_document();
+    assert_eq!(value(&doc, metric::WEBHOOKS_DISABLED), Some(0.0), "{doc}");
+    assert_eq!(value(&doc, metric::BATCHES_LATE), Some(0.0), "{doc}");
+
+    // Without a late threshold there is no late check and no `BatchesLate`; webhooks are
+    // checked whatever the threshold.
+    g.put_operation(created_batch(
+        "slow",
+        "BATCH_STATE_RUNNING",
+        NOW_MS,
+        50 * HOUR,
+    ));
+    let r = h.run(&options(2)).await;
+    assert!(r.late.is_empty());
+    let doc = h.last_document();
+    assert_eq!(value(&doc, metric::BATCHES_LATE), None, "{doc}");
+    assert_eq!(value(&doc, metric::WEBHOOKS_DISABLED), Some(0.0), "{doc}");
+}
+
+#[tokio::test]
+async fn a_webhook_list_that_cannot_be_read_is_counted_and_the_run_goes_on() {
+    let h = Harness::new().await;
+    h.gemini
+        .put_operation(batch("a", "BATCH_STATE_SUCCEEDED", NOW_MS, 2 * HOUR));
+    h.gemini.put_operation(created_batch(
+        "slow",
+        "BATCH_STATE_RUNNING",
+        NOW_MS,
+        8 * HOUR,
+    ));
+    h.gemini
+        .add_webhook(Some("x"), "https://x.example/hook", DISABLED);
+
+    // 403: the key may not read webhooks. 404: no WebhookService where the API runs.
+    for (status, reason) in [(403, "forbidden"), (404, "not_found")] {
+        h.gemini.inject("/v1/webhooks", vec![Fault::Status(status)]);
+        let r = h
+            .warning_reconciler(6)
+            .run(&options(10))
+            .await
+            .unwrap_or_else(|e| panic!("HTTP {status} must not fail the run: {e}"));
+        assert_eq!(r.webhooks, WebhookCheck::Failed { reason });
+        assert_eq!(r.late, vec!["batches/slow".to_owned()]);
+        let doc = h.last_document();
+        assert_eq!(
+            value(&doc, metric::WEBHOOK_CHECKS_FAILED),
+            Some(1.0),
+            "{doc}"
+        );
+        // Unknown is not 0: no `WebhooksDisabled` at all.
+        assert_eq!(value(&doc, metric::WEBHOOKS_DISABLED), None, "{doc}");
+        assert_eq!(doc["webhook_check_error"], reason);
+        assert_eq!(value(&doc, metric::BATCHES_LATE), Some(1.0), "{doc}");
+        assert_eq!(value(&doc, metric::RECONCILE_FAILURES), Some(0.0), "{doc}");
+    }
+    // The batch reconcile went on: the missed batch was recovered by the first run.
+    assert_eq!(
+        webhook_ids(&h.take_queued().await),
+        ["reconcile:batches/a:SUCCEEDED"]
+    );
+
+    // The other way round: a failing batch list still lets the webhook check report, and no
+    // `BatchesLate` 0 comes from a listing that saw nothing.
+    h.gemini.inject(
+        "/v1beta/batches?",
+        vec![Fault::Status(500), Fault::Status(500)],
+    );
+    let err = h.warning_reconciler(6).run(&options(10)).await;
+    assert!(matches!(err, Err(ReconcileError::List(_))), "{err:?}");
+    let doc = h.last_document();
+    assert_eq!(value(&doc, metric::WEBHOOKS_DISABLED), Some(1.0), "{doc}");
+    assert_eq!(value(&doc, metric::BATCHES_LATE), None, "{doc}");
+    assert_eq!(value(&doc, metric::RECONCILE_FAILURES), Some(1.0), "{doc}");
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+impl Harness {
+    fn binary_env(&self, late_batch_hours: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("RESULTS_TABLE", self.results_table.clone()),
+            ("ROUTES", String::new()),
+            ("DEDUPE_TABLE", self.dedupe_table.clone()),
+            ("QUEUE_URL", self.queue_url.clone()),
+            ("GEMINI_API_KEY", FakeGemini::API_KEY.to_owned()),
+            ("GEMINI_API_BASE_URL", self.gemini.base_url()),
+        ];
+        if let Some(h) = late_batch_hours {
+            env.push(("LATE_BATCH_HOURS", h.to_owned()));
+        }
+        env
+    }
+}
+
+/// Every EMF document the function printed so far.
+fn emf_documents(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter(|l| l.contains("\"_aws\""))
+        .map(|l| validate_emf(l).unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
+/// The real binary: a disabled webhook and a late batch raise their metrics in the EMF line it
+/// prints, both fall to 0 once fixed, and a webhook list answering 403 or 404 is counted while
+/// the invocation still succeeds.
+#[tokio::test]
+async fn reconciler_binary_raises_disabled_webhook_and_late_batch_metrics() {
+    let h = Harness::new().await;
+    let now = now_ms();
+    let g = &h.gemini;
+    g.put_operation(created_batch(
+        "late-nightly",
+        "BATCH_STATE_RUNNING",
+        now,
+        7 * HOUR,
+    ));
+    g.put_operation(created_batch("on-time", "BATCH_STATE_RUNNING", now, HOUR));
+    g.add_webhook(Some("prod"), "https://prod.example/hook", "enabled");
+    let broken = g.add_webhook(
+        Some("nightly-hook"),
+        "https://broken.example/hook?token=t0ps3cret",
+        DISABLED,
+    );
+    let secrets: Vec<String> = g
+        .webhooks()
+        .into_iter()
+        .flat_map(|w| w.secrets.into_iter().map(|s| s.secret))
+        .collect();
+
+    let api = RuntimeApi::start().await;
+    let function = spawn_function(&bin_path("reconciler"), &api, &h.binary_env(Some("6"))).await;
+    let invoke = |payload: Value| {
+        let api = &api;
+        let function = &function;
+        async move {
+            api.invoke(payload, Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|e| panic!("invoke: {e}\n{}", function.logs()))
+        }
+    };
+
+    let out = invoke(json!({"look_back_hours": 24})).await;
+    assert_eq!(out["late"], json!(["batches/late-nightly"]), "{out}");
+    assert_eq!(
+        out["webhooks"],
+        json!({"listed": 2, "disabled": [broken], "check_failed": null}),
+        "{out}"
+    );
+    let docs = emf_documents(&function.stdout());
+    assert_eq!(docs.len(), 1, "{}", function.stdout());
+    assert_eq!(value(&docs[0], metric::WEBHOOKS_DISABLED), Some(1.0));
+    assert_eq!(value(&docs[0], metric::BATCHES_LATE), Some(1.0));
+    assert_eq!(value(&docs[0], metric::WEBHOOK_CHECKS_FAILED), Some(0.0));
+    // Each named in the log: the webhook by id, name and URI (without its query), the batch by
+    // id, once per run.
+    assert!(
+        function
+            .wait_for_log("Gemini disabled this webhook", Duration::from_secs(5))
+            .await,
+        "{}",
+        function.logs()
+    );
+    assert!(
+        function
+            .wait_for_log("long after its creation (late)", Duration::from_secs(5))
+            .await,
+        "{}",
+        function.logs()
+    );
+    let logs = function.logs();
+    let disabled_line = logs
+        .lines()
+        .find(|l| l.contains("Gemini disabled this webhook"))
+        .unwrap_or_default();
+    for needle in [
+        broken.as_str(),
+        "nightly-hook",
+        "https://broken.example/hook",
+        "\"level\":\"ERROR\"",
+    ] {
+        assert!(disabled_line.contains(needle), "{needle}: {disabled_line}");
+    }
+    let late_lines: Vec<&str> = logs.lines().filter(|l| l.contains("(late)")).collect();
+    assert_eq!(late_lines.len(), 1, "{logs}");
+    assert!(late_lines[0].contains("batches/late-nightly"), "{logs}");
+    assert!(late_lines[0].contains("\"level\":\"WARN\""), "{logs}");
+
+    // Fixed: the webhook enabled, the batch finished. Both metrics are 0, not missing.
+    g.set_webhook_state(&broken, "enabled");
+    g.put_operation(batch("late-nightly", "BATCH_STATE_SUCCEEDED", now, 0));
+    let out = invoke(json!({"look_back_hours": 24})).await;
+    assert_eq!(out["late"], json!([]), "{out}");
+    assert_eq!(out["webhooks"]["disabled"], json!([]), "{out}");
+    let docs = emf_documents(&function.stdout());
+    assert_eq!(docs.len(), 2, "{}", function.stdout());
+    assert_eq!(value(&docs[1], metric::WEBHOOKS_DISABLED), Some(0.0));
+    assert_eq!(value(&docs[1], metric::BATCHES_LATE), Some(0.0));
+
+    // The key may not read webhooks (403), or the API has no WebhookService (404): counted,
+    // the run succeeds, and the batch checks still report.
+    g.put_operation(created_batch(
+        "late-again",
+        "JOB_STATE_PENDING",
+        now,
+        9 * HOUR,
+    ));
+    for (status, reason) in [(403, "forbidden"), (404, "not_found")] {
+        g.inject("/v1/webhooks", vec![Fault::Status(status)]);
+        let out = invoke(json!({"look_back_hours": 24})).await;
+        assert_eq!(out["webhooks"]["check_failed"], reason, "{out}");
+        assert_eq!(out["late"], json!(["batches/late-again"]), "{out}");
+        let docs = emf_documents(&function.stdout());
+        let doc = docs.last().unwrap_or_else(|| panic!("no EMF line"));
+        assert_eq!(
+            value(doc, metric::WEBHOOK_CHECKS_FAILED),
+            Some(1.0),
+            "{doc}"
+        );
+        assert_eq!(value(doc, metric::WEBHOOKS_DISABLED), None, "{doc}");
+        assert_eq!(value(doc, metric::BATCHES_LATE), Some(1.0), "{doc}");
+        assert_eq!(doc["webhook_check_error"], reason, "{doc}");
+    }
+    assert!(
+        function
+            .wait_for_log(
+                "could not read the registered webhooks",
+                Duration::from_secs(5)
+            )
+            .await
+    );
+
+    let logs = function.logs();
+    assert!(!logs.contains(FakeGemini::API_KEY), "API key leaked");
+    assert!(!logs.contains("t0ps3cret"), "URI query leaked");
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "signing secret leaked");
+    }
+}
+
+/// `LATE_BATCH_HOURS=0` turns the late check off (no `BatchesLate` at all); a bad value stops
+/// the binary at start naming the variable.
+#[tokio::test]
+async fn reconciler_binary_late_batch_hours_zero_and_invalid() {
+    let h = Harness::new().await;
+    h.gemini.put_operation(created_batch(
+        "slow",
+        "BATCH_STATE_RUNNING",
+        now_ms(),
+        30 * HOUR,
+    ));
+    let api = RuntimeApi::start().await;
+    let function = spawn_function(&bin_path("reconciler"), &api, &h.binary_env(Some("0"))).await;
+    let out = api
+        .invoke(json!({}), Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("invoke: {e}\n{}", function.logs()));
+    assert_eq!(out["late"], json!([]), "{out}");
+    let docs = emf_documents(&function.stdout());
+    assert_eq!(docs.len(), 1, "{}", function.stdout());
+    assert_eq!(value(&docs[0], metric::BATCHES_LATE), None, "{}", docs[0]);
+    assert_eq!(value(&docs[0], metric::WEBHOOKS_DISABLED), Some(0.0));
+
+    for bad in ["six", "169"] {
+        let api = RuntimeApi::start().await;
+        let mut function =
+            spawn_function(&bin_path("reconciler"), &api, &h.binary_env(Some(bad))).await;
+        let status = function.wait_exit(Duration::from_secs(10)).await;
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{bad}: must exit non-zero: {status:?}"
+        );
+        assert!(
+            function
+                .wait_for_log("LATE_BATCH_HOURS", Duration::from_secs(5))
+                .await,
+            "{bad}: {}",
+            function.logs()
+        );
+    }
 }

@@ -31,6 +31,7 @@ fn plausible(name: &str) -> String {
         env::WEBHOOK_MAX_BODY_BYTES => "1048576".to_owned(),
         env::DEDUPE_RETENTION_HOURS => "168".to_owned(),
         env::RESULTS_RETENTION_DAYS => "30".to_owned(),
+        env::LATE_BATCH_HOURS => "6".to_owned(),
         env::WEBHOOK_JWT_MAX_AGE_SECONDS => "86700".to_owned(),
         env::CONSUMER_WRITES_IN_FLIGHT => "4".to_owned(),
         env::ROUTES => r#"{"exp": "results-exp"}"#.to_owned(),
@@ -275,6 +276,8 @@ fn template_references_only_metrics_the_code_emits() {
         metric::BATCHES_RECOVERED,
         metric::MESSAGES_FAILED,
         metric::DELIVERIES_REJECTED,
+        metric::WEBHOOKS_DISABLED,
+        metric::BATCHES_LATE,
     ] {
         assert!(used.contains(required), "{required} is not used: {used:?}");
     }

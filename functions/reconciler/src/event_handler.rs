@@ -3,7 +3,7 @@
 //! The payload is taken as plain JSON: an EventBridge schedule sends its event envelope (options
 //! under `detail`), or, when the rule sets `Input`, exactly that JSON (options at the top level).
 
-use gemini_hooks::usecases::reconcile::{ReconcileOptions, Reconciler};
+use gemini_hooks::usecases::reconcile::{ReconcileOptions, Reconciler, WebhookCheck};
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 
@@ -53,11 +53,22 @@ pub(crate) async fn function_handler(
         already_recovered = report.already_recovered,
         failures = report.failures,
         truncated = report.truncated,
+        late = report.late.len(),
         "reconcile run finished"
     );
     if report.failures > 0 {
         return Err(HandlerError::Incomplete(report.failures));
     }
+    // A failed webhook check is in the summary (and its metric), never an invocation error: the
+    // recoveries above still happened.
+    let webhooks = match &report.webhooks {
+        WebhookCheck::Checked { listed, disabled } => {
+            json!({"listed": listed, "disabled": disabled, "check_failed": null})
+        }
+        WebhookCheck::Failed { reason } => {
+            json!({"listed": null, "disabled": null, "check_failed": reason})
+        }
+    };
     Ok(json!({
         "pages": report.pages,
         "listed": report.listed,
@@ -67,5 +78,7 @@ pub(crate) async fn function_handler(
         "recovered": report.recovered,
         "already_recovered": report.already_recovered,
         "truncated": report.truncated,
+        "late": report.late,
+        "webhooks": webhooks,
     }))
 }

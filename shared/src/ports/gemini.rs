@@ -1,6 +1,6 @@
 //! The Gemini API as the use cases see it: read a batch (a long-running Operation), list
-//! batches, stream a results file, and read the interaction, video operation or file an event
-//! names (docs/gemini.md §4–6). The HTTP adapter is `adapters::gemini::GeminiClient`; tests use
+//! batches, stream a results file, read the interaction, video operation or file an event
+//! names, and list the registered webhooks' states (docs/gemini.md §4–7). The HTTP adapter is `adapters::gemini::GeminiClient`; tests use
 //! in-process fakes.
 
 use std::pin::Pin;
@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::domain::gemini::{BatchOperation, DecodeError, FileInfo, Interaction, VideoOperation};
+use crate::domain::gemini::{
+    BatchOperation, DecodeError, FileInfo, Interaction, VideoOperation, WebhookSummary,
+};
 
 /// Results file download as a stream of chunks; never the whole file in memory.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, GeminiError>> + Send>>;
@@ -65,6 +67,14 @@ pub struct BatchPage {
     pub next_page_token: Option<String>,
 }
 
+/// One page of `GET /v1/webhooks`, reduced to what the reconciler's early warning reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookSummaryPage {
+    pub webhooks: Vec<WebhookSummary>,
+    /// `None` on the last page.
+    pub next_page_token: Option<String>,
+}
+
 /// The Gemini API port.
 #[async_trait]
 pub trait GeminiApi: Send + Sync {
@@ -89,6 +99,14 @@ pub trait GeminiApi: Send + Sync {
 
     /// `GET /v1beta/files/<id>`: a file's metadata.
     async fn get_file(&self, file: &str) -> Result<FileInfo, GeminiError>;
+
+    /// One page of `GET /v1/webhooks` (the WebhookService): id, name, URI and state of each
+    /// registered webhook, never its secrets.
+    async fn list_webhooks(
+        &self,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<WebhookSummaryPage, GeminiError>;
 }
 
 impl From<DecodeError> for GeminiError {

@@ -58,6 +58,16 @@ pub mod metric {
     pub const BATCHES_RECOVERED: &str = "BatchesRecovered";
     /// Reconciler: a batch could not be checked or enqueued in this run.
     pub const RECONCILE_FAILURES: &str = "ReconcileFailures";
+    /// Reconciler: registered webhooks Gemini set to `disabled_due_to_failed_deliveries` (it
+    /// stopped delivering to them). Emitted on every run whose webhook check worked, 0 included,
+    /// so its alarm returns to OK once the webhook is enabled again.
+    pub const WEBHOOKS_DISABLED: &str = "WebhooksDisabled";
+    /// Reconciler: the webhook list could not be read in this run (1) or could (0); the reason
+    /// is the `webhook_check_error` property. The rest of the run is unaffected.
+    pub const WEBHOOK_CHECKS_FAILED: &str = "WebhookChecksFailed";
+    /// Reconciler: batches still pending or running `LATE_BATCH_HOURS` after their creation.
+    /// Emitted on every run while the check is on, 0 included.
+    pub const BATCHES_LATE: &str = "BatchesLate";
 
     /// Every metric name, for checks that the template only references metrics that exist.
     pub const ALL: &[&str] = &[
@@ -82,6 +92,9 @@ pub mod metric {
         BATCHES_SCANNED,
         BATCHES_RECOVERED,
         RECONCILE_FAILURES,
+        WEBHOOKS_DISABLED,
+        WEBHOOK_CHECKS_FAILED,
+        BATCHES_LATE,
     ];
 }
 

@@ -6,8 +6,16 @@
 //! and claimed through the dedupe table like a webhook id, so overlapping or repeated runs never
 //! enqueue it twice. A recovery means a webhook was missed: it is logged as a warning and
 //! counted in the `BatchesRecovered` metric.
+//!
+//! Each run also gives two early warnings, before anything is missed: the registered webhooks
+//! Gemini disabled after failed deliveries (`GET /v1/webhooks`, metric `WebhooksDisabled`), and
+//! the batches still pending or running long after their creation (`BatchesLate`, from the same
+//! batch list). Failing to read the webhooks never fails the run: it is logged and counted
+//! (`WebhookChecksFailed`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
@@ -15,7 +23,7 @@ use serde_json::{Map, Value, json};
 use crate::domain::dedupe_keys;
 use crate::domain::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
 use crate::domain::event::{Event, EventType};
-use crate::domain::gemini::{BatchOperation, BatchState};
+use crate::domain::gemini::{BatchOperation, BatchState, WebhookSummary};
 use crate::domain::verify::sha256_hex;
 use crate::ports::StoreError;
 use crate::ports::clock::SharedClock;
@@ -29,6 +37,11 @@ pub const RECONCILE_ID_PREFIX: &str = "reconcile:";
 
 const HOUR_MS: i64 = 3_600_000;
 const MINUTE_MS: i64 = 60_000;
+
+/// `page_size` of each webhook list call (a project has a handful of webhooks).
+const WEBHOOK_PAGE_SIZE: u32 = 50;
+/// Webhook list calls per run at most, so a server that keeps sending tokens cannot hold a run.
+const MAX_WEBHOOK_PAGES: u32 = 20;
 
 /// How far back and how patiently to look. Read from the scheduled event's input so operators
 /// tune it in the schedule, not through more environment variables.
@@ -151,6 +164,29 @@ pub struct ReconcileReport {
     pub failures: u64,
     /// `max_pages` was reached before the last page.
     pub truncated: bool,
+    /// Batches pending or running longer than the late threshold (names, each once).
+    pub late: Vec<String>,
+    /// What the webhook check found, or why it could not look.
+    pub webhooks: WebhookCheck,
+}
+
+/// The registered webhooks as this run saw them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookCheck {
+    /// The list was read: how many webhooks, and the ids of those Gemini disabled after failed
+    /// deliveries.
+    Checked { listed: u64, disabled: Vec<String> },
+    /// The list could not be read; a stable reason code (`forbidden`, `not_found`, …).
+    Failed { reason: &'static str },
+}
+
+impl Default for WebhookCheck {
+    fn default() -> Self {
+        Self::Checked {
+            listed: 0,
+            disabled: Vec::new(),
+        }
+    }
 }
 
 /// Where a finished batch stands on our side.
@@ -180,6 +216,8 @@ pub struct Reconciler {
     once: EnqueueOnce,
     clock: SharedClock,
     metrics: Metrics,
+    /// A pending or running batch older than this is late; `None` turns the check off.
+    late_after_ms: Option<i64>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -204,30 +242,103 @@ impl Reconciler {
             once,
             clock,
             metrics,
+            late_after_ms: None,
         }
     }
 
-    /// One reconcile pass. Per-batch failures are counted in the report (the others still get
-    /// their chance); a failed list call ends the pass with an error. Metrics are emitted either
-    /// way.
+    /// Reports batches still pending or running this long after their `createTime`
+    /// (`LATE_BATCH_HOURS`); `None` or zero turns the check off (the default).
+    #[must_use]
+    pub fn with_late_batch_after(mut self, after: Option<Duration>) -> Self {
+        self.late_after_ms = late_after_ms(after);
+        self
+    }
+
+    /// One reconcile pass, with the webhook check alongside. Per-batch failures are counted in
+    /// the report (the others still get their chance); a failed batch list call ends the pass
+    /// with an error; a failed webhook list never does. Metrics are emitted either way.
     pub async fn run(&self, options: &ReconcileOptions) -> Result<ReconcileReport, ReconcileError> {
         let mut report = ReconcileReport::default();
-        let result = self.scan(options, &mut report).await;
-        self.metrics
+        // Independent reads: a failing webhook list must not delay or fail the batch scan.
+        let (webhooks, result) =
+            futures::join!(self.check_webhooks(), self.scan(options, &mut report));
+        report.webhooks = webhooks;
+        let mut set = self
+            .metrics
             .set()
             .count(metric::BATCHES_SCANNED, report.scanned)
-            .count(
-                metric::BATCHES_RECOVERED,
-                u64::try_from(report.recovered.len()).unwrap_or(u64::MAX),
-            )
+            .count(metric::BATCHES_RECOVERED, len_u64(&report.recovered))
             .count(
                 metric::RECONCILE_FAILURES,
                 report.failures + u64::from(result.is_err()),
             )
             .property("pages", report.pages)
-            .property("listed", report.listed)
-            .flush();
+            .property("listed", report.listed);
+        match &report.webhooks {
+            WebhookCheck::Checked { listed, disabled } => {
+                set = set
+                    .count(metric::WEBHOOKS_DISABLED, len_u64(disabled))
+                    .count(metric::WEBHOOK_CHECKS_FAILED, 0)
+                    .property("webhooks_listed", *listed);
+            }
+            // No `WebhooksDisabled` at all: an unknown count is not a 0 (the alarm keeps its
+            // state while the check cannot look).
+            WebhookCheck::Failed { reason } => {
+                set = set
+                    .count(metric::WEBHOOK_CHECKS_FAILED, 1)
+                    .property("webhook_check_error", *reason);
+            }
+        }
+        // A 0 only from a complete listing; late batches seen before a failed page are real.
+        if self.late_after_ms.is_some() && (result.is_ok() || !report.late.is_empty()) {
+            set = set.count(metric::BATCHES_LATE, len_u64(&report.late));
+        }
+        set.flush();
         result.map(|()| report)
+    }
+
+    /// Reads every registered webhook (bounded pages) and reports those Gemini disabled after
+    /// failed deliveries. Never fails: a read error becomes [`WebhookCheck::Failed`].
+    async fn check_webhooks(&self) -> WebhookCheck {
+        let mut listed = 0_u64;
+        let mut disabled = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_WEBHOOK_PAGES {
+            let page = match self
+                .gemini
+                .list_webhooks(WEBHOOK_PAGE_SIZE, token.as_deref())
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    let reason = webhook_error_reason(&e);
+                    tracing::warn!(
+                        error = %e,
+                        reason,
+                        "could not read the registered webhooks; a webhook Gemini disabled would \
+                         go unnoticed by this run (the batch reconcile is unaffected)"
+                    );
+                    return WebhookCheck::Failed { reason };
+                }
+            };
+            listed += len_u64(&page.webhooks);
+            for w in page.webhooks.iter().filter(|w| w.is_disabled_by_gemini()) {
+                if !disabled.contains(&w.id) {
+                    warn_disabled(w);
+                    disabled.push(w.id.clone());
+                }
+            }
+            match page.next_page_token {
+                Some(t) if token.as_deref() != Some(t.as_str()) => token = Some(t),
+                // The last page, or a server repeating its token (which would loop forever).
+                _ => return WebhookCheck::Checked { listed, disabled },
+            }
+        }
+        tracing::warn!(
+            pages = MAX_WEBHOOK_PAGES,
+            "stopped listing webhooks at the page limit; later webhooks were not checked"
+        );
+        WebhookCheck::Checked { listed, disabled }
     }
 
     async fn scan(
@@ -237,6 +348,8 @@ impl Reconciler {
     ) -> Result<(), ReconcileError> {
         let now_ms = self.clock.now_ms();
         let mut token: Option<String> = None;
+        // A batch can show up on two pages when new ones shift the list: report it once.
+        let mut late_seen = HashSet::new();
         loop {
             if report.pages >= options.max_pages {
                 report.truncated = true;
@@ -254,6 +367,20 @@ impl Reconciler {
             report.listed += u64::try_from(page.operations.len()).unwrap_or(u64::MAX);
             let mut candidates = Vec::new();
             for op in page.operations {
+                if let Some(after_ms) = self.late_after_ms
+                    && let Some(age_ms) = late_age_ms(&op, now_ms, after_ms)
+                    && late_seen.insert(op.name.clone())
+                {
+                    tracing::warn!(
+                        job_id = %op.name,
+                        state = op.state.as_str(),
+                        created_at = op.create_time.as_deref().unwrap_or(""),
+                        hours_since_created = age_ms / HOUR_MS,
+                        late_after_hours = after_ms / HOUR_MS,
+                        "batch is still not finished long after its creation (late)"
+                    );
+                    report.late.push(op.name.clone());
+                }
                 match classify(&op, now_ms, options) {
                     Verdict::NotFinished => report.not_finished += 1,
                     Verdict::Undated => report.undated += 1,
@@ -383,6 +510,57 @@ impl Reconciler {
             }),
         })
     }
+}
+
+fn len_u64<T>(items: &[T]) -> u64 {
+    u64::try_from(items.len()).unwrap_or(u64::MAX)
+}
+
+/// The one line an operator needs per disabled webhook: which one (never its secrets, nor a
+/// query string that might hold a token) and how to bring it back.
+fn warn_disabled(w: &WebhookSummary) {
+    tracing::error!(
+        webhook_id = %w.id,
+        webhook_name = w.name.as_deref().unwrap_or(""),
+        webhook_uri = %w.loggable_uri(),
+        state = w.state.as_ref().map_or("", |s| s.as_str()),
+        "Gemini disabled this webhook after failed deliveries: no events reach it until it is \
+         enabled again (fix the endpoint, then `gemini-hooks webhooks enable <id>`)"
+    );
+}
+
+/// A stable code for why the webhook list could not be read (the `webhook_check_error`
+/// property): the key lacks the permission, the API has no WebhookService here, or it failed.
+fn webhook_error_reason(e: &GeminiError) -> &'static str {
+    match e {
+        GeminiError::Fatal {
+            status: 401 | 403, ..
+        } => "forbidden",
+        GeminiError::NotFound { .. } => "not_found",
+        GeminiError::Fatal { .. } => "rejected",
+        GeminiError::Transient { .. }
+        | GeminiError::Stream(_)
+        | GeminiError::Unconfirmed { .. } => "unavailable",
+        GeminiError::Decode(_) => "bad_response",
+        GeminiError::Invalid(_) => "invalid_request",
+    }
+}
+
+/// The late threshold in milliseconds; zero means off.
+fn late_after_ms(after: Option<Duration>) -> Option<i64> {
+    after
+        .filter(|d| !d.is_zero())
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// How long ago a batch still pending or running was created, if longer than `after_ms`.
+/// Without a readable `createTime` there is nothing to measure: not late.
+fn late_age_ms(op: &BatchOperation, now_ms: i64, after_ms: i64) -> Option<i64> {
+    if !op.state.is_in_progress() {
+        return None;
+    }
+    let age_ms = now_ms.saturating_sub(op.created_at_ms()?);
+    (age_ms > after_ms).then_some(age_ms)
 }
 
 /// How a listed batch relates to this run.
@@ -544,6 +722,94 @@ mod tests {
         for (i, (batch, want)) in cases.iter().enumerate() {
             assert_eq!(classify(batch, NOW, &o), *want, "case {i}");
         }
+    }
+
+    fn created(state: &str, create: Option<&str>) -> BatchOperation {
+        let mut metadata = json!({"state": state});
+        if let Some(c) = create {
+            metadata["createTime"] = json!(c);
+        }
+        BatchOperation::from_value(&json!({"name": "batches/b1", "metadata": metadata})).unwrap()
+    }
+
+    #[test]
+    fn late_means_in_progress_and_created_longer_ago_than_the_threshold() {
+        let after = 6 * HOUR_MS;
+        let at = |ago_ms: i64| rfc3339(NOW - ago_ms);
+        let cases = [
+            (
+                created("BATCH_STATE_RUNNING", Some(&at(7 * HOUR_MS))),
+                Some(7 * HOUR_MS),
+            ),
+            (
+                created("JOB_STATE_PENDING", Some(&at(30 * HOUR_MS))),
+                Some(30 * HOUR_MS),
+            ),
+            // Exactly at the threshold is not late yet.
+            (created("BATCH_STATE_RUNNING", Some(&at(6 * HOUR_MS))), None),
+            (created("BATCH_STATE_RUNNING", Some(&at(HOUR_MS))), None),
+            // Finished (whatever its age), or a state we do not know: not late.
+            (
+                created("BATCH_STATE_SUCCEEDED", Some(&at(30 * HOUR_MS))),
+                None,
+            ),
+            (
+                created("BATCH_STATE_EXPIRED", Some(&at(50 * HOUR_MS))),
+                None,
+            ),
+            (created("BATCH_STATE_PAUSED", Some(&at(30 * HOUR_MS))), None),
+            // Nothing to measure.
+            (created("BATCH_STATE_RUNNING", None), None),
+            (created("BATCH_STATE_RUNNING", Some("yesterday")), None),
+            // Created "in the future" (clock skew): not late.
+            (created("BATCH_STATE_RUNNING", Some(&at(-HOUR_MS))), None),
+        ];
+        for (i, (batch, want)) in cases.iter().enumerate() {
+            assert_eq!(late_age_ms(batch, NOW, after), *want, "case {i}");
+        }
+        // The same batch becomes late as the (injected) time passes.
+        let b = created("BATCH_STATE_RUNNING", Some(&at(5 * HOUR_MS)));
+        assert_eq!(late_age_ms(&b, NOW, after), None);
+        assert_eq!(late_age_ms(&b, NOW + 2 * HOUR_MS, after), Some(7 * HOUR_MS));
+    }
+
+    #[test]
+    fn late_threshold_zero_or_none_turns_the_check_off() {
+        assert_eq!(late_after_ms(None), None);
+        assert_eq!(late_after_ms(Some(Duration::ZERO)), None);
+        assert_eq!(
+            late_after_ms(Some(Duration::from_secs(6 * 3600))),
+            Some(6 * HOUR_MS)
+        );
+    }
+
+    #[test]
+    fn webhook_read_failures_have_stable_reasons() {
+        let fatal = |status| GeminiError::Fatal {
+            status,
+            message: String::new(),
+        };
+        assert_eq!(webhook_error_reason(&fatal(403)), "forbidden");
+        assert_eq!(webhook_error_reason(&fatal(401)), "forbidden");
+        assert_eq!(webhook_error_reason(&fatal(400)), "rejected");
+        assert_eq!(
+            webhook_error_reason(&GeminiError::NotFound {
+                what: "webhooks list".into()
+            }),
+            "not_found"
+        );
+        assert_eq!(
+            webhook_error_reason(&GeminiError::Transient {
+                what: String::new(),
+                attempts: 3,
+                last: String::new()
+            }),
+            "unavailable"
+        );
+        assert_eq!(
+            webhook_error_reason(&GeminiError::Decode(String::new())),
+            "bad_response"
+        );
     }
 
     #[test]

@@ -13,13 +13,15 @@ use super::download::{Download, content_range_start, content_range_total};
 use super::http::{Replay, Step, classify, describe, send_error_step};
 use super::settings::GeminiSettings;
 use crate::domain::gemini::{
-    BatchOperation, FileInfo, Interaction, VideoOperation, is_operation_name, is_plain_id,
-    normalize_batch_id, normalize_file_name,
+    BatchOperation, FileInfo, Interaction, VideoOperation, WebhookSummary, is_operation_name,
+    is_plain_id, normalize_batch_id, normalize_file_name,
 };
-use crate::ports::gemini::{BatchPage, ByteStream, GeminiApi, GeminiError};
+use crate::ports::gemini::{BatchPage, ByteStream, GeminiApi, GeminiError, WebhookSummaryPage};
 
 /// Header Gemini reads the API key from.
 const API_KEY_HEADER: &str = "x-goog-api-key";
+/// The WebhookService (all docs samples use `v1`, unlike the Batch API's `v1beta`).
+pub(crate) const WEBHOOKS_PATH: &str = "/v1/webhooks";
 
 /// Gemini Batch API client. Cheap to clone (the HTTP pool is shared).
 #[derive(Debug, Clone)]
@@ -151,6 +153,39 @@ impl GeminiClient {
         .await
     }
 
+    /// One page of `GET /v1/webhooks?page_size=&page_token=`: the raw webhook objects and the
+    /// next page token. Shared by the port's summary and the CLI's full resources, so both read
+    /// the list the same way.
+    pub(crate) async fn webhooks_page(
+        &self,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), GeminiError> {
+        let mut url = self.url(WEBHOOKS_PATH)?;
+        {
+            let mut q = url.query_pairs_mut();
+            if page_size > 0 {
+                q.append_pair("page_size", &page_size.to_string());
+            }
+            if let Some(t) = page_token.filter(|t| !t.is_empty()) {
+                q.append_pair("page_token", t);
+            }
+        }
+        let mut body = self.get_json("webhooks list", url).await?;
+        let webhooks = match body.get_mut("webhooks").map(Value::take) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(_) => return Err(GeminiError::Decode("`webhooks` is not a list".into())),
+        };
+        let next_page_token = body
+            .get("next_page_token")
+            .or_else(|| body.get("nextPageToken"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        Ok((webhooks, next_page_token))
+    }
+
     async fn with_retries<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, GeminiError>
     where
         F: FnMut() -> Fut,
@@ -244,6 +279,22 @@ impl GeminiApi for GeminiClient {
             .ok_or_else(|| GeminiError::Invalid("not a Files API file reference".into()))?;
         let url = self.url(&format!("/v1beta/{name}"))?;
         Ok(FileInfo::from_value(&self.get_json(&name, url).await?)?)
+    }
+
+    /// `GET /v1/webhooks?page_size=&page_token=`, each webhook reduced to id, name, URI, state.
+    async fn list_webhooks(
+        &self,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<WebhookSummaryPage, GeminiError> {
+        let (items, next_page_token) = self.webhooks_page(page_size, page_token).await?;
+        Ok(WebhookSummaryPage {
+            webhooks: items
+                .iter()
+                .map(WebhookSummary::from_value)
+                .collect::<Result<_, _>>()?,
+            next_page_token,
+        })
     }
 
     /// `GET /v1beta/batches?pageSize=&pageToken=`.

@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+// The state is parsed once, in the domain, for this client and the reconciler's early warning.
+pub use crate::domain::gemini::WebhookState;
+use crate::domain::gemini::webhook::webhook_id;
 use crate::domain::verify::standard::{SecretListError, SigningSecret, parse_secret_list};
 use crate::ports::gemini::GeminiError;
 
@@ -59,53 +62,6 @@ pub fn truncate_secret(secret: &str) -> String {
     format!("whsec_...{tail}")
 }
 
-/// Lifecycle state of a webhook. Read case-insensitively; unknown values are kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
-pub enum WebhookState {
-    Enabled,
-    Disabled,
-    /// Gemini stopped delivering after repeated failures; re-enable once the endpoint works.
-    DisabledDueToFailedDeliveries,
-    Other(String),
-}
-
-impl WebhookState {
-    /// The lowercase wire value.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Enabled => "enabled",
-            Self::Disabled => "disabled",
-            Self::DisabledDueToFailedDeliveries => "disabled_due_to_failed_deliveries",
-            Self::Other(s) => s,
-        }
-    }
-}
-
-impl From<String> for WebhookState {
-    fn from(s: String) -> Self {
-        let lower = s.trim().to_ascii_lowercase();
-        match lower.strip_prefix("state_").unwrap_or(&lower) {
-            "enabled" => Self::Enabled,
-            "disabled" => Self::Disabled,
-            "disabled_due_to_failed_deliveries" => Self::DisabledDueToFailedDeliveries,
-            _ => Self::Other(s),
-        }
-    }
-}
-
-impl From<WebhookState> for String {
-    fn from(s: WebhookState) -> Self {
-        s.as_str().to_owned()
-    }
-}
-
-impl std::fmt::Display for WebhookState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// One entry of `signing_secrets`: only the truncated form is ever listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SigningSecretInfo {
@@ -152,11 +108,7 @@ impl Webhook {
     pub fn from_value(v: Value) -> Result<Self, GeminiError> {
         let mut w: Self = serde_json::from_value(v)
             .map_err(|e| GeminiError::Decode(format!("not a Webhook resource: {e}")))?;
-        if w.id.is_empty()
-            && let Some(id) = w.name.as_deref().and_then(|n| n.strip_prefix("webhooks/"))
-        {
-            w.id = id.to_owned();
-        }
+        w.id = webhook_id(&w.id, w.name.as_deref());
         Ok(w)
     }
 }

@@ -14,14 +14,12 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::client::check_resource_id;
+use super::client::{WEBHOOKS_PATH, check_resource_id};
 use super::http::Replay;
 pub use super::webhook_model::*;
 use super::{GeminiClient, GeminiSettings};
 use crate::ports::gemini::GeminiError;
 
-/// API version of the WebhookService (all docs samples use `v1`).
-const WEBHOOKS_PATH: &str = "/v1/webhooks";
 /// Page size asked for when listing every webhook.
 const LIST_PAGE_SIZE: u32 = 50;
 /// Pages [`WebhookClient::list_all`] follows at most, so a server that keeps returning a
@@ -95,37 +93,12 @@ impl WebhookClient {
         page_size: u32,
         page_token: Option<&str>,
     ) -> Result<WebhookPage, GeminiError> {
-        let mut url = self.gemini.url(WEBHOOKS_PATH)?;
-        {
-            let mut q = url.query_pairs_mut();
-            if page_size > 0 {
-                q.append_pair("page_size", &page_size.to_string());
-            }
-            if let Some(t) = page_token.filter(|t| !t.is_empty()) {
-                q.append_pair("page_token", t);
-            }
-        }
-        let body = self
-            .gemini
-            .call_json(Method::GET, "webhooks list", url, None, Replay::Safe)
-            .await?;
-        let webhooks = match body.get("webhooks") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .cloned()
+        let (items, next_page_token) = self.gemini.webhooks_page(page_size, page_token).await?;
+        Ok(WebhookPage {
+            webhooks: items
+                .into_iter()
                 .map(Webhook::from_value)
                 .collect::<Result<_, _>>()?,
-            Some(_) => return Err(GeminiError::Decode("`webhooks` is not a list".into())),
-        };
-        let next_page_token = body
-            .get("next_page_token")
-            .or_else(|| body.get("nextPageToken"))
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned);
-        Ok(WebhookPage {
-            webhooks,
             next_page_token,
         })
     }

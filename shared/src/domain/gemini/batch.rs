@@ -124,6 +124,11 @@ impl BatchState {
             Self::Succeeded | Self::Failed | Self::Cancelled | Self::Expired
         )
     }
+
+    /// Queued or being worked on: the states a batch that is late sits in.
+    pub fn is_in_progress(&self) -> bool {
+        matches!(self, Self::Pending | Self::Running)
+    }
 }
 
 impl std::fmt::Display for BatchState {
@@ -146,6 +151,14 @@ impl<'de> Deserialize<'de> for BatchState {
 }
 
 impl BatchOperation {
+    /// `createTime` as epoch milliseconds; `None` if absent or not RFC 3339.
+    pub fn created_at_ms(&self) -> Option<i64> {
+        let t = self.create_time.as_deref()?;
+        chrono::DateTime::parse_from_rfc3339(t.trim())
+            .ok()
+            .map(|t| t.timestamp_millis())
+    }
+
     /// Reads an Operation (or, tolerantly, a bare batch object). Only a missing `name` is fatal,
     /// because without it the result cannot be tied to a job.
     pub fn from_value(v: &Value) -> Result<Self, DecodeError> {

@@ -1,13 +1,16 @@
 //! The Gemini resources the code reads, as plain data: a batch (a `google.longrunning.Operation`
 //! flattened, [`batch`]), and the interaction, video operation and file an event can name
-//! ([`resources`]), with the id normalisation every entry point goes through (docs/gemini.md
-//! §3–6). Parsing is tolerant: a field we cannot read degrades to `None`.
+//! ([`resources`]), a registered webhook's state ([`webhook`]), with the id normalisation every
+//! entry point goes through (docs/gemini.md §3–7). Parsing is tolerant: a field we cannot read
+//! degrades to `None`.
 
 pub mod batch;
 pub mod resources;
+pub mod webhook;
 
 pub use batch::{BatchOperation, BatchOutput, BatchState, BatchStats, InlineResponse, RpcStatus};
 pub use resources::{FileInfo, Interaction, InteractionStatus, VideoOperation};
+pub use webhook::{WebhookState, WebhookSummary};
 
 /// A Gemini response we could not understand.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
