@@ -50,6 +50,8 @@ pub mod metric {
     pub const EVENTS_PUBLISHED: &str = "EventsPublished";
     /// Consumer: publishing a downstream event failed; the message is retried.
     pub const EVENT_PUBLISH_FAILURES: &str = "EventPublishFailures";
+    /// Consumer: a generated video was copied into the output store (`OUTPUT_BUCKET`).
+    pub const VIDEOS_STORED: &str = "VideosStored";
     /// Reconciler: finished batches examined in the look-back window.
     pub const BATCHES_SCANNED: &str = "BatchesScanned";
     /// Reconciler: a finished batch no webhook had reported was enqueued (a missed delivery).
@@ -76,6 +78,7 @@ pub mod metric {
         EVENTS_CONTRADICTED,
         EVENTS_PUBLISHED,
         EVENT_PUBLISH_FAILURES,
+        VIDEOS_STORED,
         BATCHES_SCANNED,
         BATCHES_RECOVERED,
         RECONCILE_FAILURES,

@@ -33,7 +33,7 @@ enum Stop {
 }
 
 impl Consumer {
-    fn row_writer(&self, store: &Arc<dyn ResultsStore>) -> RowWriter {
+    pub(super) fn row_writer(&self, store: &Arc<dyn ResultsStore>) -> RowWriter {
         RowWriter::new(
             Arc::clone(store),
             self.budget.clone(),
