@@ -39,6 +39,7 @@ pub mod env {
     pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
     pub const RESULTS_RETENTION_DAYS: &str = "RESULTS_RETENTION_DAYS";
     pub const LATE_BATCH_HOURS: &str = "LATE_BATCH_HOURS";
+    pub const OUTPUT_BUCKET: &str = "OUTPUT_BUCKET";
 
     /// Every name above, for checks that the template and the code agree (tests/template_env).
     pub const ALL: &[&str] = &[
@@ -63,6 +64,7 @@ pub mod env {
         EVENT_BUS_NAME,
         RESULTS_RETENTION_DAYS,
         LATE_BATCH_HOURS,
+        OUTPUT_BUCKET,
     ];
 }
 
@@ -630,6 +632,34 @@ pub struct ConsumerConfig {
     pub writes_in_flight: usize,
     /// Downstream events (`EVENT_BUS_NAME`); `None` publishes none.
     pub events: Option<EventsConfig>,
+    /// `OUTPUT_BUCKET`: where generated videos are copied; `None` keeps pointers to Gemini's
+    /// files only (which expire after 48 hours).
+    pub output_bucket: Option<String>,
+}
+
+/// `OUTPUT_BUCKET`, if set: an S3 bucket name (3–63 lowercase letters, digits, `.` and `-`,
+/// starting and ending with a letter or digit), so a typo fails at start-up, not on the first
+/// video.
+fn output_bucket(env: &Env<'_>) -> Result<Option<String>, ConfigError> {
+    let Some(bucket) = env.optional(env::OUTPUT_BUCKET) else {
+        return Ok(None);
+    };
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && edge(bucket.chars().next())
+        && edge(bucket.chars().last());
+    if !valid {
+        return Err(ConfigError::Invalid {
+            name: env::OUTPUT_BUCKET,
+            reason: "not an S3 bucket name (3 to 63 lowercase letters, digits, '.' and '-', \
+                     starting and ending with a letter or digit)"
+                .into(),
+        });
+    }
+    Ok(Some(bucket))
 }
 
 /// Where the consumer publishes downstream events, and where it claims them.
@@ -679,6 +709,7 @@ impl ConsumerConfig {
             payload_bucket: env.optional(env::PAYLOAD_BUCKET),
             writes_in_flight,
             events: EventsConfig::from_env(env)?,
+            output_bucket: output_bucket(env)?,
         })
     }
 }
@@ -700,6 +731,34 @@ mod consumer_config_tests {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
         ConsumerConfig::from_env(&Env::from_fn(|k| map.get(k).cloned()))
+    }
+
+    #[test]
+    fn the_output_bucket_is_optional_and_must_be_a_bucket_name() {
+        assert_eq!(consumer(&[]).unwrap().output_bucket, None);
+        assert_eq!(
+            consumer(&[("OUTPUT_BUCKET", " ")]).unwrap().output_bucket,
+            None
+        );
+        assert_eq!(
+            consumer(&[("OUTPUT_BUCKET", "my-stack-outputs.1")])
+                .unwrap()
+                .output_bucket
+                .as_deref(),
+            Some("my-stack-outputs.1")
+        );
+        for bad in ["s3://b", "ab", "Upper", "-edge", "edge-", "a_b"] {
+            assert!(
+                matches!(
+                    consumer(&[("OUTPUT_BUCKET", bad)]),
+                    Err(ConfigError::Invalid {
+                        name: "OUTPUT_BUCKET",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

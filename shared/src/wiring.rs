@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::adapters::aws::dynamodb_dedupe::DynamoDbDedupeStore;
 use crate::adapters::aws::dynamodb_results::DynamoDbResultsStore;
 use crate::adapters::aws::eventbridge::EventBridgePublisher;
+use crate::adapters::aws::s3_objects::S3ObjectStore;
 use crate::adapters::aws::s3_payloads::S3PayloadStore;
 use crate::adapters::aws::secrets_manager::SecretsManagerSource;
 use crate::adapters::aws::sqs::MAX_MESSAGE_BYTES as SQS_MAX_MESSAGE_BYTES;
@@ -297,6 +298,20 @@ pub async fn aws_consumer(
             .with_ids(runtime.ids),
         ),
         None => consumer,
+    };
+    let consumer = match &config.output_bucket {
+        Some(bucket) => consumer.with_video_store(Arc::new(S3ObjectStore::new(
+            S3PayloadStore::client(aws),
+            bucket,
+        ))),
+        None => {
+            // Once per cold start: video jobs keep Gemini's links, which expire after 48 h.
+            tracing::info!(
+                variable = env::OUTPUT_BUCKET,
+                "no output bucket: generated videos are not copied, only pointed at"
+            );
+            consumer
+        }
     };
     Ok(match &config.payload_bucket {
         Some(bucket) => consumer.with_payloads(Arc::new(S3PayloadStore::new(

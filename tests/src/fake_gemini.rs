@@ -1168,6 +1168,58 @@ fn response_json(key: &str, text: &str) -> Value {
     })
 }
 
+/// `n` bytes standing for a generated video: deterministic and without a short period, so a
+/// part lost, doubled or out of order changes the bytes (and their hash).
+pub fn video_bytes(n: usize) -> Bytes {
+    let mut out = Vec::with_capacity(n + 8);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while out.len() < n {
+        // xorshift64
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    Bytes::from(out)
+}
+
+/// A finished Veo operation (`models/veo-3.0-generate-001/operations/<id>` style `name`) whose
+/// generated samples are the given Files API files, as download URIs like Gemini's.
+pub fn video_operation_json(name: &str, files: &[&str]) -> Value {
+    let samples: Vec<Value> = files
+        .iter()
+        .map(|f| {
+            let f = f.trim_start_matches("files/");
+            json!({"video": {"uri": format!(
+                "https://generativelanguage.googleapis.com/v1beta/files/{f}:download?alt=media"
+            )}})
+        })
+        .collect();
+    json!({
+        "name": name,
+        "done": true,
+        "response": {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.PredictLongRunningResponse",
+            "generateVideoResponse": {"generatedSamples": samples}
+        }
+    })
+}
+
+/// An Interaction (`GET /v1beta/interactions/<id>`) with `status` and `outputs` as given.
+pub fn interaction_json(id: &str, status: &str, outputs: Value) -> Value {
+    json!({
+        "id": id,
+        "model": "gemini-2.5-flash",
+        "status": status,
+        "role": "model",
+        "outputs": outputs,
+        "usage": {"total_input_tokens": 21, "total_output_tokens": 34, "total_tokens": 55},
+        "created": "2026-12-01T10:00:00Z",
+        "updated": "2026-12-01T10:00:05Z",
+    })
+}
+
 /// The request key of sample line `i`.
 pub fn sample_key(i: u64) -> String {
     format!("req-{i}")

@@ -20,17 +20,19 @@ impl FilePayloadStore {
 
     /// The file of `key`; only plain relative names (no `..`, no absolute paths).
     fn path(&self, key: &str) -> Result<PathBuf, PayloadError> {
-        let relative = Path::new(key);
-        let plain = relative
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)));
-        if key.is_empty() || !plain {
-            return Err(PayloadError::Unavailable(format!(
-                "not a payload key: {key}"
-            )));
-        }
-        Ok(self.root.join(relative))
+        path_under(&self.root, key)
+            .ok_or_else(|| PayloadError::Unavailable(format!("not a payload key: {key}")))
     }
+}
+
+/// `root/key` when `key` is a plain relative name (no `..`, no absolute path, not empty), so no
+/// key can reach outside `root`. Shared by the local stores of the data directory.
+pub(crate) fn path_under(root: &Path, key: &str) -> Option<PathBuf> {
+    let relative = Path::new(key);
+    let plain = relative
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    (!key.is_empty() && plain).then(|| root.join(relative))
 }
 
 fn io_err(path: &Path, e: &std::io::Error) -> PayloadError {

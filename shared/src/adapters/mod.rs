@@ -3,6 +3,8 @@
 
 pub mod aws;
 #[cfg(feature = "sqlite")]
+pub mod file_objects;
+#[cfg(feature = "sqlite")]
 pub mod file_payloads;
 pub mod gemini;
 pub mod jwks;

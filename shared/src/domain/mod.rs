@@ -9,5 +9,6 @@ pub mod gemini;
 pub mod job_events;
 pub mod jobs;
 pub mod lines;
+pub mod outputs;
 pub mod results;
 pub mod verify;

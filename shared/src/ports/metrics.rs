@@ -52,6 +52,8 @@ pub mod metric {
     pub const EVENT_PUBLISH_FAILURES: &str = "EventPublishFailures";
     /// Consumer: rows a re-ingest (`gemini-hooks reingest`) wrote again.
     pub const ROWS_REWRITTEN: &str = "RowsRewritten";
+    /// Consumer: a generated video was copied into the output store (`OUTPUT_BUCKET`).
+    pub const VIDEOS_STORED: &str = "VideosStored";
     /// Reconciler: finished batches examined in the look-back window.
     pub const BATCHES_SCANNED: &str = "BatchesScanned";
     /// Reconciler: a finished batch no webhook had reported was enqueued (a missed delivery).
@@ -89,6 +91,7 @@ pub mod metric {
         EVENTS_PUBLISHED,
         EVENT_PUBLISH_FAILURES,
         ROWS_REWRITTEN,
+        VIDEOS_STORED,
         BATCHES_SCANNED,
         BATCHES_RECOVERED,
         RECONCILE_FAILURES,

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod job_events;
 pub mod keys;
 pub mod metrics;
+pub mod objects;
 pub mod payloads;
 pub mod secrets;
 

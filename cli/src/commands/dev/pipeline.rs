@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gemini_hooks::adapters::aws::sqs::MAX_MESSAGE_BYTES as SQS_MAX_MESSAGE_BYTES;
+use gemini_hooks::adapters::file_objects::FileObjectStore;
 use gemini_hooks::adapters::file_payloads::FilePayloadStore;
 use gemini_hooks::adapters::jwks::StaticJwks;
 use gemini_hooks::adapters::sqlite::SqliteStore;
@@ -103,9 +104,12 @@ impl Pipeline {
         let consumer = match &config.consumer {
             None => None,
             Some(setup) => {
+                // Generated videos are copied into `<data dir>/videos/…`, as the Lambda copies
+                // them into its output bucket.
                 let consumer =
                     build_consumer(setup, &config, shared.clone(), http, Arc::clone(&clock))?
-                        .with_payloads(payloads);
+                        .with_payloads(payloads)
+                        .with_video_store(Arc::new(FileObjectStore::new(&config.data_dir)));
                 // `--notify-url`: events are claimed in the store's dedupe table and queued in
                 // its outbox, as the Lambda claims them in DynamoDB and puts them on the bus.
                 Some(Arc::new(match &config.notify {

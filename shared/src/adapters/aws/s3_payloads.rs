@@ -36,8 +36,13 @@ impl S3PayloadStore {
     }
 }
 
+/// An SDK error as text, with its causes (never a request or response body).
+pub(super) fn sdk_text<E: std::error::Error + 'static>(e: &E) -> String {
+    DisplayErrorContext(e).to_string()
+}
+
 fn unavailable<E: std::error::Error + 'static>(e: &E) -> PayloadError {
-    PayloadError::Unavailable(DisplayErrorContext(e).to_string())
+    PayloadError::Unavailable(sdk_text(e))
 }
 
 #[async_trait]

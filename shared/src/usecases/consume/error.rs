@@ -3,6 +3,7 @@
 use crate::domain::jobs::JobState;
 use crate::ports::gemini::GeminiError;
 use crate::ports::job_events::PublishError;
+use crate::ports::objects::ObjectError;
 use crate::ports::{QueueError, StoreError};
 
 /// Why a message was not handled. Every variant leaves the message for redelivery; the
@@ -33,6 +34,10 @@ pub enum ConsumeError {
     /// redelivered message publishes it.
     #[error("downstream event: {0}")]
     Publish(#[from] PublishError),
+    /// Copying a generated video into the output store failed; nothing is recorded, so the
+    /// redelivered message copies it again from the start.
+    #[error("output store: {0}")]
+    Objects(#[from] ObjectError),
 }
 
 impl ConsumeError {
@@ -47,6 +52,7 @@ impl ConsumeError {
             | Self::OutOfTime(_) => true,
             Self::Gemini(e) => e.is_transient(),
             Self::Publish(e) => matches!(e, PublishError::Unavailable(_)),
+            Self::Objects(e) => matches!(e, ObjectError::Unavailable(_)),
         }
     }
 
@@ -63,6 +69,8 @@ impl ConsumeError {
             Self::OutOfTime(_) => "out_of_time",
             Self::Publish(PublishError::Unavailable(_)) => "publish_unavailable",
             Self::Publish(PublishError::Refused(_)) => "publish_refused",
+            Self::Objects(ObjectError::Unavailable(_)) => "output_store_unavailable",
+            Self::Objects(ObjectError::BadKey(_)) => "output_key_refused",
         }
     }
 }

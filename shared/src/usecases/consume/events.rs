@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 
 use super::error::{ConsumeError, Handled};
 use super::rows::{apply_stats, rpc_error};
-use super::writes::within;
+use super::videos::DEFAULT_VIDEO_TYPE;
+use super::writes::{time_left, within};
 use super::{Consumer, KEY_PROBE_TTL_MS};
 use crate::domain::envelope::WebhookEnvelope;
 use crate::domain::event::{Event, EventType, JobKind, is_usable_job_id, normalize_job_id};
@@ -15,6 +16,9 @@ use crate::domain::gemini::{
     BatchState, InteractionStatus, normalize_batch_id, normalize_file_name,
 };
 use crate::domain::jobs::{JobRecord, JobState};
+use crate::domain::outputs::{
+    interaction_rows, interaction_summary, outputs_list, summarized_outputs, superseded_rows,
+};
 use crate::ports::ResultsStore;
 use crate::ports::gemini::GeminiError;
 use crate::ports::metrics::metric;
@@ -158,13 +162,42 @@ impl Consumer {
             .error
             .as_ref()
             .map(|e| rpc_error(e, "interaction"));
-        job.output = Some(bounded_output(json!({
-            "status": interaction.status.as_str(),
-            "outputs": interaction.outputs,
-            "usage": interaction.usage,
-        })));
+        let outputs = outputs_list(interaction.outputs.as_ref());
+        self.write_outputs(&store, &mut job, outputs).await?;
+        job.output = Some(bounded_output(interaction_summary(
+            interaction.status.as_str(),
+            outputs,
+            interaction.usage.as_ref(),
+        )));
         self.record(store.as_ref(), job, api_state, deadline_ms)
             .await
+    }
+
+    /// Stores an interaction's outputs in full as the job's rows (`output-0001`, …), through the
+    /// row writer (gzip and parts for large outputs on DynamoDB), before the record that points
+    /// at them. Rows of an earlier, longer list of outputs (`requires_action`, then `completed`)
+    /// are marked superseded, so the rows always describe the interaction as the API has it now.
+    async fn write_outputs(
+        &self,
+        store: &Arc<dyn ResultsStore>,
+        job: &mut JobRecord,
+        outputs: &[Value],
+    ) -> Result<(), ConsumeError> {
+        let earlier = summarized_outputs(job.output.as_ref());
+        let now = self.clock.now_ms();
+        let mut rows = interaction_rows(&job.job_id, outputs, now);
+        rows.extend(superseded_rows(&job.job_id, outputs.len(), earlier, now));
+        let cutoff = time_left().map(|t| t.cutoff);
+        let mut writer = self.row_writer(store);
+        for row in rows {
+            writer.push(row, job, cutoff).await?;
+        }
+        writer.drain(job, cutoff).await?;
+        // The writer counted every row it wrote; the job has as many rows as outputs.
+        job.counts.rows_ingested = u64::try_from(outputs.len()).unwrap_or(u64::MAX);
+        job.counts.error_rows = 0;
+        job.counts.malformed_rows = 0;
+        Ok(())
     }
 
     /// `video.generated`: the operation (or else the file) the event names decides.
@@ -181,7 +214,7 @@ impl Consumer {
         let file = text("file_name")
             .or_else(|| text("output_file_uri"))
             .and_then(normalize_file_name);
-        let (api_state, output, error) = if let Some(name) = operation {
+        let (api_state, mut output, error, sources, content_type) = if let Some(name) = operation {
             let op = match within(self.gemini.get_video_operation(name)).await? {
                 Ok(op) => op,
                 Err(e) => return self.refused(&claim, e, "operation").await,
@@ -201,6 +234,8 @@ impl Consumer {
                 state,
                 json!({"operation": op.name, "videos": op.video_uris, "file_name": file}),
                 error,
+                op.video_uris.clone(),
+                DEFAULT_VIDEO_TYPE.to_owned(),
             )
         } else if let Some(name) = file {
             let info = match within(self.gemini.get_file(&name)).await? {
@@ -224,14 +259,33 @@ impl Consumer {
                     )));
                 }
             };
+            let content_type = info
+                .mime_type
+                .clone()
+                .unwrap_or_else(|| DEFAULT_VIDEO_TYPE.to_owned());
             (
                 state,
                 json!({"file_name": info.name, "uri": info.uri, "expiration_time": info.expiration_time}),
                 None,
+                vec![info.name.clone()],
+                content_type,
             )
         } else {
             return Ok(self.unconfirmed(&claim, "the event names no operation or file to check"));
         };
+        // Copied before the job is recorded SUCCEEDED, so the record (and the downstream event)
+        // only ever names a whole copy; a failure leaves the job as it was and the message
+        // retried.
+        if api_state == JobState::Succeeded
+            && let Some((stored, skipped)) = self
+                .store_videos(&job.job_id, &sources, &content_type)
+                .await?
+        {
+            output["stored"] = Value::Array(stored);
+            if !skipped.is_empty() {
+                output["not_stored"] = Value::Array(skipped);
+            }
+        }
         self.settle(&mut job, &claim, api_state, api_state.as_str());
         job.error = error;
         // Names and URIs come from the event and the API: bounded like any output, so the
@@ -414,7 +468,8 @@ fn claimed_state(event_type: &EventType) -> Option<JobState> {
     })
 }
 
-/// Largest output JSON kept on a job record; DynamoDB items stop at 400 KB.
+/// Largest output JSON kept on a job record; DynamoDB items stop at 400 KB. The summaries put
+/// there stay far below it; this is the last guard.
 const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 
 /// `output` itself when it is small enough for a job record, else a note saying it was left out.

@@ -13,6 +13,7 @@ mod ingest;
 mod reingest;
 mod rows;
 mod settings;
+mod videos;
 mod writes;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::ports::EventQueue;
 use crate::ports::clock::SharedClock;
 use crate::ports::gemini::GeminiApi;
 use crate::ports::metrics::Metrics;
+use crate::ports::objects::ObjectStore;
 use crate::ports::payloads::PayloadStore;
 use crate::usecases::offload::{ResolveError, resolve};
 use crate::usecases::routes::Routes;
@@ -49,6 +51,9 @@ pub struct Consumer {
     budget: ByteBudget,
     /// Publishes downstream events of finished jobs; none when not configured.
     announcer: Option<Announcer>,
+    /// Where generated videos are copied (`OUTPUT_BUCKET`, or the data directory locally);
+    /// without it a video job keeps pointers to Gemini's files only.
+    videos: Option<Arc<dyn ObjectStore>>,
 }
 
 /// How long a key probe's answer is trusted.
@@ -82,6 +87,7 @@ impl Consumer {
             payloads: None,
             budget: ByteBudget::new(settings.bytes_in_flight),
             announcer: None,
+            videos: None,
         }
     }
 
@@ -137,6 +143,12 @@ impl Consumer {
     /// Publishes a downstream event whenever a job reaches a terminal state (`announce`).
     pub fn with_announcer(mut self, announcer: Announcer) -> Self {
         self.announcer = Some(announcer);
+        self
+    }
+
+    /// Copies every generated video into `store` before its job is recorded SUCCEEDED.
+    pub fn with_video_store(mut self, store: Arc<dyn ObjectStore>) -> Self {
+        self.videos = Some(store);
         self
     }
 
