@@ -20,7 +20,9 @@ use gemini_hooks_tests::fake_gemini::{
 };
 use gemini_hooks_tests::local::{DevServer, TempDir, run_cli, wait_until};
 use gemini_hooks_tests::moto;
-use gemini_hooks_tests::runtime_api::{FunctionProcess, RuntimeApi, spawn_function};
+use gemini_hooks_tests::runtime_api::{
+    FunctionProcess, RuntimeApi, failed_ids, spawn_function, sqs_record,
+};
 use serde_json::{Value, json};
 
 const INVOKE: Duration = Duration::from_secs(90);
@@ -84,35 +86,14 @@ impl Stack {
     async fn consume(&self, messages: &[(&str, String)]) -> Vec<String> {
         let records: Vec<Value> = messages
             .iter()
-            .map(|(id, body)| {
-                json!({
-                    "messageId": id,
-                    "receiptHandle": format!("rh-{id}"),
-                    "body": body,
-                    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795000000000",
-                                   "SenderId": "AIDAEXAMPLE", "ApproximateFirstReceiveTimestamp": "1795000000001"},
-                    "messageAttributes": {},
-                    "md5OfBody": "",
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:events",
-                    "awsRegion": "us-east-1"
-                })
-            })
+            .map(|(id, body)| sqs_record(id, body, "arn:aws:sqs:us-east-1:123456789012:events"))
             .collect();
         let response = self
             .consumer
             .invoke(json!({ "Records": records }), INVOKE)
             .await
             .unwrap_or_else(|e| panic!("consumer: {e}\n{}", self.consumer_fn.logs()));
-        response["batchItemFailures"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| i["itemIdentifier"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        failed_ids(&response)
     }
 
     async fn job(&self, id: &str) -> JobRecord {
