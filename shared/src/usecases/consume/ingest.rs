@@ -285,51 +285,37 @@ impl Consumer {
         };
         // The hand-over may use the reserve kept before the deadline.
         let last = time.map(|t| t.last);
-        match stop {
-            None => {}
-            Some(Stop::Broken(e)) => {
-                // Keep what we have; the redelivered message resumes from the checkpoint.
-                writer.drain(&mut job, last).await?;
-                self.save_checkpoint(
-                    store.as_ref(),
-                    &mut job,
-                    &pass,
-                    &file,
-                    &splitter,
-                    &mut saved,
-                    last,
-                )
-                .await?;
+        if let Some(stop) = stop {
+            // Keep what we have: a redelivery or the continuation resumes from the checkpoint.
+            writer.drain(&mut job, last).await?;
+            self.save_checkpoint(
+                store.as_ref(),
+                &mut job,
+                &pass,
+                &file,
+                &splitter,
+                &mut saved,
+                last,
+            )
+            .await?;
+            if let Stop::Broken(e) = stop {
                 return Err(e);
             }
-            Some(Stop::Deadline) => {
-                writer.drain(&mut job, last).await?;
-                self.save_checkpoint(
-                    store.as_ref(),
-                    &mut job,
-                    &pass,
-                    &file,
-                    &splitter,
-                    &mut saved,
-                    last,
-                )
-                .await?;
-                let continuation = pass.hand_over(&job, &file, &saved);
-                let message = continuation.to_message().map_err(|e| {
-                    ConsumeError::Poison(format!("cannot serialise continuation: {e}"))
-                })?;
-                bounded(last, self.queue.enqueue(&message)).await??;
-                tracing::info!(
-                    byte_offset = saved.offset,
-                    lines = saved.lines,
-                    part = pass.part() + 1,
-                    "deadline near: handed the rest to a continuation"
-                );
-                return Ok(Handled::Continued {
-                    job_id: job.job_id.clone(),
-                    byte_offset: saved.offset,
-                });
-            }
+            let continuation = pass.hand_over(&job, &file, &saved);
+            let message = continuation
+                .to_message()
+                .map_err(|e| ConsumeError::Poison(format!("cannot serialise continuation: {e}")))?;
+            bounded(last, self.queue.enqueue(&message)).await??;
+            tracing::info!(
+                byte_offset = saved.offset,
+                lines = saved.lines,
+                part = pass.part() + 1,
+                "deadline near: handed the rest to a continuation"
+            );
+            return Ok(Handled::Continued {
+                job_id: job.job_id.clone(),
+                byte_offset: saved.offset,
+            });
         }
         writer.drain(&mut job, cutoff).await?;
         job.checkpoint = Some(Checkpoint {
