@@ -405,3 +405,21 @@ pub async fn create_output_stack(name: &str, outputs: &[(&str, &str)]) {
         &format!("CreateStack {name}"),
     );
 }
+
+/// Every message on `url`, deleted from it: the bodies, in receive order.
+pub async fn take_bodies(c: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for m in drain(c, url).await {
+        if let Some(handle) = m.receipt_handle() {
+            // A leftover would only be received again by a later drain of the same test.
+            let _ = c
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(handle)
+                .send()
+                .await;
+        }
+        bodies.push(m.body().unwrap_or_default().to_owned());
+    }
+    bodies
+}

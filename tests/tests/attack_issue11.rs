@@ -77,20 +77,7 @@ impl Harness {
     }
 
     async fn queued(&self) -> Vec<String> {
-        let mut bodies = Vec::new();
-        for m in moto::drain(&self.sqs, &self.queue_url).await {
-            if let Some(handle) = m.receipt_handle() {
-                let _ = self
-                    .sqs
-                    .delete_message()
-                    .queue_url(&self.queue_url)
-                    .receipt_handle(handle)
-                    .send()
-                    .await;
-            }
-            bodies.push(m.body().unwrap_or_default().to_owned());
-        }
-        bodies
+        moto::take_bodies(&self.sqs, &self.queue_url).await
     }
 
     async fn rows(&self, job: &str) -> Vec<ResultRow> {
