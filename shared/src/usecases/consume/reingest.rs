@@ -97,6 +97,22 @@ impl Consumer {
                 ),
             });
         }
+        // A hand-over of a pass another request took over stops: two passes restarting each
+        // other at byte 0 would loop forever (each message "succeeding"). The newer request
+        // finishes the job's rows.
+        if request.part > 0
+            && let Some(other) = job
+                .reingest
+                .as_ref()
+                .filter(|r| r.request_id != request.request_id)
+        {
+            return Ok(Handled::Skipped {
+                reason: format!(
+                    "reingest {} superseded by reingest {}",
+                    request.request_id, other.request_id
+                ),
+            });
+        }
         let resume = same.and_then(|r| {
             r.checkpoint
                 .clone()
