@@ -756,3 +756,70 @@ async fn a_reingest_of_a_job_without_results_is_refused() {
         assert_eq!(h.job(&id).await.state, state);
     }
 }
+
+/// Two re-ingest requests of one batch overlap, each pass stalling part-way: the older
+/// request's hand-over stops (the newer one owns the job's rows) instead of restarting at byte
+/// 0 and taking the job back, which made the two passes restart each other forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_reingest_requests_of_a_multi_part_batch_both_finish() {
+    let h = Harness::new().await;
+    let n = 240;
+    let body = sample_results(n, 0, 0);
+    let third = body.len() / 3 + 1;
+    h.batch_with_file("twice", body);
+    let c = h.consumer(
+        Arc::new(h.watched(|_| ms(0))),
+        ConsumeSettings {
+            deadline_margin_ms: 1_000,
+            deadline_reserve_ms: 1_500,
+            ..settings()
+        },
+    );
+    let first = handle(&c, &delivery("twice"), None).await;
+    assert!(matches!(first, Ok(Handled::Ingested { .. })), "{first:?}");
+    let good = h.rows("twice").await;
+
+    // From here on every download stalls after a third of the file.
+    h.gemini.inject(
+        "files/twice",
+        (0..40)
+            .map(|_| Fault::Stall(third, Duration::from_secs(30)))
+            .collect(),
+    );
+    let deadline = || Some(h.clock.now_ms() + 4_000);
+    for request in ["r-1", "r-2"] {
+        let outcome = handle(&c, &reingest_request("twice", request), deadline()).await;
+        assert!(
+            matches!(outcome, Ok(Handled::Continued { .. })),
+            "{request}: {outcome:?}"
+        );
+    }
+    let mut handled = 2;
+    let mut superseded = 0;
+    loop {
+        let queued = h.queued().await;
+        if queued.is_empty() || handled > 12 {
+            break;
+        }
+        for message in queued {
+            handled += 1;
+            match handle(&c, &message, deadline()).await {
+                Ok(Handled::Skipped { reason }) if reason.contains("superseded") => {
+                    superseded += 1;
+                }
+                Ok(_) => {}
+                Err(e) => panic!("message {handled}: {e}"),
+            }
+        }
+    }
+    let job = h.job("twice").await;
+    let pass = job.reingest.clone().unwrap_or_else(|| panic!("no pass"));
+    assert!(
+        pass.finished_at_ms.is_some(),
+        "unfinished after {handled} messages: {pass:?}"
+    );
+    assert_eq!((pass.request_id.as_str(), pass.rows_rewritten), ("r-2", n));
+    assert_eq!(superseded, 1, "r-1's hand-over stopped");
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(h.rows("twice").await.len(), good.len());
+}
