@@ -796,6 +796,9 @@ pub struct ReconcilerConfig {
     /// `LATE_BATCH_HOURS`: a batch still pending or running this long after its creation is
     /// reported late; `None` (the variable set to 0) turns the check off.
     pub late_batch_after: Option<std::time::Duration>,
+    /// `RESULTS_RETENTION_DAYS`, as the consumer reads it: batches that finished longer ago are
+    /// not recovered (their job records may have expired).
+    pub results_retention: Option<std::time::Duration>,
 }
 
 impl ReconcilerConfig {
@@ -807,6 +810,7 @@ impl ReconcilerConfig {
             queue_url: env.required_url(env::QUEUE_URL)?,
             gemini: GeminiConfig::from_env(env, None)?,
             late_batch_after: late_batch_after(env)?,
+            results_retention: results_retention(env)?,
         })
     }
 }

@@ -357,7 +357,8 @@ pub async fn aws_reconciler(
         runtime.clock,
         emf_stdout("reconciler"),
     )
-    .with_late_batch_after(config.late_batch_after))
+    .with_late_batch_after(config.late_batch_after)
+    .with_results_retention(config.results_retention))
 }
 
 #[cfg(test)]

@@ -929,3 +929,78 @@ async fn reconciler_binary_late_batch_hours_zero_and_invalid() {
         );
     }
 }
+
+/// With `ResultsRetentionDays` shorter than the look-back, a batch that finished before the
+/// retention is not recovered: its job record may just have expired, and recovering it would
+/// write its rows and send its "Gemini Job Finished" event again. One inside the retention
+/// still is.
+#[tokio::test]
+async fn an_expired_job_record_is_not_recovered_or_announced_again() {
+    let h = Harness::new().await;
+    // Ingested 60 h ago; with a 2-day retention its record is gone.
+    h.gemini
+        .put_operation(batch("expired", "BATCH_STATE_SUCCEEDED", NOW_MS, 60 * HOUR));
+    // Missed 10 h ago: no record either, inside the retention.
+    h.gemini
+        .put_operation(batch("missed", "BATCH_STATE_SUCCEEDED", NOW_MS, 10 * HOUR));
+    let r = h
+        .reconciler()
+        .with_results_retention(Some(Duration::from_secs(2 * 86_400)))
+        .run(&options(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.recovered, ["batches/missed"], "{r:?}");
+    assert_eq!(r.outside_window, 1, "{r:?}");
+    assert_eq!(
+        webhook_ids(&h.take_queued().await),
+        ["reconcile:batches/missed:SUCCEEDED"]
+    );
+
+    // A retention longer than the look-back changes nothing.
+    let h = Harness::new().await;
+    h.gemini
+        .put_operation(batch("expired", "BATCH_STATE_SUCCEEDED", NOW_MS, 60 * HOUR));
+    let r = h
+        .reconciler()
+        .with_results_retention(Some(Duration::from_secs(30 * 86_400)))
+        .run(&options(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.recovered, ["batches/expired"], "{r:?}");
+}
+
+/// A listing cut at `max_pages` has not seen every batch: it reports the late batches it saw,
+/// and no `BatchesLate` 0 when it saw none (the alarm keeps its state instead of clearing).
+#[tokio::test]
+async fn a_listing_cut_at_max_pages_reports_no_late_zero() {
+    let h = Harness::new().await;
+    for name in ["one", "two", "three"] {
+        h.gemini.put_operation(created_batch(
+            name,
+            "BATCH_STATE_RUNNING",
+            NOW_MS,
+            HOUR,
+        ));
+    }
+    let r = h
+        .warning_reconciler(6)
+        .run(&ReconcileOptions {
+            max_pages: 1,
+            ..options(1)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.truncated && r.late.is_empty(), "{r:?}");
+    let doc = h.last_document();
+    assert_eq!(value(&doc, metric::BATCHES_LATE), None, "{doc}");
+    assert_eq!(value(&doc, metric::BATCHES_SCANNED), Some(0.0), "{doc}");
+
+    // The whole listing: a real 0.
+    let r = h
+        .warning_reconciler(6)
+        .run(&options(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!r.truncated, "{r:?}");
+    assert_eq!(value(&h.last_document(), metric::BATCHES_LATE), Some(0.0));
+}

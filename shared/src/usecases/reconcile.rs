@@ -218,6 +218,8 @@ pub struct Reconciler {
     metrics: Metrics,
     /// A pending or running batch older than this is late; `None` turns the check off.
     late_after_ms: Option<i64>,
+    /// The results tables' retention (`RESULTS_RETENTION_DAYS`), when they have one.
+    retention_ms: Option<i64>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -243,14 +245,24 @@ impl Reconciler {
             clock,
             metrics,
             late_after_ms: None,
+            retention_ms: None,
         }
+    }
+
+    /// The results tables' retention (`RESULTS_RETENTION_DAYS`; `None` keeps everything). A
+    /// batch that finished longer ago than this is never recovered: its job record may have
+    /// expired, and "no record" would then resurrect its rows and send its event again.
+    #[must_use]
+    pub fn with_results_retention(mut self, retention: Option<Duration>) -> Self {
+        self.retention_ms = nonzero_ms(retention);
+        self
     }
 
     /// Reports batches still pending or running this long after their `createTime`
     /// (`LATE_BATCH_HOURS`); `None` or zero turns the check off (the default).
     #[must_use]
     pub fn with_late_batch_after(mut self, after: Option<Duration>) -> Self {
-        self.late_after_ms = late_after_ms(after);
+        self.late_after_ms = nonzero_ms(after);
         self
     }
 
@@ -289,8 +301,10 @@ impl Reconciler {
                     .property("webhook_check_error", *reason);
             }
         }
-        // A 0 only from a complete listing; late batches seen before a failed page are real.
-        if self.late_after_ms.is_some() && (result.is_ok() || !report.late.is_empty()) {
+        // A 0 only from a complete listing (no failed page, not cut at `max_pages`); late
+        // batches seen before the listing stopped are real.
+        let complete = result.is_ok() && !report.truncated;
+        if self.late_after_ms.is_some() && (complete || !report.late.is_empty()) {
             set = set.count(metric::BATCHES_LATE, len_u64(&report.late));
         }
         set.flush();
@@ -347,6 +361,7 @@ impl Reconciler {
         report: &mut ReconcileReport,
     ) -> Result<(), ReconcileError> {
         let now_ms = self.clock.now_ms();
+        let options = &self.within_retention(options);
         let mut token: Option<String> = None;
         // A batch can show up on two pages when new ones shift the list: report it once.
         let mut late_seen = HashSet::new();
@@ -409,6 +424,32 @@ impl Reconciler {
                 // No next page, or a server repeating its token (which would loop forever).
                 _ => return Ok(()),
             }
+        }
+    }
+
+    /// `options` with the look-back cut to the results tables' retention (less an hour for the
+    /// clocks of Gemini and AWS to disagree). A job record is written after its batch finished
+    /// and expires `retention` after its last write, so every batch inside this window that was
+    /// handled still has its record.
+    fn within_retention(&self, options: &ReconcileOptions) -> ReconcileOptions {
+        let Some(retention_ms) = self.retention_ms else {
+            return *options;
+        };
+        let window_ms = retention_ms.saturating_sub(HOUR_MS).max(0);
+        if window_ms >= options.look_back_ms {
+            return *options;
+        }
+        tracing::warn!(
+            look_back_hours = options.look_back_ms / HOUR_MS,
+            checked_hours = window_ms / HOUR_MS,
+            "the results tables keep job records for less than the look-back \
+             (RESULTS_RETENTION_DAYS): only batches that finished within the retention are \
+             checked, so a webhook missed longer ago is not recovered"
+        );
+        ReconcileOptions {
+            look_back_ms: window_ms,
+            grace_ms: options.grace_ms.min(window_ms),
+            ..*options
         }
     }
 
@@ -546,8 +587,8 @@ fn webhook_error_reason(e: &GeminiError) -> &'static str {
     }
 }
 
-/// The late threshold in milliseconds; zero means off.
-fn late_after_ms(after: Option<Duration>) -> Option<i64> {
+/// A threshold in milliseconds; zero or none means off.
+fn nonzero_ms(after: Option<Duration>) -> Option<i64> {
     after
         .filter(|d| !d.is_zero())
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -775,10 +816,10 @@ mod tests {
 
     #[test]
     fn late_threshold_zero_or_none_turns_the_check_off() {
-        assert_eq!(late_after_ms(None), None);
-        assert_eq!(late_after_ms(Some(Duration::ZERO)), None);
+        assert_eq!(nonzero_ms(None), None);
+        assert_eq!(nonzero_ms(Some(Duration::ZERO)), None);
         assert_eq!(
-            late_after_ms(Some(Duration::from_secs(6 * 3600))),
+            nonzero_ms(Some(Duration::from_secs(6 * 3600))),
             Some(6 * HOUR_MS)
         );
     }
