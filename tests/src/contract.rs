@@ -351,7 +351,7 @@ pub async fn results_store_contract(store: Arc<dyn ResultsStore>, prefix: &str) 
     )
     .await;
     let listed: Vec<String> = s
-        .list_jobs()
+        .list_jobs(None)
         .await
         .unwrap_or_else(|e| panic!("list_jobs: {e}"))
         .into_iter()
@@ -364,4 +364,23 @@ pub async fn results_store_contract(store: Arc<dyn ResultsStore>, prefix: &str) 
         "newest job first: {listed:?}"
     );
     assert!(listed.contains(&id) && listed.contains(&race), "{listed:?}");
+    // A limit keeps the newest, also when more jobs than it keeps while reading come first.
+    let many: Vec<String> = (0..80)
+        .map(|i| format!("batches/{prefix}-j{i:02}"))
+        .collect();
+    for (i, id) in many.iter().enumerate() {
+        let at = NOW_MS + 2_000_000 + i64::try_from(i).unwrap_or(0);
+        must_save(s, &job(id, JobState::Succeeded, at), true, "many").await;
+    }
+    let newest_three = s
+        .list_jobs(Some(3))
+        .await
+        .unwrap_or_else(|e| panic!("list_jobs(3): {e}"));
+    assert_eq!(
+        newest_three
+            .iter()
+            .map(|j| j.job_id.as_str())
+            .collect::<Vec<_>>(),
+        [&many[79], &many[78], &many[77]]
+    );
 }

@@ -322,8 +322,8 @@ impl ResultsStore for RealDynamoKeyLimits {
     async fn count_rows(&self, job_id: &str) -> Result<u64, StoreError> {
         self.inner.count_rows(job_id).await
     }
-    async fn list_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        self.inner.list_jobs().await
+    async fn list_jobs(&self, limit: Option<usize>) -> Result<Vec<JobRecord>, StoreError> {
+        self.inner.list_jobs(limit).await
     }
 }
 

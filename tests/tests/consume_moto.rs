@@ -709,7 +709,7 @@ impl ResultsStore for PanickingStore {
     async fn count_rows(&self, _: &str) -> Result<u64, StoreError> {
         Ok(0)
     }
-    async fn list_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+    async fn list_jobs(&self, _limit: Option<usize>) -> Result<Vec<JobRecord>, StoreError> {
         Ok(Vec::new())
     }
 }
@@ -747,4 +747,107 @@ async fn a_panic_fails_only_its_own_message() {
     );
     assert_eq!(failed, vec!["m-boom".to_owned()]);
     assert_eq!(h.rows("batches/ok1").await.len(), 1);
+}
+
+/// The real store, with its first `put_rows` held until the test lets it go on: another
+/// message can be handled in between.
+struct Gated {
+    inner: Arc<DynamoDbResultsStore>,
+    armed: std::sync::atomic::AtomicBool,
+    reached: tokio::sync::Notify,
+    go: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl ResultsStore for Gated {
+    async fn load_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        self.inner.load_job(id).await
+    }
+    async fn save_job(&self, record: &JobRecord) -> Result<bool, StoreError> {
+        self.inner.save_job(record).await
+    }
+    async fn put_rows(&self, rows: &[ResultRow]) -> Result<(), StoreError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.reached.notify_one();
+            self.go.notified().await;
+        }
+        self.inner.put_rows(rows).await
+    }
+    async fn list_rows(&self, id: &str) -> Result<Vec<ResultRow>, StoreError> {
+        self.inner.list_rows(id).await
+    }
+    async fn count_rows(&self, id: &str) -> Result<u64, StoreError> {
+        self.inner.count_rows(id).await
+    }
+    async fn list_jobs(&self, limit: Option<usize>) -> Result<Vec<JobRecord>, StoreError> {
+        self.inner.list_jobs(limit).await
+    }
+}
+
+/// `requires_action` read the interaction, then `completed` was handled whole while the first
+/// message still wrote its rows: the first loses the record to the further state, and the rows
+/// end as the completed interaction has them (not the older outputs written last).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requires_action_and_completed_leave_only_completed_rows() {
+    let h = Harness::new().await;
+    let call =
+        json!({"type": "function_call", "id": "c1", "name": "lookup", "arguments": {"q": "x"}});
+    h.gemini.put_resource(
+        "interactions/race",
+        json!({"id": "race", "status": "requires_action",
+               "outputs": [{"type": "text", "text": "thinking"}, call]}),
+    );
+    let gated = Arc::new(Gated {
+        inner: h.store.clone(),
+        armed: true.into(),
+        reached: tokio::sync::Notify::new(),
+        go: tokio::sync::Notify::new(),
+    });
+    let slow = Arc::new(h.consumer_with(ConsumeSettings::default(), Routes::single(gated.clone())));
+    let first = {
+        let slow = Arc::clone(&slow);
+        let body = envelope(
+            "w-ra",
+            json!({"type": "interaction.requires_action", "data": {"id": "race"}}),
+        );
+        tokio::spawn(async move { slow.handle_message(&body, None).await })
+    };
+    gated.reached.notified().await;
+
+    // Meanwhile the interaction completes and its event is handled to the end.
+    let done = json!({"id": "race", "status": "completed", "outputs": [
+        {"type": "text", "text": "final answer"}, call, {"type": "text", "text": "after the call"}]});
+    h.gemini.put_resource("interactions/race", done.clone());
+    let completed = must(
+        &h.consumer(),
+        &envelope(
+            "w-c",
+            json!({"type": "interaction.completed", "data": {"id": "race"}}),
+        ),
+        None,
+    )
+    .await;
+    assert!(
+        matches!(completed, Handled::Recorded { .. }),
+        "{completed:?}"
+    );
+
+    gated.go.notify_one();
+    let late = first
+        .await
+        .unwrap_or_else(|e| panic!("join: {e}"))
+        .unwrap_or_else(|e| panic!("requires_action: {e}"));
+    assert!(matches!(late, Handled::Skipped { .. }), "{late:?}");
+
+    let job = h.job("interactions/race").await;
+    assert_eq!(job.state, JobState::Succeeded);
+    let rows = h.rows("interactions/race").await;
+    let stored: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::from_str(r.response_json.as_deref().unwrap_or("null"))
+                .unwrap_or(Value::Null)
+        })
+        .collect();
+    assert_eq!(Value::Array(stored), done["outputs"], "{rows:?}");
 }

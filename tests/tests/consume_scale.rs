@@ -128,8 +128,8 @@ impl ResultsStore for Watched {
         self.inner.count_rows(job_id).await
     }
 
-    async fn list_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        self.inner.list_jobs().await
+    async fn list_jobs(&self, limit: Option<usize>) -> Result<Vec<JobRecord>, StoreError> {
+        self.inner.list_jobs(limit).await
     }
 }
 

@@ -975,12 +975,8 @@ async fn an_expired_job_record_is_not_recovered_or_announced_again() {
 async fn a_listing_cut_at_max_pages_reports_no_late_zero() {
     let h = Harness::new().await;
     for name in ["one", "two", "three"] {
-        h.gemini.put_operation(created_batch(
-            name,
-            "BATCH_STATE_RUNNING",
-            NOW_MS,
-            HOUR,
-        ));
+        h.gemini
+            .put_operation(created_batch(name, "BATCH_STATE_RUNNING", NOW_MS, HOUR));
     }
     let r = h
         .warning_reconciler(6)

@@ -335,3 +335,129 @@ async fn a_local_reingest_through_dev_restores_the_exact_rows() {
         refused.stderr
     );
 }
+
+/// A routed job (`job_group` → a ROUTES table) re-ingested locally with `--job-group`: the CLI
+/// checks the job in the table ROUTES names (not a file named after the group) and dev's
+/// consumer rewrites that table's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_reingest_of_a_routed_job_rewrites_its_table() {
+    let fake = FakeGemini::start().await;
+    let id = put_batch(&fake, "rir");
+    let data = TempDir::new("ri-routed");
+    let d = data.path().to_string_lossy().into_owned();
+    let routes = r#"{"experiments": "exp-results"}"#;
+    let env = [
+        ("WEBHOOK_SIGNING_SECRETS", TEST_SECRET.to_owned()),
+        ("GEMINI_API_KEY", FakeGemini::API_KEY.to_owned()),
+        ("GEMINI_API_BASE_URL", fake.base_url()),
+        ("ROUTES", routes.to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dev = DevServer::start(data.path(), "dev.log", &[], &env).await;
+    run_cli(
+        &[
+            "send",
+            "--url",
+            &dev.url,
+            "batch.succeeded",
+            "--job",
+            &id,
+            "--user-metadata",
+            r#"{"job_group": "experiments"}"#,
+        ],
+        &[("WEBHOOK_SIGNING_SECRETS", TEST_SECRET)],
+    )
+    .await
+    .expect_code(0);
+    let job_json = |d: String, id: String| async move {
+        let out = run_cli(
+            &[
+                "results",
+                "--data-dir",
+                &d,
+                "--table",
+                "exp-results",
+                "--job",
+                &id,
+                "--json",
+            ],
+            &[],
+        )
+        .await;
+        serde_json::from_str::<Value>(&out.stdout).ok()
+    };
+    wait_until("the routed ingest", Duration::from_secs(40), || {
+        let f = job_json(d.clone(), id.clone());
+        async move {
+            f.await
+                .filter(|v| v["job"]["state"] == "SUCCEEDED")
+                .map(|_| ())
+        }
+    })
+    .await;
+    let store = SqliteStore::open(data.join("results-exp-results.sqlite3"))
+        .unwrap_or_else(|e| panic!("routed store: {e}"));
+    let rows = store
+        .list_rows(&id)
+        .await
+        .unwrap_or_else(|e| panic!("rows: {e}"));
+    assert_eq!(rows.len() as u64, ROWS);
+    let (wrong, _) = corrupted(&rows);
+    store
+        .put_rows(&wrong)
+        .await
+        .unwrap_or_else(|e| panic!("bad rows: {e}"));
+
+    // Without ROUTES the CLI looks in the default store, where the job is not.
+    let lost = run_cli(
+        &[
+            "reingest",
+            &id,
+            "--job-group",
+            "experiments",
+            "--data-dir",
+            &d,
+        ],
+        &[],
+    )
+    .await;
+    assert_ne!(lost.code, 0, "{}", lost.stdout);
+    assert!(lost.stderr.contains("ROUTES"), "{}", lost.stderr);
+
+    run_cli(
+        &[
+            "reingest",
+            &id,
+            "--job-group",
+            "experiments",
+            "--data-dir",
+            &d,
+        ],
+        &[("ROUTES", routes)],
+    )
+    .await
+    .expect_code(0);
+    let shown = wait_until("the routed re-ingest", Duration::from_secs(40), || {
+        let f = job_json(d.clone(), id.clone());
+        async move {
+            f.await
+                .filter(|v| v["job"]["reingest"]["finished_at_ms"].is_i64())
+        }
+    })
+    .await;
+    assert_eq!(shown["job"]["reingest"]["rows_rewritten"], ROWS);
+    let restored = store
+        .list_rows(&id)
+        .await
+        .unwrap_or_else(|e| panic!("rows: {e}"));
+    let strip = |rows: Vec<ResultRow>| -> Vec<ResultRow> {
+        rows.into_iter()
+            .map(|r| ResultRow {
+                ingested_at_ms: 0,
+                ..r
+            })
+            .collect()
+    };
+    assert_eq!(strip(restored), strip(rows));
+    drop(dev);
+}

@@ -136,7 +136,7 @@ impl ResultsStore for CountingStore {
         Ok(self.rows.load(Ordering::Relaxed))
     }
 
-    async fn list_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+    async fn list_jobs(&self, _limit: Option<usize>) -> Result<Vec<JobRecord>, StoreError> {
         let job = self.job.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(job.clone().into_iter().collect())
     }

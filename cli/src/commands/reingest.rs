@@ -7,6 +7,7 @@ use std::io::Write;
 
 use clap::Args;
 use gemini_hooks::adapters::aws::sqs::SqsEventQueue;
+use gemini_hooks::config::{Env, route_tables};
 use gemini_hooks::domain::envelope::{QueueEnvelope, ReingestRequest};
 use gemini_hooks::domain::gemini::normalize_batch_id;
 use gemini_hooks::domain::jobs::JobState;
@@ -45,6 +46,8 @@ pub struct ReingestArgs {
     pub job: String,
 
     /// The job's routing group (`user_metadata.job_group`), so its rows land in its table.
+    /// Locally the table is the one `ROUTES` names for the group: run with the `ROUTES` that
+    /// `dev` runs with.
     #[arg(long, value_name = "GROUP")]
     pub job_group: Option<String>,
 
@@ -73,15 +76,32 @@ pub async fn run(args: ReingestArgs, out: &mut dyn Write) -> Result<(), CliError
     // Refuse here what the consumer would refuse, so a mistake is an error now and not a dead
     // letter later.
     if args.queue_url.is_none() {
+        // A stack's outputs map a group to its table; locally `dev` routes a group through
+        // ROUTES, so the check reads the table ROUTES names (the group itself names no file).
+        let table = match (&args.stack, &job_group) {
+            (Some(_), group) => group.clone(),
+            (None, Some(group)) => local_table(group)?,
+            (None, None) => None,
+        };
         let source = SourceArgs {
             stack: args.stack.clone(),
-            table: job_group.clone(),
+            table: table.clone(),
             aws: false,
             data: args.data.clone(),
         }
         .open()
         .await?;
-        let job = require_job(&source, &job_id).await?;
+        let job = require_job(&source, &job_id)
+            .await
+            .map_err(|e| match (e, &args.stack) {
+                (CliError::Failed(m), None) if job_group.is_some() && table.is_none() => {
+                    CliError::Failed(format!(
+                        "{m}; locally a --job-group is found through ROUTES, as `dev` routes it, \
+                     and ROUTES here names no table for it: run with the ROUTES dev runs with"
+                    ))
+                }
+                (e, _) => e,
+            })?;
         match job.state {
             JobState::Succeeded => {}
             state if state.is_terminal() => {
@@ -167,6 +187,14 @@ pub async fn run(args: ReingestArgs, out: &mut dyn Write) -> Result<(), CliError
              (`reingest`: rows_rewritten, finished_at_ms)."
         ),
     )
+}
+
+/// The local table `dev` stores `group`'s jobs in: the one `ROUTES` names for it (read from this
+/// process's environment, as `dev` reads it), else the default store (`None`), as the consumer
+/// routes a group that has no route.
+fn local_table(group: &str) -> Result<Option<String>, CliError> {
+    let routes = route_tables(&Env::process())?;
+    Ok(routes.get(group).cloned())
 }
 
 /// `deployed` is true only with --stack or --queue-url.

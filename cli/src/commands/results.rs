@@ -29,7 +29,8 @@ pub struct ResultsArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Most rows to show (0 = all). Default: 50 in a table, all with --json.
+    /// Most rows to show (0 = all). Default: 50 in a table, all with --json. Without --job:
+    /// most jobs to list, newest first (0 = all), default 50.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
 
@@ -137,11 +138,28 @@ pub async fn run(args: ResultsArgs, out: &mut dyn Write) -> Result<(), CliError>
     }
     match &args.job {
         None => {
-            let jobs = source
+            // Jobs are listed newest first, 50 unless --limit says otherwise (0: all), also
+            // with --json: a deployed table may hold years of them.
+            let shown = match args.limit {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => Some(DEFAULT_TABLE_ROWS),
+            };
+            let mut jobs = source
                 .store()
-                .list_jobs()
+                .list_jobs(shown.map(|n| n.saturating_add(1)))
                 .await
                 .map_err(|e| source.error(e))?;
+            let more = shown.is_some_and(|n| jobs.len() > n);
+            if let Some(n) = shown {
+                jobs.truncate(n);
+            }
+            if more {
+                eprintln!(
+                    "showing the {} most recently updated jobs; --limit N for more (0: all)",
+                    jobs.len()
+                );
+            }
             if args.json {
                 let v = serde_json::to_value(&jobs)
                     .map_err(|e| CliError::Failed(format!("cannot encode jobs: {e}")))?;

@@ -19,9 +19,12 @@ pub const MAX_SUMMARY_ARGUMENT_BYTES: usize = 2 * 1024;
 /// Largest `usage` JSON kept on the job record.
 pub const MAX_SUMMARY_USAGE_BYTES: usize = 4 * 1024;
 
-/// The row key of the `index`-th (0-based) output.
+/// The row key of the `index`-th (0-based) output: four digits, and past 9 999 one `z` per
+/// extra digit (`output-z10000`, `output-zz100000`), so keys sort in the outputs' order.
 pub fn output_key(index: usize) -> String {
-    format!("{OUTPUT_KEY_PREFIX}{:04}", index + 1)
+    let n = (index + 1).to_string();
+    let wider = "z".repeat(n.len().saturating_sub(4));
+    format!("{OUTPUT_KEY_PREFIX}{wider}{n:0>4}")
 }
 
 /// The text of a text output (`{"type": "text", "text": …}`), if it is one.
@@ -187,6 +190,26 @@ pub fn interaction_summary(status: &str, outputs: &[Value], usage: Option<&Value
         }
     }
     Value::Object(summary)
+}
+
+#[cfg(test)]
+mod key_order {
+    use super::output_key;
+
+    #[test]
+    fn output_keys_sort_in_the_outputs_order() {
+        let indexes = [
+            0, 8, 9, 98, 998, 9_998, 9_999, 10_000, 99_999, 100_000, 1_000_000,
+        ];
+        let keys: Vec<String> = indexes.iter().map(|&i| output_key(i)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(sorted, keys);
+        assert_eq!(output_key(0), "output-0001");
+        assert_eq!(output_key(9_998), "output-9999");
+        assert_eq!(output_key(9_999), "output-z10000");
+        assert_eq!(output_key(99_999), "output-zz100000");
+    }
 }
 
 /// How many output rows an interaction summary says are stored (0 when none or unreadable).

@@ -151,8 +151,10 @@ pub trait ResultsStore: Send + Sync {
     /// How many rows `job_id` has stored (its `rows_ingested` once complete).
     async fn count_rows(&self, job_id: &str) -> Result<u64, StoreError>;
 
-    /// Every job record, newest `updated_at_ms` first (local tooling; not used on hot paths).
-    async fn list_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+    /// The `limit` most recently updated job records (every one with `None`), newest
+    /// `updated_at_ms` first. For tooling (`results`), never a hot path: on DynamoDB it reads
+    /// the whole table, holding no more than about twice `limit` records at a time.
+    async fn list_jobs(&self, limit: Option<usize>) -> Result<Vec<JobRecord>, StoreError>;
 
     /// The table name readers outside this system use (the downstream event says where to
     /// read); `None` where there is no such name (the local default store).

@@ -78,7 +78,7 @@ mod tests {
         async fn count_rows(&self, job_id: &str) -> Result<u64, StoreError> {
             Ok(self.list_rows(job_id).await?.len() as u64)
         }
-        async fn list_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        async fn list_jobs(&self, _limit: Option<usize>) -> Result<Vec<JobRecord>, StoreError> {
             Ok(Vec::new())
         }
     }

@@ -225,7 +225,7 @@ impl ResultsStore for DynamoDbResultsStore {
         }
     }
 
-    async fn list_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+    async fn list_jobs(&self, limit: Option<usize>) -> Result<Vec<JobRecord>, StoreError> {
         let mut jobs = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
@@ -242,18 +242,38 @@ impl ResultsStore for DynamoDbResultsStore {
             for item in out.items() {
                 jobs.push(job_of(item)?);
             }
+            // Only the newest `limit` can be listed: the rest is dropped as the scan goes, so
+            // a table of many jobs is read in bounded memory.
+            if let Some(limit) = limit
+                && jobs.len() > limit.saturating_mul(2).max(64)
+            {
+                newest_first(&mut jobs);
+                jobs.truncate(limit);
+            }
             match out.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
                 _ => break,
             }
         }
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.updated_at_ms));
+        newest_first(&mut jobs);
+        if let Some(limit) = limit {
+            jobs.truncate(limit);
+        }
         Ok(jobs)
     }
 
     fn table_name(&self) -> Option<&str> {
         Some(&self.table)
     }
+}
+
+/// Newest `updated_at_ms` first, then by job id (as the SQLite store orders them).
+fn newest_first(jobs: &mut [JobRecord]) {
+    jobs.sort_by(|a, b| {
+        b.updated_at_ms
+            .cmp(&a.updated_at_ms)
+            .then_with(|| a.job_id.cmp(&b.job_id))
+    });
 }
 
 impl DynamoDbResultsStore {

@@ -260,13 +260,15 @@ impl ResultsStore for SqliteStore {
         .await
     }
 
-    async fn list_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        self.run(|conn| {
+    async fn list_jobs(&self, limit: Option<usize>) -> Result<Vec<JobRecord>, StoreError> {
+        // SQLite reads a negative LIMIT as no limit.
+        let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.run(move |conn| {
             let mut stmt = conn
-                .prepare("SELECT record FROM jobs ORDER BY updated_at_ms DESC, job_id")
+                .prepare("SELECT record FROM jobs ORDER BY updated_at_ms DESC, job_id LIMIT ?1")
                 .map_err(db_err)?;
             let texts = stmt
-                .query_map([], |r| r.get::<_, String>(0))
+                .query_map(params![limit], |r| r.get::<_, String>(0))
                 .map_err(db_err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(db_err)?;

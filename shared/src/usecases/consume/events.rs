@@ -163,14 +163,64 @@ impl Consumer {
             .as_ref()
             .map(|e| rpc_error(e, "interaction"));
         let outputs = outputs_list(interaction.outputs.as_ref());
-        self.write_outputs(&store, &mut job, outputs).await?;
+        let earlier = summarized_outputs(job.output.as_ref());
+        self.write_outputs(&store, &mut job, outputs, earlier)
+            .await?;
         job.output = Some(bounded_output(interaction_summary(
             interaction.status.as_str(),
             outputs,
             interaction.usage.as_ref(),
         )));
-        self.record(store.as_ref(), job, api_state, deadline_ms)
-            .await
+        let job_id = job.job_id.clone();
+        let handled = self
+            .record(store.as_ref(), job, api_state, deadline_ms)
+            .await?;
+        if matches!(handled, Handled::Skipped { .. }) {
+            self.rewrite_outputs(&store, &job_id, outputs.len()).await?;
+        }
+        Ok(handled)
+    }
+
+    /// After losing the record to a further state stored concurrently (`completed` while this
+    /// message handled `requires_action`): this message's rows were written after that state's
+    /// and may be older than it, so they are written again from the interaction as the API has
+    /// it now. `written` rows of this message past the new list are marked superseded.
+    async fn rewrite_outputs(
+        &self,
+        store: &Arc<dyn ResultsStore>,
+        job_id: &str,
+        written: usize,
+    ) -> Result<(), ConsumeError> {
+        let Some(mut stored) = within(store.load_job(job_id)).await?? else {
+            return Ok(());
+        };
+        let interaction = within(self.gemini.get_interaction(job_id)).await??;
+        let status = interaction.status.as_str();
+        let recorded = stored
+            .output
+            .as_ref()
+            .and_then(|o| o.get("status"))
+            .and_then(Value::as_str);
+        if recorded != Some(status) {
+            // The API answered with another state than the one recorded: its outputs are not
+            // the record's, so they are not written over the record's rows.
+            tracing::warn!(
+                status,
+                recorded = recorded.unwrap_or(""),
+                "a further state was stored concurrently, but the API now reports another: rows \
+                 left as that state wrote them"
+            );
+            return Ok(());
+        }
+        let outputs = outputs_list(interaction.outputs.as_ref());
+        let earlier = summarized_outputs(stored.output.as_ref()).max(written);
+        self.write_outputs(store, &mut stored, outputs, earlier)
+            .await?;
+        tracing::info!(
+            outputs = outputs.len(),
+            "a further state was stored concurrently: its rows written again"
+        );
+        Ok(())
     }
 
     /// Stores an interaction's outputs in full as the job's rows (`output-0001`, …), through the
@@ -182,8 +232,8 @@ impl Consumer {
         store: &Arc<dyn ResultsStore>,
         job: &mut JobRecord,
         outputs: &[Value],
+        earlier: usize,
     ) -> Result<(), ConsumeError> {
-        let earlier = summarized_outputs(job.output.as_ref());
         let now = self.clock.now_ms();
         let mut rows = interaction_rows(&job.job_id, outputs, now);
         rows.extend(superseded_rows(&job.job_id, outputs.len(), earlier, now));
