@@ -106,9 +106,25 @@ pub async fn aws_sdk_config(timeouts: AwsTimeouts) -> aws_config::SdkConfig {
         .await
 }
 
-/// The HTTP client for outbound calls (JWKS, Gemini API): rustls, bounded connect time.
+/// The HTTP client for outbound calls (JWKS, Gemini API): rustls, bounded connect time, and
+/// redirects followed only within one origin. reqwest drops `Authorization` on a redirect to
+/// another host but would send the Gemini key (`x-goog-api-key`) there: the client stops
+/// instead, and the Gemini adapter follows such a redirect of a download itself, without it.
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let same_origin = attempt
+                .previous()
+                .last()
+                .is_some_and(|prev| prev.origin() == attempt.url().origin());
+            if attempt.previous().len() > 5 {
+                attempt.error("more than 5 redirects")
+            } else if same_origin {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        }))
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("gemini-hooks/", env!("CARGO_PKG_VERSION")))
         .build()

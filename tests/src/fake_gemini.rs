@@ -49,6 +49,8 @@ pub enum Fault {
     /// Answer normally but stop for this long after this many body bytes (a stalled stream),
     /// then send the rest.
     Stall(usize, Duration),
+    /// Answer `302 Found` with this `Location`.
+    Redirect(String),
 }
 
 /// One request as the fake saw it.
@@ -378,6 +380,14 @@ async fn handle(
                 let mut r = google_error(code, "injected fault");
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return answer(&shared, index, r);
+            }
+            Some(Fault::Redirect(location)) => {
+                let r = Response::builder()
+                    .status(StatusCode::FOUND)
+                    .header(header::LOCATION, location)
+                    .body(Body::empty())
+                    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
                 return answer(&shared, index, r);
             }
             Some(Fault::Delay(d)) => tokio::time::sleep(d).await,

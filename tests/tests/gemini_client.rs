@@ -332,6 +332,17 @@ async fn download_from_offset_uses_range() {
         matches!(err, GeminiError::Fatal { status: 416, .. }),
         "{err:?}"
     );
+    // A 416 that states no length is a refusal, not the end of the file: a resumed download
+    // taking it for the end would store the results short.
+    fake.inject("files/batch-r", vec![Fault::Status(416)]);
+    let err = match c.download("files/batch-r", offset).await {
+        Err(e) => e,
+        Ok(_) => panic!("a 416 without a length was read as the end of the file"),
+    };
+    assert!(
+        matches!(err, GeminiError::Stream(_)) && err.is_transient(),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -549,4 +560,67 @@ async fn gs_uris_are_rejected_without_a_request() {
     };
     assert!(matches!(err, GeminiError::Invalid(_)), "{err:?}");
     assert!(fake.requests().is_empty());
+}
+
+/// A download redirected to another origin (a signed storage URL) is followed without the API
+/// key, which must never leave the API's origin; a redirect within the origin keeps it.
+#[tokio::test]
+async fn a_download_redirected_elsewhere_is_followed_without_the_api_key() {
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(bool, Option<String>)>>>;
+    let seen: Seen = Default::default();
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/signed/video.mp4",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let log = log.clone();
+            async move {
+                let range = headers
+                    .get("range")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                if let Ok(mut l) = log.lock() {
+                    l.push((headers.contains_key("x-goog-api-key"), range));
+                }
+                "video bytes"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let fake = FakeGemini::start().await;
+    fake.put_file("files/vid", Bytes::from_static(b"not served"));
+    fake.put_file("files/moved", Bytes::from_static(b"moved within the API"));
+    let http = gemini_hooks::wiring::http_client().unwrap();
+    let c = GeminiClient::new(settings(&fake, FakeGemini::API_KEY), http);
+
+    fake.inject(
+        "files/vid",
+        vec![Fault::Redirect(format!(
+            "http://{addr}/signed/video.mp4?sig=abc"
+        ))],
+    );
+    let got = collect(c.download("files/vid", 0).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(got, b"video bytes");
+    assert_eq!(
+        seen.lock().map(|s| s.clone()).unwrap_or_default(),
+        [(false, None)],
+        "followed once, without the key"
+    );
+
+    // Within the API's origin the key goes along (the fake refuses a request without it).
+    fake.inject(
+        "files/vid",
+        vec![Fault::Redirect(format!(
+            "{}/download/v1beta/files/moved:download?alt=media",
+            fake.base_url()
+        ))],
+    );
+    let got = collect(c.download("files/vid", 0).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(got, b"moved within the API");
 }

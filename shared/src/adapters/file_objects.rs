@@ -31,6 +31,30 @@ fn io_err(path: &Path, e: &std::io::Error) -> ObjectError {
     ObjectError::Unavailable(format!("{}: {e}", path.display()))
 }
 
+/// Longest path segment kept as it is. File systems stop at 255 bytes per name (NAME_MAX), while
+/// a job id segment may be up to 512 (an S3 key takes it whole).
+const MAX_SEGMENT_BYTES: usize = 200;
+
+/// `key` with each segment longer than [`MAX_SEGMENT_BYTES`] cut to its first 160 bytes, `~`,
+/// and 32 hex digits of its SHA-256: a name every file system takes, still distinct per key.
+fn file_key(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    key.split('/')
+        .map(|segment| {
+            if segment.len() <= MAX_SEGMENT_BYTES {
+                return segment.to_owned();
+            }
+            let mut cut = 160;
+            while !segment.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let digest = Sha256::digest(segment.as_bytes());
+            format!("{}~{}", &segment[..cut], hex::encode(&digest[..16]))
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 #[async_trait]
 impl ObjectStore for FileObjectStore {
     async fn begin(
@@ -38,7 +62,8 @@ impl ObjectStore for FileObjectStore {
         key: &str,
         _content_type: &str,
     ) -> Result<Box<dyn ObjectUpload>, ObjectError> {
-        let path = path_under(&self.root, key).ok_or_else(|| ObjectError::BadKey(key.into()))?;
+        let path = path_under(&self.root, &file_key(key))
+            .ok_or_else(|| ObjectError::BadKey(key.into()))?;
         let Some(dir) = path.parent() else {
             return Err(ObjectError::BadKey(key.into()));
         };
@@ -181,6 +206,32 @@ mod tests {
             ["1.mp4"],
             "no half copies, no temporary files"
         );
+
+        // A job id segment longer than a file name may be: stored under a shortened, still
+        // distinct name.
+        let long = |tail: &str| {
+            format!(
+                "videos/models/veo/operations/{}{tail}/1.mp4",
+                "o".repeat(500)
+            )
+        };
+        let mut names = Vec::new();
+        for key in [long("a"), long("b")] {
+            let mut up = store.begin(&key, "video/mp4").await.unwrap();
+            up.write(Bytes::from_static(b"v")).await.unwrap();
+            let ObjectLocation::File { path } = up.finish().await.unwrap().location else {
+                panic!("not a file");
+            };
+            assert!(
+                Path::new(&path)
+                    .components()
+                    .all(|c| c.as_os_str().len() <= 255),
+                "{path}"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), b"v");
+            names.push(path);
+        }
+        assert_ne!(names[0], names[1]);
 
         for bad in ["../x.mp4", "/etc/x", ""] {
             assert!(matches!(

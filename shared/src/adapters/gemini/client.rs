@@ -18,6 +18,8 @@ use crate::domain::gemini::{
 };
 use crate::ports::gemini::{BatchPage, ByteStream, GeminiApi, GeminiError, WebhookSummaryPage};
 
+/// Redirects to another origin followed by hand (without the key), per download.
+const MAX_REDIRECTS: u32 = 5;
 /// Header Gemini reads the API key from.
 const API_KEY_HEADER: &str = "x-goog-api-key";
 /// The WebhookService (all docs samples use `v1`, unlike the Batch API's `v1beta`).
@@ -65,6 +67,54 @@ impl GeminiClient {
         } else {
             req
         }
+    }
+
+    /// Follows the redirects the HTTP client stopped at (those to another origin, see
+    /// [`crate::wiring::http_client`]) without the API key: a file served from elsewhere (a
+    /// signed storage URL) needs none, and the key must not leave the API's origin.
+    async fn off_origin(
+        &self,
+        mut resp: reqwest::Response,
+        offset: u64,
+    ) -> Result<reqwest::Response, Step<reqwest::Response>> {
+        let mut hops = 0;
+        while resp.status().is_redirection() {
+            let status = resp.status().as_u16();
+            let next = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| resp.url().join(l).ok())
+                .filter(|u| matches!(u.scheme(), "https" | "http"));
+            let Some(next) = next else {
+                return Err(Step::Fail(GeminiError::Fatal {
+                    status,
+                    message: "a redirect without a usable Location".into(),
+                }));
+            };
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(Step::Fail(GeminiError::Fatal {
+                    status,
+                    message: format!("more than {MAX_REDIRECTS} redirects"),
+                }));
+            }
+            let mut req = self.http.get(next);
+            if offset > 0 {
+                req = req.header(RANGE, format!("bytes={offset}-"));
+            }
+            resp = match tokio::time::timeout(self.settings.request_timeout, req.send()).await {
+                Err(_) => {
+                    return Err(Step::Retry {
+                        reason: "timed out following a redirect".into(),
+                        retry_after: None,
+                    });
+                }
+                Ok(Err(e)) => return Err(send_error_step(&e)),
+                Ok(Ok(r)) => r,
+            };
+        }
+        Ok(resp)
     }
 
     /// GET a JSON document; each attempt (headers and body) is bounded by `request_timeout`.
@@ -357,6 +407,10 @@ impl GeminiApi for GeminiClient {
                         },
                         Ok(Err(e)) => send_error_step(&e),
                         Ok(Ok(resp)) => {
+                            let resp = match self.off_origin(resp, offset).await {
+                                Ok(resp) => resp,
+                                Err(step) => return step,
+                            };
                             if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE && offset > 0 {
                                 Step::Done(resp)
                             } else {
@@ -370,15 +424,25 @@ impl GeminiApi for GeminiClient {
 
         let skip = match resp.status() {
             StatusCode::RANGE_NOT_SATISFIABLE => {
-                // Resuming exactly at end of file is legitimate: nothing left to read.
+                // Resuming exactly at end of file is legitimate: nothing left to read. Only the
+                // length the server states proves it: a 416 without one, or for a range inside
+                // the file, is a refusal, and reading it as the end would cut the results short.
                 return match content_range_total(resp.headers()) {
+                    Some(total) if offset == total => Ok(Box::pin(futures::stream::empty())),
                     Some(total) if offset > total => Err(GeminiError::Fatal {
                         status: 416,
                         message: format!(
                             "offset {offset} is beyond the end of {name} ({total} bytes)"
                         ),
                     }),
-                    _ => Ok(Box::pin(futures::stream::empty())),
+                    Some(total) => Err(GeminiError::Stream(format!(
+                        "the server refused bytes from {offset} of {name}, inside its {total} \
+                         bytes (416)"
+                    ))),
+                    None => Err(GeminiError::Stream(format!(
+                        "the server refused bytes from {offset} of {name} (416) without \
+                         stating its length: not taken as its end"
+                    ))),
                 };
             }
             StatusCode::PARTIAL_CONTENT => match content_range_start(resp.headers()) {

@@ -276,7 +276,8 @@ impl Consumer {
                 // fails instead, so its retries end in the dead-letter queue, visibly.
                 if splitter.line_count() == start.lines {
                     return Err(ConsumeError::OutOfTime(format!(
-                        "no complete line within one invocation from byte {} (a line longer                          than a pass can download)",
+                        "no complete line within one invocation from byte {} (a line longer \
+                         than a pass can download)",
                         start.byte_offset
                     )));
                 }
