@@ -341,6 +341,40 @@ pub async fn results_store_contract(store: Arc<dyn ResultsStore>, prefix: &str) 
         .unwrap_or_else(|e| panic!("put_rows many: {e}"));
     assert_eq!(must_list_rows(s, &many_job).await, many);
 
+    // Rows written before a time go, with their parts; later ones stay.
+    let prune_job = format!("batches/{prefix}-prune");
+    let mut old_small = row(&prune_job, "old-small", 1, RowStatus::Ok);
+    old_small.ingested_at_ms = NOW_MS - 10_000;
+    let mut old_large = row(&prune_job, "old-large", 2, RowStatus::Ok);
+    old_large.ingested_at_ms = NOW_MS - 10_000;
+    // Incompressible, so DynamoDB stores it in parts.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let noise: String = (0..900_000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            char::from(b'!' + u8::try_from(seed % 90).unwrap_or(0))
+        })
+        .collect();
+    old_large.response_json = Some(json!({"noise": noise}).to_string());
+    let fresh = row(&prune_job, "fresh", 3, RowStatus::Ok);
+    s.put_rows(&[old_small, old_large, fresh.clone()])
+        .await
+        .unwrap_or_else(|e| panic!("put_rows prune: {e}"));
+    let removed = s
+        .delete_rows_before(&prune_job, NOW_MS - 1)
+        .await
+        .unwrap_or_else(|e| panic!("delete_rows_before: {e}"));
+    assert_eq!(removed, 2);
+    assert_eq!(must_list_rows(s, &prune_job).await, [fresh]);
+    assert_eq!(s.count_rows(&prune_job).await.ok(), Some(1));
+    assert_eq!(
+        s.delete_rows_before(&prune_job, NOW_MS - 1).await.ok(),
+        Some(0),
+        "nothing left to remove"
+    );
+
     // Jobs are listed newest update first.
     let newest = format!("batches/{prefix}-newest");
     must_save(

@@ -316,6 +316,9 @@ impl ResultsStore for RealDynamoKeyLimits {
         }
         self.inner.put_rows(rows).await
     }
+    async fn delete_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError> {
+        self.inner.delete_rows_before(job_id, before_ms).await
+    }
     async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError> {
         self.inner.list_rows(job_id).await
     }

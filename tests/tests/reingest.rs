@@ -106,6 +106,33 @@ fn corrupted(rows: &[ResultRow]) -> (Vec<ResultRow>, String) {
     (vec![wrong_text, wrong_status], rows[2].row_id())
 }
 
+/// Text that gzip cannot shrink much (a row of it is stored in parts on DynamoDB).
+fn noise(len: usize) -> String {
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            char::from(b'!' + u8::try_from(seed % 90).unwrap_or(0))
+        })
+        .collect()
+}
+
+/// Part items (`PART#…`) stored under `id`'s partition.
+async fn part_items(ddb: &aws_sdk_dynamodb::Client, table: &str, id: &str) -> usize {
+    ddb.query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk AND begins_with(sk, :part)")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("JOB#{id}")))
+        .expression_attribute_values(":part", AttributeValue::S("PART#".into()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("query: {e:?}"))
+        .items()
+        .len()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployed_reingest_through_the_queue_restores_the_exact_rows() {
     let ddb = moto::dynamodb().await;
@@ -168,6 +195,31 @@ async fn a_deployed_reingest_through_the_queue_restores_the_exact_rows() {
         .put_rows(&wrong)
         .await
         .unwrap_or_else(|e| panic!("bad rows: {e}"));
+    // It also wrote rows under keys the results file does not have, an hour ago, one of them
+    // large enough for parts.
+    let an_hour_ago = now_ms() - 3_600_000;
+    let strays = [
+        ResultRow {
+            key: "not-in-the-file".into(),
+            ingested_at_ms: an_hour_ago,
+            ..rows[0].clone()
+        },
+        ResultRow {
+            key: "not-in-the-file-either".into(),
+            text: None,
+            response_json: Some(json!({"noise": noise(900_000)}).to_string()),
+            ingested_at_ms: an_hour_ago,
+            ..rows[0].clone()
+        },
+    ];
+    store
+        .put_rows(&strays)
+        .await
+        .unwrap_or_else(|e| panic!("stray rows: {e}"));
+    assert!(
+        part_items(&ddb, &table, &id).await > 0,
+        "the stray has parts"
+    );
     ddb.delete_item()
         .table_name(&table)
         .key("pk", AttributeValue::S(format!("JOB#{id}")))
@@ -226,6 +278,8 @@ async fn a_deployed_reingest_through_the_queue_restores_the_exact_rows() {
         .clone()
         .unwrap_or_else(|| panic!("no reingest"));
     assert_eq!(pass.rows_rewritten, ROWS);
+    assert_eq!(pass.rows_removed, 2, "the stray rows");
+    assert_eq!(part_items(&ddb, &table, &id).await, 0, "their parts too");
     assert!(pass.finished_at_ms.is_some());
     let shown = run_cli_aws(&["results", "--stack", &stack, "--job", &id, "--json"])
         .await

@@ -30,7 +30,8 @@ The request goes through the queue the consumer reads, so the consumer does the 
 usual limits, checkpoints and retries: locally the data directory's queue (a running `gemini-hooks
 dev` picks it up within a second, otherwise its next start does); deployed, the stack's events
 queue (--stack NAME, or --queue-url URL). Rows are keyed by (job, request key), so rewriting
-replaces them and replays converge. The job stays SUCCEEDED and no second downstream event is
+replaces them and replays converge; once every line is rewritten, the job's rows from before the
+pass (under keys the results file does not have) are removed. The job stays SUCCEEDED and no second downstream event is
 sent; the job record's `reingest` shows the pass: `rows_rewritten`, and `finished_at_ms` once done
 (`gemini-hooks results --job ID`).
 
@@ -184,7 +185,7 @@ pub async fn run(args: ReingestArgs, out: &mut dyn Write) -> Result<(), CliError
         out,
         &format!(
             "{waiting} `gemini-hooks results{follow} --job {job_id}` shows its progress \
-             (`reingest`: rows_rewritten, finished_at_ms)."
+             (`reingest`: rows_rewritten, rows_removed, finished_at_ms)."
         ),
     )
 }

@@ -199,6 +199,14 @@ pub struct ReingestRecord {
     pub rows_rewritten: u64,
     pub error_rows: u64,
     pub malformed_rows: u64,
+    /// When the pass began (its first part). Once it finishes, the job's rows written before
+    /// then (less a margin for clocks) are removed: the pass rewrote every row the results file
+    /// has, so those are not in it. `None` for a pass a version without it began: none removed.
+    #[serde(default)]
+    pub started_at_ms: Option<i64>,
+    /// Rows the finished pass removed (stored under keys the results file does not have).
+    #[serde(default)]
+    pub rows_removed: u64,
 }
 
 impl JobRecord {

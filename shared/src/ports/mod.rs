@@ -113,6 +113,11 @@ pub trait ResultsStore: Send + Sync {
     /// Upserts rows keyed `(job_id, key)`; a replay overwrites identical rows.
     async fn put_rows(&self, rows: &[ResultRow]) -> Result<(), StoreError>;
 
+    /// Deletes the rows of `job_id` written before `before_ms` (their `ingested_at_ms`), with
+    /// any parts they have, and returns how many rows went. A re-ingest ends with it: what it
+    /// did not rewrite is not in the results file (a bad deploy's rows under other keys).
+    async fn delete_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError>;
+
     /// Every row of a job, ordered by key (tests, `gemini-hooks results`). Adapters may page.
     async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError>;
 

@@ -16,13 +16,13 @@
 //! item written carries `expires_at`, the table's TTL attribute (template.yaml), so DynamoDB
 //! deletes rows, parts and job records that long after their last write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
 use super::dynamodb_dedupe::sdk_message;
 use super::dynamodb_items::{JSON_TEXT_FIELDS, item_of, job_of, pk, row_items};
@@ -171,6 +171,67 @@ impl ResultsStore for DynamoDbResultsStore {
         Ok(())
     }
 
+    async fn delete_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError> {
+        let number = |item: &HashMap<String, AttributeValue>, name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<i64>().ok())
+        };
+        let text = |item: &HashMap<String, AttributeValue>, name: &str| {
+            item.get(name).and_then(|v| v.as_s().ok()).cloned()
+        };
+        // Stale rows are deleted page by page; parts (they sort apart from their rows) are
+        // matched to them once every row has been seen.
+        let mut stale = HashSet::new();
+        let mut parts: Vec<(String, String)> = Vec::new();
+        let mut pending: Vec<String> = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(pk(job_id)))
+                .projection_expression("sk, part_of, ingested_at_ms, #status")
+                .expression_attribute_names("#status", "status")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_message(&e)))?;
+            for item in out.items() {
+                let Some(sk) = text(item, "sk") else { continue };
+                if item.contains_key("status") {
+                    if number(item, "ingested_at_ms").is_some_and(|t| t < before_ms) {
+                        stale.insert(sk.clone());
+                        pending.push(sk);
+                    }
+                } else if let Some(owner) = text(item, "part_of") {
+                    parts.push((sk, owner));
+                }
+            }
+            while pending.len() >= MAX_BATCH {
+                let batch: Vec<String> = pending.drain(..MAX_BATCH).collect();
+                self.delete_items(job_id, batch).await?;
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        pending.extend(
+            parts
+                .into_iter()
+                .filter(|(_, owner)| stale.contains(owner))
+                .map(|(sk, _)| sk),
+        );
+        for batch in pending.chunks(MAX_BATCH) {
+            self.delete_items(job_id, batch.to_vec()).await?;
+        }
+        Ok(u64::try_from(stale.len()).unwrap_or(u64::MAX))
+    }
+
     async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError> {
         let mut rows = Vec::new();
         let mut after: Option<String> = None;
@@ -277,6 +338,20 @@ fn newest_first(jobs: &mut [JobRecord]) {
 }
 
 impl DynamoDbResultsStore {
+    /// Deletes the items `sks` (at most [`MAX_BATCH`]) of `job_id`.
+    async fn delete_items(&self, job_id: &str, sks: Vec<String>) -> Result<(), StoreError> {
+        let mut requests = Vec::with_capacity(sks.len());
+        for sk in sks {
+            let delete = DeleteRequest::builder()
+                .key("pk", AttributeValue::S(pk(job_id)))
+                .key("sk", AttributeValue::S(sk))
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        self.batch_write(requests).await
+    }
+
     /// One `BatchWriteItem` of at most 25 requests, retrying `UnprocessedItems` with backoff.
     async fn batch_write(&self, mut requests: Vec<WriteRequest>) -> Result<(), StoreError> {
         for attempt in 0..BATCH_ATTEMPTS {

@@ -193,6 +193,20 @@ impl ResultsStore for SqliteStore {
         .await
     }
 
+    async fn delete_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError> {
+        let job_id = job_id.to_owned();
+        self.run(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM result_rows WHERE job_id = ?1 AND ingested_at_ms < ?2",
+                    params![job_id, before_ms],
+                )
+                .map_err(db_err)?;
+            Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+
     async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError> {
         let job_id = job_id.to_owned();
         self.run(move |conn| {

@@ -26,8 +26,13 @@ use crate::ports::ResultsStore;
 use crate::ports::gemini::GeminiError;
 use crate::ports::metrics::metric;
 
+/// Rows written this long before a pass began are the ones it removes: the instances that run
+/// its parts may disagree a little on the time.
+pub const REINGEST_CLOCK_MARGIN_MS: i64 = 5 * 60 * 1000;
+
 /// `base` with the progress of the pass in `work` (its counters and checkpoint) under
-/// `reingest`; finished at `finished_at_ms` when given.
+/// `reingest`; finished at `finished_at_ms` when given. The pass's start comes from `base`,
+/// which carries this request's pass from its start on.
 pub(super) fn with_progress(
     base: &JobRecord,
     request: &ReingestRequest,
@@ -36,6 +41,10 @@ pub(super) fn with_progress(
 ) -> JobRecord {
     let mut record = base.clone();
     record.updated_at_ms = work.updated_at_ms.max(base.updated_at_ms);
+    let own = base
+        .reingest
+        .as_ref()
+        .filter(|r| r.request_id == request.request_id);
     record.reingest = Some(ReingestRecord {
         request_id: request.request_id.clone(),
         requested_at_ms: request.requested_at_ms,
@@ -44,6 +53,8 @@ pub(super) fn with_progress(
         rows_rewritten: work.counts.rows_ingested,
         error_rows: work.counts.error_rows,
         malformed_rows: work.counts.malformed_rows,
+        started_at_ms: own.and_then(|r| r.started_at_ms),
+        rows_removed: own.map_or(0, |r| r.rows_removed),
     });
     record
 }
@@ -118,6 +129,11 @@ impl Consumer {
                 .clone()
                 .map(|c| (c, r.rows_rewritten, r.error_rows, r.malformed_rows))
         });
+        // A redelivered or handed-over request keeps its pass's start; a new one starts now.
+        let started_at_ms = match same {
+            Some(r) => r.started_at_ms,
+            None => Some(self.clock.now_ms()),
+        };
 
         let op = match within(self.gemini.get_batch(job_id)).await? {
             Ok(op) => op,
@@ -142,8 +158,21 @@ impl Consumer {
         work.counts.error_rows = 0;
         work.counts.malformed_rows = 0;
         work.checkpoint = None;
+        work.updated_at_ms = self.clock.now_ms();
         let mut base = job;
         apply_stats(&mut base, &op);
+        // From here on `base` carries this request's pass (and its start) for `with_progress`.
+        base.reingest = Some(ReingestRecord {
+            request_id: request.request_id.clone(),
+            requested_at_ms: request.requested_at_ms,
+            finished_at_ms: None,
+            checkpoint: None,
+            rows_rewritten: 0,
+            error_rows: 0,
+            malformed_rows: 0,
+            started_at_ms,
+            rows_removed: 0,
+        });
         match op.output {
             None => Err(ConsumeError::Poison(format!(
                 "reingest of {job_id}: the batch has no results (neither a file nor inline \
@@ -201,6 +230,23 @@ impl Consumer {
         request: &ReingestRequest,
         work: JobRecord,
     ) -> Result<Handled, ConsumeError> {
+        // Every line of the file has its row rewritten by now: a row older than the pass is
+        // under a key the file does not have (a bad deploy's), and goes.
+        let started = base
+            .reingest
+            .as_ref()
+            .filter(|r| r.request_id == request.request_id)
+            .and_then(|r| r.started_at_ms);
+        let removed = match started {
+            Some(t) => {
+                let before = t.saturating_sub(REINGEST_CLOCK_MARGIN_MS);
+                within(store.delete_rows_before(&base.job_id, before)).await??
+            }
+            None => 0,
+        };
+        if let Some(own) = base.reingest.as_mut() {
+            own.rows_removed = removed;
+        }
         let stored = within(store.count_rows(&base.job_id)).await??;
         let now = self.clock.now_ms();
         base.counts.rows_ingested = stored;
@@ -219,6 +265,7 @@ impl Consumer {
         let rows_rewritten = work.counts.rows_ingested;
         tracing::info!(
             rows_rewritten,
+            rows_removed = removed,
             rows = stored,
             error_rows = work.counts.error_rows,
             malformed_rows = work.counts.malformed_rows,
@@ -227,6 +274,7 @@ impl Consumer {
         self.metrics
             .set()
             .count(metric::ROWS_REWRITTEN, rows_rewritten)
+            .property("rows_removed", removed)
             .property("job_id", base.job_id.as_str())
             .property("reingest", request.request_id.as_str())
             .flush();
