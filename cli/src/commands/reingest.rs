@@ -31,9 +31,9 @@ usual limits, checkpoints and retries: locally the data directory's queue (a run
 dev` picks it up within a second, otherwise its next start does); deployed, the stack's events
 queue (--stack NAME, or --queue-url URL). Rows are keyed by (job, request key), so rewriting
 replaces them and replays converge; once every line is rewritten, the job's rows from before the
-pass (under keys the results file does not have) are removed. The job stays SUCCEEDED and no second downstream event is
-sent; the job record's `reingest` shows the pass: `rows_rewritten`, and `finished_at_ms` once done
-(`gemini-hooks results --job ID`).
+pass (under keys the results file does not have) are removed. The job stays SUCCEEDED and no
+second downstream event is sent; the job record's `reingest` shows the pass: `rows_rewritten`,
+`rows_removed`, and `finished_at_ms` once done (`gemini-hooks results --job ID`).
 
 Examples:
   gemini-hooks reingest batches/abc
