@@ -4,6 +4,7 @@
 //! builders.
 
 pub mod bins;
+pub mod consume;
 pub mod contract;
 pub mod delivery;
 pub mod dynalite;

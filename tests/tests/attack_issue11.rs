@@ -13,99 +13,46 @@ use bytes::Bytes;
 use gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore;
 use gemini_hooks::adapters::aws::s3_payloads::S3PayloadStore;
 use gemini_hooks::adapters::aws::sqs::{MAX_MESSAGE_BYTES, SqsEventQueue};
-use gemini_hooks::adapters::gemini::{GeminiClient, GeminiSettings, RetryPolicy};
 use gemini_hooks::config::{ConfigError, ConsumerConfig, Env};
-use gemini_hooks::domain::envelope::{
-    EventSummary, OutgoingMessage, QueueEnvelope, SignatureMode, StoredPayload, WebhookEnvelope,
-};
-use gemini_hooks::domain::event::{Event, JobKind};
+use gemini_hooks::domain::envelope::StoredPayload;
+use gemini_hooks::domain::event::JobKind;
 use gemini_hooks::domain::job_events::{DETAIL_TYPE, JobFinished, SOURCE};
-use gemini_hooks::domain::jobs::{JobErrorInfo, JobRecord, JobState, ResultRow};
-use gemini_hooks::ports::clock::{Clock, ManualClock};
+use gemini_hooks::domain::jobs::{JobErrorInfo, JobRecord, JobState};
+use gemini_hooks::ports::clock::Clock;
 use gemini_hooks::ports::{EventQueue, ResultsStore};
 use gemini_hooks::usecases::consume::{ConsumeSettings, Consumer, Handled};
 use gemini_hooks::usecases::offload::OffloadingQueue;
 use gemini_hooks::usecases::routes::Routes;
+use gemini_hooks_tests::consume::{ConsumeHarness, T0_MS, webhook_body, webhook_message};
 use gemini_hooks_tests::fake_gemini::{FakeGemini, OutputSpec, operation_json, sample_results};
 use gemini_hooks_tests::moto;
 use serde_json::{Value, json};
 
-const T0_MS: i64 = 1_795_000_000_000;
 /// EventBridge's PutEvents entry limit (256 KiB, detail, source and detail-type counted).
 const EVENTBRIDGE_ENTRY_BYTES: usize = 256 * 1024;
 
-struct Harness {
-    gemini: FakeGemini,
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
-    store: Arc<DynamoDbResultsStore>,
-    clock: ManualClock,
+/// The shared harness; `consumer(settings)` writes to its table.
+struct Harness(ConsumeHarness);
+
+impl std::ops::Deref for Harness {
+    type Target = ConsumeHarness;
+    fn deref(&self) -> &ConsumeHarness {
+        &self.0
+    }
 }
 
 impl Harness {
     async fn new() -> Self {
-        let ddb = moto::dynamodb().await;
-        let sqs = moto::sqs().await;
-        let table = moto::unique_name("atk11-results");
-        moto::create_results_table(&ddb, &table).await;
-        let queue = moto::create_queue(&sqs, &moto::unique_name("atk11-events"), 5, 30).await;
-        Self {
-            gemini: FakeGemini::start().await,
-            store: Arc::new(DynamoDbResultsStore::new(ddb, table)),
-            sqs,
-            queue_url: queue.url,
-            clock: ManualClock::at_ms(T0_MS),
-        }
+        Self(ConsumeHarness::new("atk11").await)
     }
 
     fn consumer(&self, settings: ConsumeSettings) -> Consumer {
-        let mut gs = GeminiSettings::new(FakeGemini::API_KEY);
-        gs.base_url = self.gemini.base_url();
-        gs.retry = RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
-        };
-        gs.request_timeout = Duration::from_secs(5);
-        Consumer::new(
-            Arc::new(GeminiClient::new(gs, reqwest::Client::new())),
-            Routes::single(self.store.clone()),
-            Arc::new(SqsEventQueue::new(self.sqs.clone(), self.queue_url.clone())),
-            Arc::new(self.clock.clone()),
-            settings,
-        )
+        self.consumer_with(settings, Routes::single(self.store.clone()))
     }
-
-    async fn queued(&self) -> Vec<String> {
-        moto::take_bodies(&self.sqs, &self.queue_url).await
-    }
-
-    async fn rows(&self, job: &str) -> Vec<ResultRow> {
-        self.store
-            .list_rows(job)
-            .await
-            .unwrap_or_else(|e| panic!("list_rows: {e}"))
-    }
-}
-
-/// The envelope the receiver would have produced for `event` (metadata from the event).
-fn envelope_message(webhook_id: &str, event: &Value) -> OutgoingMessage {
-    let parsed = Event::from_value(event, None).unwrap_or_else(|e| panic!("event: {e}"));
-    QueueEnvelope::Webhook(WebhookEnvelope {
-        webhook_id: webhook_id.to_owned(),
-        received_at_ms: T0_MS - 1_000,
-        signature_mode: SignatureMode::Static,
-        bound: true,
-        event: EventSummary::from(&parsed),
-        raw_event: event.clone(),
-        user_metadata: parsed.user_metadata.clone(),
-    })
-    .to_message()
-    .unwrap_or_else(|e| panic!("envelope: {e}"))
 }
 
 fn envelope(webhook_id: &str, event: &Value) -> String {
-    envelope_message(webhook_id, event).body
+    webhook_body(webhook_id, event)
 }
 
 fn terminal_job(id: &str) -> JobRecord {
@@ -154,7 +101,7 @@ async fn a_delivery_with_a_300_kib_job_group_is_accepted_through_the_payload_buc
         body_len < 1024 * 1024,
         "the delivery is under the 1 MiB body limit"
     );
-    let message = envelope_message("msg-biggroup", &event);
+    let message = webhook_message("msg-biggroup", &event);
     let outcome = offloading.enqueue(&message).await;
     assert!(
         outcome.is_ok(),
@@ -209,7 +156,7 @@ fn a_downstream_event_of_a_job_with_a_255_kib_job_group_fits_eventbridge() {
     let pointer_for = |group: &str| {
         let event = json!({"type": "batch.succeeded", "version": "v1",
             "data": {"id": "evgroup", "user_metadata": {"job_group": group}}});
-        let message = envelope_message("msg-evgroup", &event);
+        let message = webhook_message("msg-evgroup", &event);
         StoredPayload::for_message(&message)
             .pointer_message(&message)
             .unwrap_or_else(|e| panic!("{e}"))
@@ -616,7 +563,7 @@ async fn an_envelope_under_256_kib_but_over_with_its_attributes_is_offloaded() {
     );
     let group = "g".repeat(250);
     let make = |note: usize| {
-        envelope_message(
+        webhook_message(
             "msg-edge",
             &json!({"type": "batch.succeeded", "data": {"id": "edge",
                 "user_metadata": {"job_group": group, "note": "n".repeat(note)}}}),

@@ -2,116 +2,28 @@
 //! Gemini API: streamed ingest, replays, interruptions, continuations, every event type.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore;
-use gemini_hooks::adapters::aws::sqs::SqsEventQueue;
-use gemini_hooks::adapters::gemini::{GeminiClient, GeminiSettings, RetryPolicy};
-use gemini_hooks::domain::envelope::{EventSummary, QueueEnvelope, SignatureMode, WebhookEnvelope};
-use gemini_hooks::domain::event::Event;
 use gemini_hooks::domain::jobs::{JobRecord, JobState, ResultRow, RowStatus};
-use gemini_hooks::ports::clock::{Clock, ManualClock};
+use gemini_hooks::ports::clock::Clock;
 use gemini_hooks::ports::{ResultsStore, StoreError};
 use gemini_hooks::usecases::consume::{
     ConsumeError, ConsumeSettings, Consumer, Handled, InboundMessage, RetrySchedule, failures,
 };
 use gemini_hooks::usecases::routes::Routes;
+use gemini_hooks_tests::consume::{ConsumeHarness as Harness, webhook_body};
 use gemini_hooks_tests::fake_gemini::{
-    FakeGemini, Fault, OutputSpec, error_line, inline_error, inline_success, operation_json,
-    sample_key, sample_results, sample_text, success_line, with_stats,
+    Fault, OutputSpec, error_line, inline_error, inline_success, operation_json, sample_key,
+    sample_results, sample_text, success_line, with_stats,
 };
 use gemini_hooks_tests::moto;
 use serde_json::{Value, json};
 
-const T0_MS: i64 = 1_795_000_000_000;
-
-struct Harness {
-    gemini: FakeGemini,
-    sqs: aws_sdk_sqs::Client,
-    ddb: aws_sdk_dynamodb::Client,
-    queue_url: String,
-    store: Arc<DynamoDbResultsStore>,
-    clock: ManualClock,
-}
-
-impl Harness {
-    async fn new() -> Self {
-        let ddb = moto::dynamodb().await;
-        let sqs = moto::sqs().await;
-        let table = moto::unique_name("results");
-        moto::create_results_table(&ddb, &table).await;
-        let queue = moto::create_queue(&sqs, &moto::unique_name("events"), 5, 30).await;
-        Self {
-            gemini: FakeGemini::start().await,
-            store: Arc::new(DynamoDbResultsStore::new(ddb.clone(), table)),
-            ddb,
-            sqs,
-            queue_url: queue.url,
-            clock: ManualClock::at_ms(T0_MS),
-        }
-    }
-
-    fn consumer_with(&self, settings: ConsumeSettings, routes: Routes) -> Consumer {
-        let mut gs = GeminiSettings::new(FakeGemini::API_KEY);
-        gs.base_url = self.gemini.base_url();
-        gs.retry = RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
-        };
-        gs.request_timeout = Duration::from_secs(5);
-        Consumer::new(
-            std::sync::Arc::new(GeminiClient::new(gs, reqwest::Client::new())),
-            routes,
-            Arc::new(SqsEventQueue::new(self.sqs.clone(), self.queue_url.clone())),
-            Arc::new(self.clock.clone()),
-            settings,
-        )
-    }
-
-    fn consumer(&self) -> Consumer {
-        self.consumer_with(
-            ConsumeSettings::default(),
-            Routes::single(self.store.clone()),
-        )
-    }
-
-    async fn rows(&self, job: &str) -> Vec<ResultRow> {
-        self.store
-            .list_rows(job)
-            .await
-            .unwrap_or_else(|e| panic!("list_rows: {e}"))
-    }
-
-    async fn job(&self, job: &str) -> JobRecord {
-        match self.store.load_job(job).await {
-            Ok(Some(j)) => j,
-            other => panic!("job {job}: {other:?}"),
-        }
-    }
-
-    async fn queued(&self) -> Vec<String> {
-        moto::take_bodies(&self.sqs, &self.queue_url).await
-    }
-}
-
 /// The queue message the receiver would have produced for `event`.
 fn envelope(webhook_id: &str, event: Value) -> String {
-    let parsed = Event::from_value(&event, None).unwrap_or_else(|e| panic!("event: {e}"));
-    let env = QueueEnvelope::Webhook(WebhookEnvelope {
-        webhook_id: webhook_id.to_owned(),
-        received_at_ms: T0_MS - 1_000,
-        signature_mode: SignatureMode::Static,
-        bound: true,
-        event: EventSummary::from(&parsed),
-        raw_event: event,
-        user_metadata: parsed.user_metadata.clone(),
-    });
-    env.to_message()
-        .unwrap_or_else(|e| panic!("envelope: {e}"))
-        .body
+    webhook_body(webhook_id, &event)
 }
 
 fn succeeded(id: &str) -> Value {
@@ -129,7 +41,7 @@ async fn must(consumer: &Consumer, body: &str, deadline: Option<i64>) -> Handled
 /// 10 000 lines: every 97th an error line, every 250th malformed (five kinds of garbage).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_line_file_is_ingested_exactly() {
-    let h = Harness::new().await;
+    let h = Harness::new("consume").await;
     let file = sample_results(10_000, 97, 250);
     h.gemini.put_file("files/big", Bytes::from(file));
     h.gemini.put_operation(with_stats(
@@ -201,7 +113,7 @@ async fn ten_thousand_line_file_is_ingested_exactly() {
 
 #[tokio::test]
 async fn inline_batch_is_ingested_like_a_file() {
-    let h = Harness::new().await;
+    let h = Harness::new("consume").await;
     h.gemini.put_operation(operation_json(
         "batches/inl",
         "JOB_STATE_SUCCEEDED",
@@ -242,7 +154,7 @@ async fn inline_batch_is_ingested_like_a_file() {
 
 #[tokio::test]
 async fn failed_expired_and_cancelled_batches_are_recorded() {
-    let h = Harness::new().await;
+    let h = Harness::new("consume").await;
     let c = h.consumer();
     h.gemini.put_operation(operation_json(
         "batches/f1",
@@ -314,7 +226,7 @@ async fn failed_expired_and_cancelled_batches_are_recorded() {
 
 #[tokio::test]
 async fn the_same_message_twice_leaves_an_identical_table() {
-    let h = Harness::new().await;
+    let h = Harness::new("consume").await;
     h.gemini
         .put_file("files/twice", Bytes::from(sample_results(300, 7, 50)));
     h.gemini.put_operation(operation_json(
@@ -360,7 +272,7 @@ async fn the_same_message_twice_leaves_an_identical_table() {
 
 #[tokio::test]
 async fn interrupted_download_resumes_with_range_and_yields_exact_rows() {
-    let h = Harness::new().await;
+    let h = Harness::new("consume").await;
     let file = sample_results(2_000, 0, 0);
     h.gemini.put_file("files/cut", Bytes::from(file.clone()));
     h.gemini.put_operation(operation_json(
@@ -419,7 +331,7 @@ async fn interrupted_download_resumes_with_range_and_yields_exact_rows() {
 
 #[tokio::test]
 async fn short_deadline_hands_over_to_continuations_until_done() {
-    let h = Harness::new().await;
+    let h = Harness::new("consume").await;
     let n = 1_500;
     h.gemini
         .put_file("files/long", Bytes::from(sample_results(n, 11, 101)));
@@ -474,7 +386,7 @@ async fn short_deadline_hands_over_to_continuations_until_done() {
 
 #[tokio::test]
 async fn one_bad_message_among_good_ones_is_the_only_failure() {
-    let h = Harness::new().await;
+    let h = Harness::new("consume").await;
     for id in ["g1", "g2"] {
         h.gemini.put_operation(operation_json(
             id,
@@ -514,7 +426,7 @@ async fn one_bad_message_among_good_ones_is_the_only_failure() {
 
 #[tokio::test]
 async fn ids_with_and_without_the_batches_prefix_are_the_same_job() {
-    let h = Harness::new().await;
+    let h = Harness::new("consume").await;
     h.gemini.put_operation(operation_json(
         "batches/same",
         "BATCH_STATE_SUCCEEDED",
@@ -539,7 +451,7 @@ async fn ids_with_and_without_the_batches_prefix_are_the_same_job() {
 
 #[tokio::test]
 async fn results_not_visible_yet_and_api_errors_are_retried_later() {
-    let h = Harness::new().await;
+    let h = Harness::new("consume").await;
     let c = h.consumer();
     let body = envelope("msg-race", succeeded("race"));
     // batches.get reports success before the results exist (ellmer #926).
@@ -612,7 +524,7 @@ async fn results_not_visible_yet_and_api_errors_are_retried_later() {
 
 #[tokio::test]
 async fn routes_send_a_job_group_to_its_own_table_and_other_events_are_recorded() {
-    let h = Harness::new().await;
+    let h = Harness::new("consume").await;
     let exp_table = moto::unique_name("results-exp");
     moto::create_results_table(&h.ddb, &exp_table).await;
     let exp_store: Arc<dyn ResultsStore> =
@@ -719,7 +631,7 @@ impl ResultsStore for PanickingStore {
 
 #[tokio::test]
 async fn a_panic_fails_only_its_own_message() {
-    let h = Harness::new().await;
+    let h = Harness::new("consume").await;
     let boom: Arc<dyn ResultsStore> = Arc::new(PanickingStore);
     let routes = Routes::new(h.store.clone(), [("boom".to_owned(), boom)]);
     h.gemini.put_operation(operation_json(
@@ -795,7 +707,7 @@ impl ResultsStore for Gated {
 /// end as the completed interaction has them (not the older outputs written last).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requires_action_and_completed_leave_only_completed_rows() {
-    let h = Harness::new().await;
+    let h = Harness::new("consume").await;
     let call =
         json!({"type": "function_call", "id": "c1", "name": "lookup", "arguments": {"q": "x"}});
     h.gemini.put_resource(

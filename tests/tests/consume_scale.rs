@@ -12,28 +12,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use gemini_hooks::adapters::aws::dynamodb_results::DynamoDbResultsStore;
-use gemini_hooks::adapters::aws::sqs::SqsEventQueue;
-use gemini_hooks::adapters::gemini::{GeminiClient, GeminiSettings, RetryPolicy};
-use gemini_hooks::domain::envelope::{
-    EventSummary, QueueEnvelope, ReingestRequest, SignatureMode, WebhookEnvelope,
-};
-use gemini_hooks::domain::event::{Event, JobKind};
+use gemini_hooks::domain::envelope::{QueueEnvelope, ReingestRequest};
+use gemini_hooks::domain::event::JobKind;
 use gemini_hooks::domain::jobs::{JobRecord, JobState, ResultRow};
-use gemini_hooks::ports::clock::{Clock, ManualClock};
+use gemini_hooks::ports::clock::Clock;
 use gemini_hooks::ports::{ResultsStore, StoreError};
 use gemini_hooks::usecases::consume::{
     ConsumeError, ConsumeSettings, Consumer, Handled, InboundMessage, RetrySchedule, failures,
 };
-use gemini_hooks::usecases::routes::Routes;
-use gemini_hooks_tests::fake_gemini::{
-    FakeGemini, Fault, OutputSpec, error_line, operation_json, sample_results, success_line,
-};
-use gemini_hooks_tests::moto;
+use gemini_hooks_tests::consume::{ConsumeHarness, T0_MS, webhook_body};
+use gemini_hooks_tests::fake_gemini::{Fault, error_line, sample_results, success_line};
 use serde_json::{Value, json};
-
-const T0_MS: i64 = 1_795_000_000_000;
 
 /// What the wrapper saw of the writes.
 #[derive(Default)]
@@ -137,81 +127,35 @@ impl ResultsStore for Watched {
     }
 }
 
-struct Harness {
-    gemini: FakeGemini,
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
-    table: DynamoDbResultsStore,
-    clock: ManualClock,
+/// The shared harness, with this file's ids: `h.job("x")` is `batches/x`.
+struct Harness(ConsumeHarness);
+
+impl std::ops::Deref for Harness {
+    type Target = ConsumeHarness;
+    fn deref(&self) -> &ConsumeHarness {
+        &self.0
+    }
 }
 
 impl Harness {
     async fn new() -> Self {
-        let ddb = moto::dynamodb().await;
-        let sqs = moto::sqs().await;
-        let table = moto::unique_name("scale-results");
-        moto::create_results_table(&ddb, &table).await;
-        let queue = moto::create_queue(&sqs, &moto::unique_name("scale-events"), 5, 30).await;
-        Self {
-            gemini: FakeGemini::start().await,
-            table: DynamoDbResultsStore::new(ddb, table),
-            sqs,
-            queue_url: queue.url,
-            clock: ManualClock::at_ms(T0_MS),
-        }
+        Self(ConsumeHarness::new("scale").await)
     }
 
     fn watched(&self, delay: fn(usize) -> Duration) -> Watched {
-        Watched::new(self.table.clone(), delay)
+        Watched::new((*self.store).clone(), delay)
     }
 
     fn consumer(&self, store: Arc<dyn ResultsStore>, settings: ConsumeSettings) -> Consumer {
-        let mut gs = GeminiSettings::new(FakeGemini::API_KEY);
-        gs.base_url = self.gemini.base_url();
-        gs.retry = RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
-        };
-        Consumer::new(
-            Arc::new(GeminiClient::new(gs, reqwest::Client::new())),
-            Routes::single(store),
-            Arc::new(SqsEventQueue::new(self.sqs.clone(), self.queue_url.clone())),
-            Arc::new(self.clock.clone()),
-            settings,
-        )
-    }
-
-    fn batch_with_file(&self, id: &str, body: String) {
-        let file = format!("files/{id}");
-        self.gemini.put_file(&file, Bytes::from(body));
-        self.gemini.put_operation(operation_json(
-            &format!("batches/{id}"),
-            "BATCH_STATE_SUCCEEDED",
-            OutputSpec::File(file),
-        ));
+        self.consumer_for(store, settings)
     }
 
     async fn job(&self, id: &str) -> JobRecord {
-        match self.table.load_job(&format!("batches/{id}")).await {
-            Ok(Some(j)) => j,
-            other => panic!("job {id}: {other:?}"),
-        }
+        self.0.job(&format!("batches/{id}")).await
     }
 
     async fn rows(&self, id: &str) -> Vec<ResultRow> {
-        self.table
-            .list_rows(&format!("batches/{id}"))
-            .await
-            .unwrap_or_else(|e| panic!("list_rows: {e}"))
-    }
-
-    async fn queued(&self) -> Vec<String> {
-        moto::drain(&self.sqs, &self.queue_url)
-            .await
-            .iter()
-            .map(|m| m.body().unwrap_or_default().to_owned())
-            .collect()
+        self.0.rows(&format!("batches/{id}")).await
     }
 }
 
@@ -219,19 +163,7 @@ impl Harness {
 fn delivery(id: &str) -> String {
     let event = json!({"type": "batch.succeeded", "version": "v1",
         "timestamp": "2026-11-18T00:00:00Z", "data": {"id": id}});
-    let parsed = Event::from_value(&event, None).unwrap_or_else(|e| panic!("event: {e}"));
-    QueueEnvelope::Webhook(WebhookEnvelope {
-        webhook_id: format!("msg-{id}"),
-        received_at_ms: T0_MS - 1_000,
-        signature_mode: SignatureMode::Static,
-        bound: true,
-        event: EventSummary::from(&parsed),
-        raw_event: event,
-        user_metadata: None,
-    })
-    .to_message()
-    .unwrap_or_else(|e| panic!("envelope: {e}"))
-    .body
+    webhook_body(&format!("msg-{id}"), &event)
 }
 
 fn settings() -> ConsumeSettings {
@@ -647,7 +579,7 @@ async fn a_reingest_rewrites_every_row_hands_over_and_converges() {
             ..r.clone()
         })
         .collect();
-    h.table
+    h.store
         .put_rows(&bad)
         .await
         .unwrap_or_else(|e| panic!("bad rows: {e}"));
@@ -738,7 +670,7 @@ async fn a_reingest_rewrites_every_row_hands_over_and_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reingest_of_a_job_without_results_is_refused() {
     let h = Harness::new().await;
-    let c = h.consumer(Arc::new(h.table.clone()), settings());
+    let c = h.consumer(h.store.clone(), settings());
     let unknown = handle(&c, &reingest_request("never-seen", "r"), None).await;
     assert!(
         matches!(&unknown, Err(e) if !e.is_retryable() && e.to_string().contains("no such job")),
@@ -748,7 +680,7 @@ async fn a_reingest_of_a_job_without_results_is_refused() {
         let id = format!("j-{}", state.as_str().to_lowercase());
         let mut job = JobRecord::new(format!("batches/{id}"), JobKind::Batch, T0_MS);
         job.state = state;
-        h.table
+        h.store
             .save_job(&job)
             .await
             .unwrap_or_else(|e| panic!("save: {e}"));

@@ -41,6 +41,7 @@ pub async fn run(args: DevArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let config = PipelineConfig::read(&args, addr).await?;
     let summary = describe(&config, args.sample_gemini);
     let pipeline = Pipeline::start(listener, config, lock).await?;
+    let shutdown = ShutdownSignal::install();
     let stats = pipeline.store.queue_stats(now_ms()).await?;
     line(
         out,
@@ -78,7 +79,7 @@ pub async fn run(args: DevArgs, out: &mut dyn Write) -> Result<(), CliError> {
     out.flush()
         .map_err(|e| CliError::io(Path::new("<stdout>"), e))?;
 
-    wait_for_shutdown_signal().await;
+    shutdown.wait().await;
     tracing::info!("shutting down: no new deliveries; letting running messages finish");
     pipeline.stop().await;
     Ok(())
@@ -136,25 +137,40 @@ fn describe(config: &PipelineConfig, sample: bool) -> Vec<String> {
     lines
 }
 
-/// Ctrl-C, or SIGTERM on Unix.
-pub async fn wait_for_shutdown_signal() {
+/// Ctrl-C, or SIGTERM on Unix, listened for from [`ShutdownSignal::install`] on: a signal that
+/// comes right after the "listening" line (a test, a supervisor) stops `dev` cleanly instead of
+/// killing it with the default action.
+pub struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    listeners: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignal {
+    pub fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listeners = signal(SignalKind::interrupt())
+                .and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
+                .ok();
+            Self { listeners }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Until the first Ctrl-C or SIGTERM.
+    pub async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut int, mut term)) = self.listeners {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
