@@ -60,11 +60,11 @@ pub fn dynamodb() -> aws_sdk_dynamodb::Client {
 /// Creates the receiver's dedupe table with the template's shape: PK `webhook_id` (S),
 /// on-demand billing. No TTL setting: dynalite has no `UpdateTimeToLive` (see the module doc).
 pub async fn create_dedupe_table(c: &aws_sdk_dynamodb::Client, name: &str) {
-    moto::create_keyed_table(c, name, DEDUPE_KEYS, BACKEND).await;
+    moto::create_keyed_table(c, name, DEDUPE_KEYS, false, BACKEND).await;
 }
 
-/// Creates the results table with the template's shape: PK `pk` (S), SK `sk` (S), on-demand
-/// billing. No TTL setting: dynalite has no `UpdateTimeToLive` (see the module doc).
+/// Creates the results table with the template's shape: PK `pk` (S), SK `sk` (S), the jobs
+/// index, on-demand billing. No TTL setting: dynalite has no `UpdateTimeToLive` (see the module doc).
 pub async fn create_results_table(c: &aws_sdk_dynamodb::Client, name: &str) {
-    moto::create_keyed_table(c, name, RESULTS_KEYS, BACKEND).await;
+    moto::create_keyed_table(c, name, RESULTS_KEYS, true, BACKEND).await;
 }

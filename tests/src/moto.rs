@@ -9,8 +9,8 @@ use std::fmt::Display;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 
@@ -171,29 +171,74 @@ const ACTIVE_MAX_POLLS: usize = 200;
 /// Creates the receiver's dedupe table as the template does: PK `webhook_id` (S),
 /// on-demand billing, TTL on `expires_at`.
 pub async fn create_dedupe_table(c: &aws_sdk_dynamodb::Client, name: &str) {
-    create_keyed_table(c, name, DEDUPE_KEYS, "moto").await;
+    create_keyed_table(c, name, DEDUPE_KEYS, false, "moto").await;
     enable_ttl(c, name, "moto").await;
 }
 
-/// Creates the results table as the template does: PK `pk` (S), SK `sk` (S), on-demand
-/// billing, TTL on `expires_at`.
+/// Creates the results table as the template does: PK `pk` (S), SK `sk` (S), the jobs index,
+/// on-demand billing, TTL on `expires_at`.
 pub async fn create_results_table(c: &aws_sdk_dynamodb::Client, name: &str) {
-    create_keyed_table(c, name, RESULTS_KEYS, "moto").await;
+    create_keyed_table(c, name, RESULTS_KEYS, true, "moto").await;
     enable_ttl(c, name, "moto").await;
 }
 
-/// `CreateTable` with string key attributes and on-demand billing, then waits until the table
-/// is ACTIVE. `backend` names the emulator in failure messages.
+/// A results table as a user may have created a `ROUTES` table: without the jobs index.
+pub async fn create_results_table_without_jobs_index(c: &aws_sdk_dynamodb::Client, name: &str) {
+    create_keyed_table(c, name, RESULTS_KEYS, false, "moto").await;
+    enable_ttl(c, name, "moto").await;
+}
+
+/// The results table's index of job records (template.yaml `jobs-by-update`).
+fn jobs_index() -> GlobalSecondaryIndex {
+    let key = |name: &str, key_type: KeyType| {
+        ok(
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(key_type)
+                .build(),
+            "build KeySchemaElement",
+        )
+    };
+    ok(
+        GlobalSecondaryIndex::builder()
+            .index_name(gemini_hooks::adapters::aws::dynamodb_results::JOBS_INDEX)
+            .key_schema(key("sk", KeyType::Hash))
+            .key_schema(key("updated_at_ms", KeyType::Range))
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build(),
+        "build GlobalSecondaryIndex",
+    )
+}
+
+/// `CreateTable` with string key attributes (and the jobs index of a results table, when
+/// `jobs_index`) and on-demand billing, then waits until the table is ACTIVE. `backend` names
+/// the emulator in failure messages.
 pub(crate) async fn create_keyed_table(
     c: &aws_sdk_dynamodb::Client,
     name: &str,
     keys: &[(&str, KeyType)],
+    with_jobs_index: bool,
     backend: &str,
 ) {
     let mut req = c
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest);
+    if with_jobs_index {
+        req = req
+            .attribute_definitions(ok(
+                AttributeDefinition::builder()
+                    .attribute_name("updated_at_ms")
+                    .attribute_type(ScalarAttributeType::N)
+                    .build(),
+                "build AttributeDefinition",
+            ))
+            .global_secondary_indexes(jobs_index());
+    }
     for (attr, key_type) in keys {
         req = req
             .attribute_definitions(ok(

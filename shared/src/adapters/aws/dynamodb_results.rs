@@ -31,6 +31,13 @@ use crate::ports::clock::SharedClock;
 use crate::ports::{ResultsStore, RowPage, StoreError};
 
 const JOB_SK: &str = "JOB";
+/// The results table's global secondary index of job records, newest first: partition key `sk`
+/// (only job records have `sk = JOB` and an `updated_at_ms`, so rows and parts are not in it),
+/// sort key `updated_at_ms`, every attribute projected. The template creates it; a table
+/// without it is listed by a scan.
+pub const JOBS_INDEX: &str = "jobs-by-update";
+/// Job records per index page at most.
+const JOBS_PAGE: usize = 100;
 /// Parts written before row ids had their own namespace: `RESULT#<key>#PART#nnnn`.
 pub(super) const LEGACY_PART_MARK: &str = "#PART#";
 /// The results table's TTL attribute (epoch seconds; `TimeToLiveSpecification` in template.yaml).
@@ -287,6 +294,86 @@ impl ResultsStore for DynamoDbResultsStore {
     }
 
     async fn list_jobs(&self, limit: Option<usize>) -> Result<Vec<JobRecord>, StoreError> {
+        match self.jobs_from_index(limit).await? {
+            Some(jobs) => Ok(jobs),
+            None => {
+                tracing::info!(
+                    table = %self.table,
+                    index = JOBS_INDEX,
+                    "the table has no jobs index: listing its jobs reads the whole table"
+                );
+                self.scan_jobs(limit).await
+            }
+        }
+    }
+
+    fn table_name(&self) -> Option<&str> {
+        Some(&self.table)
+    }
+}
+
+impl DynamoDbResultsStore {
+    /// The newest `limit` job records from [`JOBS_INDEX`], newest first; `None` when the table
+    /// has no such index (a routed table created without it).
+    async fn jobs_from_index(
+        &self,
+        limit: Option<usize>,
+    ) -> Result<Option<Vec<JobRecord>>, StoreError> {
+        let mut jobs = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let want = limit.map(|n| n.saturating_sub(jobs.len()));
+            if want == Some(0) {
+                break;
+            }
+            let page = want.map(|n| i32::try_from(n.min(JOBS_PAGE)).unwrap_or(100));
+            let result = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(JOBS_INDEX)
+                .key_condition_expression("sk = :job")
+                .expression_attribute_values(":job", AttributeValue::S(JOB_SK.into()))
+                .scan_index_forward(false)
+                .set_limit(page)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await;
+            let out = match result {
+                Ok(out) => out,
+                Err(err) => {
+                    let message = sdk_message(&err);
+                    let service = err.into_service_error();
+                    // DynamoDB says ValidationException ("The table does not have the
+                    // specified index"); moto says ResourceNotFoundException ("Invalid index").
+                    let missing = matches!(
+                        service.meta().code(),
+                        Some("ValidationException" | "ResourceNotFoundException")
+                    ) && {
+                        let m = message.to_ascii_lowercase();
+                        m.contains("specified index") || m.contains("invalid index")
+                    };
+                    if missing && jobs.is_empty() {
+                        return Ok(None);
+                    }
+                    return Err(StoreError::Unavailable(message));
+                }
+            };
+            for item in out.items() {
+                jobs.push(job_of(item)?);
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        // The index orders by time only; ties as the SQLite store orders them.
+        newest_first(&mut jobs);
+        Ok(Some(jobs))
+    }
+
+    /// Every job record read from a scan of the whole table, keeping the newest `limit`.
+    async fn scan_jobs(&self, limit: Option<usize>) -> Result<Vec<JobRecord>, StoreError> {
         let mut jobs = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
@@ -321,10 +408,6 @@ impl ResultsStore for DynamoDbResultsStore {
             jobs.truncate(limit);
         }
         Ok(jobs)
-    }
-
-    fn table_name(&self) -> Option<&str> {
-        Some(&self.table)
     }
 }
 
