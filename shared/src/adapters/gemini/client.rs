@@ -69,8 +69,8 @@ impl GeminiClient {
         }
     }
 
-    /// Follows the redirects the HTTP client stopped at (those to another origin, see
-    /// [`crate::wiring::http_client`]) without the API key: a file served from elsewhere (a
+    /// Follows the redirects the HTTP client stopped at (those to another origin: the
+    /// `http_client` the binaries wire stops there) without the API key: a file served from elsewhere (a
     /// signed storage URL) needs none, and the key must not leave the API's origin.
     async fn off_origin(
         &self,
