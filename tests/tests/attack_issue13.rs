@@ -526,3 +526,57 @@ async fn listing_the_newest_job_does_not_read_every_row_of_the_table() {
         h.tap.scans.load(Ordering::SeqCst)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. Re-ingest of inline responses: the pass's start is never saved before its rows.
+// ---------------------------------------------------------------------------------------------
+
+/// HELD: a batch answered inline (no results file, so no `started` record is saved before the
+/// rows) still removes the stray rows of a bad deploy and keeps every inline row: the start
+/// rides on the in-memory `base` into `finish_reingest`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_reingest_removes_strays_and_keeps_every_inline_row() {
+    use gemini_hooks_tests::fake_gemini::{inline_error, inline_success};
+    let h = Harness::new().await;
+    let id = "batches/inline13".to_owned();
+    h.gemini.put_operation(operation_json(
+        &id,
+        "BATCH_STATE_SUCCEEDED",
+        OutputSpec::Inline(vec![
+            inline_success("a", "first"),
+            inline_success("b", "second"),
+            inline_error("c", 3, "bad request"),
+        ]),
+    ));
+    assert!(matches!(
+        h.consumer(ConsumeSettings::default())
+            .handle_message(&delivery(&id), None)
+            .await,
+        Ok(Handled::Ingested { .. })
+    ));
+    let good = h.rows(&id).await;
+    assert_eq!(good.len(), 3);
+    let stray = ResultRow {
+        key: "stray".into(),
+        ..good[0].clone()
+    };
+    h.store
+        .put_rows(&[stray])
+        .await
+        .unwrap_or_else(|e| panic!("stray: {e}"));
+    h.clock.advance_ms(HOUR_MS);
+    let outcome = h
+        .consumer(ConsumeSettings::default())
+        .handle_message(&reingest_body(&id, "ri-inline", h.clock.now_ms()), None)
+        .await;
+    assert!(
+        matches!(outcome, Ok(Handled::Reingested { .. })),
+        "{outcome:?}"
+    );
+    let job = h.job(&id).await;
+    let pass = job.reingest.unwrap_or_else(|| panic!("no reingest"));
+    assert_eq!(pass.rows_removed, 1);
+    assert_eq!(job.counts.rows_ingested, 3);
+    let keys: Vec<String> = h.rows(&id).await.into_iter().map(|r| r.key).collect();
+    assert_eq!(keys, ["a", "b", "c"]);
+}
