@@ -1,7 +1,8 @@
 //! Hostile review of issue 13 ("close the loop"), round 2: the re-ingest's removal of rows from
 //! before the pass (`delete_rows_before`), the job listing of `results`, and what was held.
 //!
-//! Each test is one attack. `BREAKS:` says what goes wrong and where; `HELD:` marks an attack
+//! Each test is one attack. `BROKE:` says what went wrong and where before the fix (`FIXED:` how
+//! it holds now); `HELD:` marks an attack
 //! the code withstood (kept as a regression check).
 //!
 //! Needs moto (`AWS_ENDPOINT_URL`), like `consume_moto.rs`.
@@ -272,7 +273,8 @@ fn small_file() -> Vec<String> {
 // 1. Re-ingest: the parts a bad deploy wrote for a row the file does have.
 // ---------------------------------------------------------------------------------------------
 
-/// BREAKS: a bad deploy wrote row `a` (a key the results file has) with a 900 KB response, so
+/// FIXED: stale parts no remaining row names go (`stale_items`), as do a stale row's own.
+/// BROKE: a bad deploy wrote row `a` (a key the results file has) with a 900 KB response, so
 /// DynamoDB holds it in 5 `PART#…` items. The re-ingest rewrites `a` from the file (a small
 /// `json` row), and its cleanup removes only the parts whose *owner row* is stale
 /// (`delete_rows_before`, dynamodb_results.rs: `parts.filter(|(_, owner)| stale.contains(owner))`).
@@ -316,7 +318,12 @@ async fn reingest_removes_the_parts_a_bad_deploy_left_on_a_row_the_file_has() {
         "{outcome:?}"
     );
     let job = h.job(&id).await;
-    assert!(job.reingest.as_ref().and_then(|r| r.finished_at_ms).is_some());
+    assert!(
+        job.reingest
+            .as_ref()
+            .and_then(|r| r.finished_at_ms)
+            .is_some()
+    );
     assert_eq!(
         h.rows(&id)
             .await
@@ -391,7 +398,8 @@ async fn interrupted_cleanup() -> (Harness, String) {
     (h, id)
 }
 
-/// BREAKS: the cleanup deletes stale rows 25 at a time *as it pages* and their parts only at
+/// FIXED: parts are deleted before their rows.
+/// BROKE: the cleanup deletes stale rows 25 at a time *as it pages* and their parts only at
 /// the very end (dynamodb_results.rs `delete_rows_before`: `while pending.len() >= MAX_BATCH`
 /// inside the loop, `pending.extend(parts…)` after it). When the last `BatchWriteItem` fails
 /// (throttling past `BATCH_ATTEMPTS`, a timeout of `within`, the Lambda dying), the rows that
@@ -408,7 +416,8 @@ async fn an_interrupted_reingest_cleanup_leaves_no_orphan_parts() {
     );
 }
 
-/// BREAKS: `rows_removed` is what the *last* attempt's `delete_rows_before` returned
+/// FIXED: the count is saved on the record before the deletes and kept by a retry.
+/// BROKE: `rows_removed` is what the *last* attempt's `delete_rows_before` returned
 /// (reingest.rs `finish_reingest`: `own.rows_removed = removed`), not what the pass removed: a
 /// cleanup retried after it had deleted rows reports only the ones left for the retry.
 /// Observed: 30 stray rows removed, `reingest.rows_removed` says 5 (and the
@@ -491,7 +500,8 @@ async fn a_pass_whose_parts_are_hours_apart_keeps_every_row_of_the_file() {
 // 4. `results` (job listing): what the newest job costs to find.
 // ---------------------------------------------------------------------------------------------
 
-/// BREAKS (time and cost): `results --stack/--aws` lists the newest `--limit` jobs with
+/// FIXED: the listing queries the `jobs-by-update` index (no scan at all).
+/// BROKE (time and cost): `results --stack/--aws` lists the newest `--limit` jobs with
 /// `list_jobs`, a `Scan` of the whole results table filtered to `sk = JOB`
 /// (dynamodb_results.rs `list_jobs`). The memory is bounded, but every row and part item of
 /// every job is read to find the job records: DynamoDB reads (and bills) 1 MB per scan page

@@ -319,6 +319,9 @@ impl ResultsStore for RealDynamoKeyLimits {
     async fn delete_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError> {
         self.inner.delete_rows_before(job_id, before_ms).await
     }
+    async fn count_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError> {
+        self.inner.count_rows_before(job_id, before_ms).await
+    }
     async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError> {
         self.inner.list_rows(job_id).await
     }

@@ -618,6 +618,9 @@ impl ResultsStore for PanickingStore {
     async fn delete_rows_before(&self, _: &str, _: i64) -> Result<u64, StoreError> {
         Ok(0)
     }
+    async fn count_rows_before(&self, _: &str, _: i64) -> Result<u64, StoreError> {
+        Ok(0)
+    }
     async fn list_rows(&self, _: &str) -> Result<Vec<ResultRow>, StoreError> {
         Ok(Vec::new())
     }
@@ -690,6 +693,9 @@ impl ResultsStore for Gated {
     }
     async fn delete_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError> {
         self.inner.delete_rows_before(job_id, before_ms).await
+    }
+    async fn count_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError> {
+        self.inner.count_rows_before(job_id, before_ms).await
     }
     async fn list_rows(&self, id: &str) -> Result<Vec<ResultRow>, StoreError> {
         self.inner.list_rows(id).await

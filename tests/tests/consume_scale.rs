@@ -113,6 +113,9 @@ impl ResultsStore for Watched {
     async fn delete_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError> {
         self.inner.delete_rows_before(job_id, before_ms).await
     }
+    async fn count_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError> {
+        self.inner.count_rows_before(job_id, before_ms).await
+    }
 
     async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError> {
         self.inner.list_rows(job_id).await
@@ -722,10 +725,23 @@ async fn two_reingest_requests_of_a_multi_part_batch_both_finish() {
             .map(|_| Fault::Stall(third, Duration::from_secs(30)))
             .collect(),
     );
-    // Room for a loaded machine: each pass runs until its stall meets the cutoff.
-    let deadline = || Some(h.clock.now_ms() + 6_000);
+    // Each pass runs until its stall meets the cutoff. A pass that runs out of time (a loaded
+    // machine) fails and is delivered again, as SQS would.
+    let deliver = |body: String| {
+        let c = &c;
+        let clock = h.clock.clone();
+        async move {
+            for _ in 0..5 {
+                match handle(c, &body, Some(clock.now_ms() + 6_000)).await {
+                    Err(e) if e.is_retryable() => {}
+                    other => return other,
+                }
+            }
+            panic!("still failing after 5 deliveries")
+        }
+    };
     for request in ["r-1", "r-2"] {
-        let outcome = handle(&c, &reingest_request("twice", request), deadline()).await;
+        let outcome = deliver(reingest_request("twice", request)).await;
         assert!(
             matches!(outcome, Ok(Handled::Continued { .. })),
             "{request}: {outcome:?}"
@@ -735,12 +751,12 @@ async fn two_reingest_requests_of_a_multi_part_batch_both_finish() {
     let mut superseded = 0;
     loop {
         let queued = h.queued().await;
-        if queued.is_empty() || handled > 12 {
+        if queued.is_empty() || handled > 20 {
             break;
         }
         for message in queued {
             handled += 1;
-            match handle(&c, &message, deadline()).await {
+            match deliver(message).await {
                 Ok(Handled::Skipped { reason }) if reason.contains("superseded") => {
                     superseded += 1;
                 }
@@ -756,7 +772,7 @@ async fn two_reingest_requests_of_a_multi_part_batch_both_finish() {
         "unfinished after {handled} messages: {pass:?}"
     );
     assert_eq!((pass.request_id.as_str(), pass.rows_rewritten), ("r-2", n));
-    assert_eq!(superseded, 1, "r-1's hand-over stopped");
+    assert!(superseded >= 1, "r-1's hand-over stopped");
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(h.rows("twice").await.len(), good.len());
 }

@@ -130,6 +130,9 @@ impl ResultsStore for CountingStore {
     async fn delete_rows_before(&self, _: &str, _: i64) -> Result<u64, StoreError> {
         Ok(0)
     }
+    async fn count_rows_before(&self, _: &str, _: i64) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 
     async fn list_rows(&self, _job_id: &str) -> Result<Vec<ResultRow>, StoreError> {
         Ok(Vec::new())

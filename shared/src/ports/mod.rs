@@ -118,6 +118,9 @@ pub trait ResultsStore: Send + Sync {
     /// did not rewrite is not in the results file (a bad deploy's rows under other keys).
     async fn delete_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError>;
 
+    /// How many rows [`Self::delete_rows_before`] would delete now.
+    async fn count_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError>;
+
     /// Every row of a job, ordered by key (tests, `gemini-hooks results`). Adapters may page.
     async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError>;
 

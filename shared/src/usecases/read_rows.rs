@@ -70,6 +70,9 @@ mod tests {
         async fn delete_rows_before(&self, _: &str, _: i64) -> Result<u64, StoreError> {
             Ok(0)
         }
+        async fn count_rows_before(&self, _: &str, _: i64) -> Result<u64, StoreError> {
+            Ok(0)
+        }
         async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError> {
             Ok(self
                 .0

@@ -125,6 +125,65 @@ const MAX_KEY_ATTRIBUTE: usize = 128 * 1024;
 /// The marker between a row's part owner and a key part's number (response parts have `#`).
 pub(super) const KEY_PART_MARK: &str = "K#";
 
+/// The sort key of part `n` (1-based) of the response of the row `row_sk`.
+pub(super) fn response_part_sk(row_sk: &str, n: usize) -> String {
+    format!("{PART_PREFIX}{}#{n:04}", part_owner(row_sk))
+}
+
+/// The sort key of part `n` (1-based) of the request key of the row `row_sk`.
+pub(super) fn key_part_sk(row_sk: &str, n: usize) -> String {
+    format!("{PART_PREFIX}{}{KEY_PART_MARK}{n:04}", part_owner(row_sk))
+}
+
+/// What names a row's parts: the start of the hash of its sort key.
+fn part_owner(row_sk: &str) -> String {
+    sha256_hex(row_sk.as_bytes())[..32].to_owned()
+}
+
+/// The sort keys of every part the row item `item` (sort key `row_sk`) says it has.
+pub(super) fn part_sks_of(row_sk: &str, item: &HashMap<String, AttributeValue>) -> Vec<String> {
+    let count = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let encoding = item.get("response_encoding").and_then(|v| v.as_s().ok());
+    let response = if encoding.map(String::as_str) == Some("gzip-parts") {
+        count("response_parts")
+    } else {
+        0
+    };
+    (1..=response)
+        .map(|n| response_part_sk(row_sk, n))
+        .chain((1..=count("key_parts")).map(|n| key_part_sk(row_sk, n)))
+        .collect()
+}
+
+/// One part item: a chunk of a row's compressed response or key. It carries its row's write
+/// time, so a re-ingest can tell a part left over from an earlier write from one just written.
+fn part_item(
+    row_pk: &str,
+    sk: String,
+    row_sk: &str,
+    chunk: &[u8],
+    ingested_at_ms: i64,
+) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(row_pk.to_owned())),
+        ("sk".to_owned(), AttributeValue::S(sk)),
+        ("part_of".to_owned(), AttributeValue::S(row_sk.to_owned())),
+        (
+            "chunk".to_owned(),
+            AttributeValue::B(Blob::new(chunk.to_vec())),
+        ),
+        (
+            "ingested_at_ms".to_owned(),
+            AttributeValue::N(ingested_at_ms.to_string()),
+        ),
+    ])
+}
+
 /// Items for one row: the row itself, plus part items when the response is too large.
 ///
 /// Built field by field from the row (no intermediate JSON tree), and a response too large for
@@ -195,17 +254,9 @@ pub(super) fn row_items(
                     "response_parts".into(),
                     AttributeValue::N(chunks.to_string()),
                 );
-                let owner = &sha256_hex(row_sk.as_bytes())[..32];
                 for (i, chunk) in packed.chunks(ITEM_BUDGET / 2).enumerate() {
-                    let mut part = HashMap::with_capacity(4);
-                    part.insert("pk".into(), AttributeValue::S(row_pk.clone()));
-                    part.insert(
-                        "sk".into(),
-                        AttributeValue::S(format!("{PART_PREFIX}{owner}#{:04}", i + 1)),
-                    );
-                    part.insert("part_of".into(), AttributeValue::S(row_sk.clone()));
-                    part.insert("chunk".into(), AttributeValue::B(Blob::new(chunk.to_vec())));
-                    items.push(part);
+                    let sk = response_part_sk(&row_sk, i + 1);
+                    items.push(part_item(&row_pk, sk, &row_sk, chunk, row.ingested_at_ms));
                 }
             }
         }
@@ -229,17 +280,9 @@ pub(super) fn row_items(
             "key_parts".into(),
             AttributeValue::N(packed.len().div_ceil(chunk_len).to_string()),
         );
-        let owner = &sha256_hex(row_sk.as_bytes())[..32];
         for (i, chunk) in packed.chunks(chunk_len).enumerate() {
-            let mut part = HashMap::with_capacity(4);
-            part.insert("pk".into(), AttributeValue::S(row_pk.clone()));
-            part.insert(
-                "sk".into(),
-                AttributeValue::S(format!("{PART_PREFIX}{owner}{KEY_PART_MARK}{:04}", i + 1)),
-            );
-            part.insert("part_of".into(), AttributeValue::S(row_sk.clone()));
-            part.insert("chunk".into(), AttributeValue::B(Blob::new(chunk.to_vec())));
-            items.push(part);
+            let sk = key_part_sk(&row_sk, i + 1);
+            items.push(part_item(&row_pk, sk, &row_sk, chunk, row.ingested_at_ms));
         }
     }
     items.insert(0, item);

@@ -25,7 +25,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
 use super::dynamodb_dedupe::sdk_message;
-use super::dynamodb_items::{JSON_TEXT_FIELDS, item_of, job_of, pk, row_items};
+use super::dynamodb_items::{JSON_TEXT_FIELDS, item_of, job_of, part_sks_of, pk, row_items};
 use crate::domain::jobs::{JobRecord, ResultRow};
 use crate::ports::clock::SharedClock;
 use crate::ports::{ResultsStore, RowPage, StoreError};
@@ -179,64 +179,21 @@ impl ResultsStore for DynamoDbResultsStore {
     }
 
     async fn delete_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError> {
-        let number = |item: &HashMap<String, AttributeValue>, name: &str| {
-            item.get(name)
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse::<i64>().ok())
-        };
-        let text = |item: &HashMap<String, AttributeValue>, name: &str| {
-            item.get(name).and_then(|v| v.as_s().ok()).cloned()
-        };
-        // Stale rows are deleted page by page; parts (they sort apart from their rows) are
-        // matched to them once every row has been seen.
-        let mut stale = HashSet::new();
-        let mut parts: Vec<(String, String)> = Vec::new();
-        let mut pending: Vec<String> = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(pk(job_id)))
-                .projection_expression("sk, part_of, ingested_at_ms, #status")
-                .expression_attribute_names("#status", "status")
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| StoreError::Unavailable(sdk_message(&e)))?;
-            for item in out.items() {
-                let Some(sk) = text(item, "sk") else { continue };
-                if item.contains_key("status") {
-                    if number(item, "ingested_at_ms").is_some_and(|t| t < before_ms) {
-                        stale.insert(sk.clone());
-                        pending.push(sk);
-                    }
-                } else if let Some(owner) = text(item, "part_of") {
-                    parts.push((sk, owner));
-                }
-            }
-            while pending.len() >= MAX_BATCH {
-                let batch: Vec<String> = pending.drain(..MAX_BATCH).collect();
-                self.delete_items(job_id, batch).await?;
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        pending.extend(
-            parts
-                .into_iter()
-                .filter(|(_, owner)| stale.contains(owner))
-                .map(|(sk, _)| sk),
-        );
-        for batch in pending.chunks(MAX_BATCH) {
+        let old = self.stale_items(job_id, before_ms).await?;
+        // Parts first: a cleanup cut short then leaves rows that still name their parts, which
+        // the next attempt finds again, and never parts that no row names.
+        for batch in old.parts.chunks(MAX_BATCH) {
             self.delete_items(job_id, batch.to_vec()).await?;
         }
-        Ok(u64::try_from(stale.len()).unwrap_or(u64::MAX))
+        for batch in old.rows.chunks(MAX_BATCH) {
+            self.delete_items(job_id, batch.to_vec()).await?;
+        }
+        Ok(u64::try_from(old.rows.len()).unwrap_or(u64::MAX))
+    }
+
+    async fn count_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError> {
+        let old = self.stale_items(job_id, before_ms).await?;
+        Ok(u64::try_from(old.rows.len()).unwrap_or(u64::MAX))
     }
 
     async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError> {
@@ -420,7 +377,82 @@ fn newest_first(jobs: &mut [JobRecord]) {
     });
 }
 
+/// What [`ResultsStore::delete_rows_before`] removes from a job's partition.
+struct StaleItems {
+    /// Rows written before the time.
+    rows: Vec<String>,
+    /// Their parts, and parts no remaining row names that were written before the time too (a
+    /// row rewritten smaller, or a cleanup cut short by an older version).
+    parts: Vec<String>,
+}
+
 impl DynamoDbResultsStore {
+    /// Reads `job_id`'s partition (keys and the few attributes that tell rows, parts and their
+    /// ages apart) for [`StaleItems`].
+    async fn stale_items(&self, job_id: &str, before_ms: i64) -> Result<StaleItems, StoreError> {
+        let number = |item: &HashMap<String, AttributeValue>, name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<i64>().ok())
+        };
+        let mut rows = Vec::new();
+        let mut doomed = HashSet::new();
+        let mut named = HashSet::new();
+        let mut parts: Vec<(String, Option<i64>)> = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(pk(job_id)))
+                .projection_expression(
+                    "sk, part_of, ingested_at_ms, #status, response_encoding, response_parts, \
+                     key_parts",
+                )
+                .expression_attribute_names("#status", "status")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(sdk_message(&e)))?;
+            for item in out.items() {
+                let Some(sk) = item.get("sk").and_then(|v| v.as_s().ok()) else {
+                    continue;
+                };
+                let written = number(item, "ingested_at_ms");
+                if item.contains_key("status") {
+                    let own = part_sks_of(sk, item);
+                    if written.is_some_and(|t| t < before_ms) {
+                        rows.push(sk.clone());
+                        doomed.extend(own);
+                    } else {
+                        named.extend(own);
+                    }
+                } else if item.contains_key("part_of") {
+                    parts.push((sk.clone(), written));
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        // A part no remaining row names goes if it is old; one just written stays (its row may
+        // be in a batch still on its way). Parts from before they carried a time count as old.
+        doomed.extend(
+            parts
+                .into_iter()
+                .filter(|(sk, t)| !named.contains(sk) && t.is_none_or(|t| t < before_ms))
+                .map(|(sk, _)| sk),
+        );
+        doomed.retain(|sk| !named.contains(sk));
+        let mut parts: Vec<String> = doomed.into_iter().collect();
+        parts.sort();
+        Ok(StaleItems { rows, parts })
+    }
+
     /// Deletes the items `sks` (at most [`MAX_BATCH`]) of `job_id`.
     async fn delete_items(&self, job_id: &str, sks: Vec<String>) -> Result<(), StoreError> {
         let mut requests = Vec::with_capacity(sks.len());

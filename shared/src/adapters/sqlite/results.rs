@@ -207,6 +207,21 @@ impl ResultsStore for SqliteStore {
         .await
     }
 
+    async fn count_rows_before(&self, job_id: &str, before_ms: i64) -> Result<u64, StoreError> {
+        let job_id = job_id.to_owned();
+        self.run(move |conn| {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM result_rows WHERE job_id = ?1 AND ingested_at_ms < ?2",
+                    params![job_id, before_ms],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn list_rows(&self, job_id: &str) -> Result<Vec<ResultRow>, StoreError> {
         let job_id = job_id.to_owned();
         self.run(move |conn| {

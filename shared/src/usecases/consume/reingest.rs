@@ -134,6 +134,7 @@ impl Consumer {
             Some(r) => r.started_at_ms,
             None => Some(self.clock.now_ms()),
         };
+        let rows_removed = same.map_or(0, |r| r.rows_removed);
 
         let op = match within(self.gemini.get_batch(job_id)).await? {
             Ok(op) => op,
@@ -171,7 +172,7 @@ impl Consumer {
             error_rows: 0,
             malformed_rows: 0,
             started_at_ms,
-            rows_removed: 0,
+            rows_removed,
         });
         match op.output {
             None => Err(ConsumeError::Poison(format!(
@@ -237,10 +238,24 @@ impl Consumer {
             .as_ref()
             .filter(|r| r.request_id == request.request_id)
             .and_then(|r| r.started_at_ms);
+        // An attempt that was cut short (and is delivered again) saved what it set out to
+        // remove: the rows still there are among them.
+        let planned = base.reingest.as_ref().map_or(0, |r| r.rows_removed);
         let removed = match started {
             Some(t) => {
                 let before = t.saturating_sub(REINGEST_CLOCK_MARGIN_MS);
-                within(store.delete_rows_before(&base.job_id, before)).await??
+                let stale = within(store.count_rows_before(&base.job_id, before)).await??;
+                let removed = planned.max(stale);
+                if stale > 0 {
+                    if let Some(own) = base.reingest.as_mut() {
+                        own.rows_removed = removed;
+                    }
+                    let noted = with_progress(&base, request, &work, None);
+                    within(store.save_job(&noted)).await??;
+                }
+                // Also when no row is stale: parts an older write left behind go too.
+                within(store.delete_rows_before(&base.job_id, before)).await??;
+                removed
             }
             None => 0,
         };
