@@ -343,6 +343,16 @@ async fn download_from_offset_uses_range() {
         matches!(err, GeminiError::Stream(_)) && err.is_transient(),
         "{err:?}"
     );
+    // At the end of the file such a 416 is the end, as the file's metadata (`sizeBytes`) shows.
+    fake.put_resource(
+        "files/batch-r",
+        serde_json::json!({"name": "files/batch-r", "sizeBytes": len.to_string()}),
+    );
+    fake.inject("files/batch-r:download", vec![Fault::Status(416)]);
+    let rest = collect(c.download("files/batch-r", len).await.unwrap())
+        .await
+        .unwrap();
+    assert!(rest.is_empty());
 }
 
 #[tokio::test]

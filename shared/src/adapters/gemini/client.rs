@@ -439,10 +439,14 @@ impl GeminiApi for GeminiClient {
                         "the server refused bytes from {offset} of {name}, inside its {total} \
                          bytes (416)"
                     ))),
-                    None => Err(GeminiError::Stream(format!(
-                        "the server refused bytes from {offset} of {name} (416) without \
-                         stating its length: not taken as its end"
-                    ))),
+                    // The file's metadata says where it ends.
+                    None => match self.get_file(&name).await.ok().and_then(|f| f.size_bytes) {
+                        Some(size) if size == offset => Ok(Box::pin(futures::stream::empty())),
+                        _ => Err(GeminiError::Stream(format!(
+                            "the server refused bytes from {offset} of {name} (416) without \
+                             stating its length: not taken as its end"
+                        ))),
+                    },
                 };
             }
             StatusCode::PARTIAL_CONTENT => match content_range_start(resp.headers()) {

@@ -140,6 +140,8 @@ pub struct FileInfo {
     pub uri: Option<String>,
     pub mime_type: Option<String>,
     pub expiration_time: Option<String>,
+    /// `sizeBytes` (an int64, sent as a string).
+    pub size_bytes: Option<u64>,
 }
 
 impl FileInfo {
@@ -159,6 +161,13 @@ impl FileInfo {
             uri: text(&["uri", "downloadUri", "download_uri"]),
             mime_type: text(&["mimeType", "mime_type"]),
             expiration_time: text(&["expirationTime", "expiration_time"]),
+            size_bytes: ["sizeBytes", "size_bytes"]
+                .iter()
+                .find_map(|n| match obj.get(*n)? {
+                    Value::String(s) => s.trim().parse().ok(),
+                    Value::Number(n) => n.as_u64(),
+                    _ => None,
+                }),
         })
     }
 }
